@@ -1,0 +1,4 @@
+//! One module per subcommand; `main.rs` only parses arguments and calls these.
+
+pub mod flatten;
+pub mod inspect;

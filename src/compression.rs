@@ -1,0 +1,170 @@
+//! Compression formats: detection by magic bytes (never by name), decoders and encoders.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    /// Identify a stream from its first bytes.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Compression::Xz
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+
+    /// Wrap `input` in the matching decoder. Multi-member gzip and concatenated zstd/xz
+    /// frames are read in full, as `zcat` would.
+    pub fn decoder<'a, R: BufRead + Send + 'a>(
+        self,
+        input: R,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(input),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+            Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
+            Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
+        })
+    }
+}
+
+/// Read the first bytes of a buffered stream without consuming them and detect its format.
+pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
+    let buf = r.fill_buf()?;
+    if buf.len() >= 6 {
+        return Ok(Compression::detect(buf));
+    }
+    // A short first read: fall back to what we have (tiny or empty streams are uncompressed).
+    Ok(Compression::detect(buf))
+}
+
+/// An encoder that must be finished explicitly (so trailers are written and errors seen).
+pub enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(liblzma::write::XzEncoder<W>),
+    Bzip2(bzip2::write::BzEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    pub fn new(kind: Compression, level: Option<u32>, w: W) -> io::Result<Self> {
+        Ok(match kind {
+            Compression::None => Encoder::Plain(w),
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::new(level.unwrap_or(6).min(9)),
+            )),
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3) as i32)?;
+                // Use the second core for compression while the merge runs on the first.
+                let _ = e.multithread(2);
+                Encoder::Zstd(e)
+            }
+            Compression::Xz => {
+                Encoder::Xz(liblzma::write::XzEncoder::new(w, level.unwrap_or(6).min(9)))
+            }
+            Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
+                w,
+                bzip2::Compression::new(level.unwrap_or(9).clamp(1, 9)),
+            )),
+        })
+    }
+
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Bzip2(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Xz(e) => e.write(buf),
+            Encoder::Bzip2(e) => e.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.write_all(buf),
+            Encoder::Gzip(e) => e.write_all(buf),
+            Encoder::Zstd(e) => e.write_all(buf),
+            Encoder::Xz(e) => e.write_all(buf),
+            Encoder::Bzip2(e) => e.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Xz(e) => e.flush(),
+            Encoder::Bzip2(e) => e.flush(),
+        }
+    }
+}
+
+/// Convenience for tests and small inputs: decode a whole byte slice.
+pub fn decode_all(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut r = BufReader::new(data);
+    let kind = sniff(&mut r)?;
+    let mut out = Vec::new();
+    kind.decoder(r)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_format() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for kind in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::Bzip2,
+        ] {
+            let mut e = Encoder::new(kind, Some(1), Vec::new()).unwrap();
+            e.write_all(&data).unwrap();
+            let enc = e.finish().unwrap();
+            assert_eq!(Compression::detect(&enc), kind, "{kind:?}");
+            assert_eq!(decode_all(&enc).unwrap(), data, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! An index of the members of an outer tar (a `docker save` or OCI archive), built once by
+//! reading headers and seeking over data, so every member can be read in place by offset —
+//! nothing is unpacked to disk.
+
+use super::FileRegion;
+use crate::error::{Error, Result};
+use crate::pathname;
+use crate::tarstream::{EntryType, TarError, TarReader, padded};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct ArchiveIndex {
+    pub file: Arc<File>,
+    pub path: String,
+    members: HashMap<String, (u64, u64)>,
+}
+
+impl ArchiveIndex {
+    pub fn open(path: &Path) -> Result<ArchiveIndex> {
+        let shown = path.display().to_string();
+        let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {shown}"), e))?
+            .len();
+        let mut members = HashMap::new();
+        let mut pos = 0u64;
+        let mut chunk = 4096usize;
+        loop {
+            if pos >= file_len {
+                break; // EOF without an end-of-archive marker: accepted, as GNU tar does
+            }
+            let want = (chunk as u64).min(file_len - pos) as usize;
+            let mut buf = vec![0u8; want];
+            file.read_exact_at(&mut buf, pos)
+                .map_err(|e| Error::io(format!("reading {shown}"), e))?;
+            let mut r = TarReader::new(&buf[..]);
+            let entry = match r.next_entry() {
+                Ok(e) => e,
+                Err(TarError::Truncated(_)) if want == chunk && chunk < (4 << 20) => {
+                    chunk *= 4; // long extension headers: read a bigger window
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::Format(format!(
+                        "{shown}: not a valid tar archive: {e}"
+                    )));
+                }
+            };
+            let Some(h) = entry else { break };
+            let header_len = h.raw.len() as u64;
+            let data_at = pos + header_len;
+            let size = h.size;
+            if data_at + size > file_len {
+                let name = String::from_utf8_lossy(h.path).into_owned();
+                return Err(Error::Format(format!(
+                    "{shown}: truncated archive: member {name} needs {size} bytes, file ends first"
+                )));
+            }
+            if matches!(h.kind, EntryType::Regular) {
+                let name = pathname::normalize(h.path)
+                    .map(|p| String::from_utf8_lossy(pathname::trim_dir(&p)).into_owned())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(h.path).into_owned());
+                members.insert(name, (data_at, size));
+            } else if matches!(h.kind, EntryType::Symlink | EntryType::HardLink) {
+                // docker save writes layer symlinks (`<id>/layer.tar -> ../<other>/layer.tar`)
+                // when two images share a layer: resolve them against what we have seen.
+                let dir = pathname::split_parent(pathname::trim_dir(h.path)).0;
+                let mut target = Vec::from(if h.kind == EntryType::Symlink {
+                    dir
+                } else {
+                    &[][..]
+                });
+                if !target.is_empty() {
+                    target.push(b'/');
+                }
+                target.extend_from_slice(h.link);
+                if let (Ok(name), Ok(t)) =
+                    (pathname::normalize(h.path), pathname::normalize(&target))
+                {
+                    let t = String::from_utf8_lossy(&t).into_owned();
+                    if let Some(&loc) = members.get(&t) {
+                        members.insert(
+                            String::from_utf8_lossy(pathname::trim_dir(&name)).into_owned(),
+                            loc,
+                        );
+                    }
+                }
+            }
+            pos = data_at + padded(size);
+            chunk = 4096;
+        }
+        Ok(ArchiveIndex {
+            file: Arc::new(file),
+            path: shown,
+            members,
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.members.contains_key(name)
+    }
+
+    pub fn region(&self, name: &str) -> Result<FileRegion> {
+        let name = name.trim_start_matches("./");
+        let &(offset, len) = self
+            .members
+            .get(name)
+            .ok_or_else(|| Error::Format(format!("{}: missing member {name}", self.path)))?;
+        Ok(FileRegion {
+            file: self.file.clone(),
+            offset,
+            len,
+        })
+    }
+
+    pub fn read(&self, name: &str) -> Result<Vec<u8>> {
+        self.region(name)?
+            .read_all()
+            .map_err(|e| Error::io(format!("{}: reading {name}", self.path), e))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+}

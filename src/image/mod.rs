@@ -1,0 +1,241 @@
+//! Images: a config plus an ordered list of layers that open as byte streams.
+//!
+//! Every transport resolves to the same shape: each layer (and the config) is a region of a
+//! file on disk — a blob file in an OCI layout, or a member of an outer tar read in place by
+//! offset. One file per transport; `reference` picks which.
+
+pub mod archive;
+pub mod docker_archive;
+pub mod oci_layout;
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A byte range of a file, read with `pread` so many readers can share one descriptor.
+#[derive(Clone, Debug)]
+pub struct FileRegion {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl FileRegion {
+    pub fn whole(path: &Path) -> io::Result<FileRegion> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FileRegion {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        })
+    }
+
+    pub fn reader(&self) -> RegionReader {
+        RegionReader {
+            region: self.clone(),
+            pos: 0,
+        }
+    }
+
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(self.len as usize);
+        self.reader().read_to_end(&mut v)?;
+        Ok(v)
+    }
+}
+
+pub struct RegionReader {
+    region: FileRegion,
+    pos: u64,
+}
+
+impl RegionReader {
+    pub fn remaining(&self) -> u64 {
+        self.region.len - self.pos
+    }
+}
+
+impl Read for RegionReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.remaining();
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = self
+            .region
+            .file
+            .read_at(&mut buf[..want], self.region.offset + self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file is shorter than its index says (truncated?)",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// One layer, bottom = index 0.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub index: usize,
+    /// Where the bytes are: the member name or blob path, for messages.
+    pub location: String,
+    pub region: FileRegion,
+    pub media_type: Option<String>,
+    /// Digest of the stored blob (verified while streaming when known).
+    pub digest: Option<String>,
+    /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids` (verified likewise).
+    pub diff_id: Option<String>,
+}
+
+impl Layer {
+    /// A short name for messages: index and digest.
+    pub fn label(&self) -> String {
+        let id = self
+            .digest
+            .as_deref()
+            .or(self.diff_id.as_deref())
+            .unwrap_or(&self.location);
+        format!("layer {} ({})", self.index, short_digest(id))
+    }
+
+    pub fn stored_size(&self) -> u64 {
+        self.region.len
+    }
+}
+
+pub fn short_digest(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    if hex.len() > 12 && d.starts_with("sha256:") {
+        &d[..7 + 12]
+    } else {
+        d
+    }
+}
+
+/// A resolved image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// The reference as the user gave it.
+    pub reference: String,
+    pub transport: &'static str,
+    pub tags: Vec<String>,
+    pub config_raw: Vec<u8>,
+    pub config: Value,
+    pub config_digest: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub layers: Vec<Layer>,
+    /// The spool file behind `-` (stdin); removed when the image is dropped.
+    pub _spool: Option<Arc<tempfile::TempPath>>,
+}
+
+impl Image {
+    /// The `history` array of the config (empty when absent).
+    pub fn history(&self) -> Vec<Value> {
+        self.config
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Resolve `--up-to`: a 0-based index from the bottom, or a digest / diff_id prefix.
+    pub fn layer_index(&self, spec: &str) -> Result<usize> {
+        if let Ok(n) = spec.parse::<usize>() {
+            if n < self.layers.len() {
+                return Ok(n);
+            }
+            return Err(Error::Usage(format!(
+                "layer {n} does not exist: {} has {} layers (0..{})",
+                self.reference,
+                self.layers.len(),
+                self.layers.len().saturating_sub(1)
+            )));
+        }
+        let want = spec.strip_prefix("sha256:").unwrap_or(spec);
+        let matches: Vec<usize> = self
+            .layers
+            .iter()
+            .filter(|l| {
+                [&l.digest, &l.diff_id].iter().any(|d| {
+                    d.as_deref()
+                        .map(|d| d.strip_prefix("sha256:").unwrap_or(d).starts_with(want))
+                        .unwrap_or(false)
+                })
+            })
+            .map(|l| l.index)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::Usage(format!(
+                "no layer of {} matches {spec:?}",
+                self.reference
+            ))),
+            _ => Err(Error::Usage(format!(
+                "{spec:?} matches several layers of {}",
+                self.reference
+            ))),
+        }
+    }
+}
+
+/// Parse JSON, naming the document in the error.
+pub fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("bad JSON in {what}: {e}")))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Check a small blob (config, manifest, index) against its digest.
+pub fn verify_blob(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        return Err(Error::Format(format!(
+            "{what}: unsupported digest algorithm in {digest:?} (only sha256)"
+        )));
+    };
+    let actual = sha256_hex(bytes);
+    if actual != hex {
+        return Err(Error::Digest {
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: format!("sha256:{actual}"),
+        });
+    }
+    Ok(())
+}
+
+/// The `rootfs.diff_ids` of a config.
+pub fn diff_ids(config: &Value) -> Vec<String> {
+    config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn path_string(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn spool_stdin() -> Result<(PathBuf, Arc<tempfile::TempPath>)> {
+    let mut tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("creating a temp file to spool stdin", e))?;
+    io::copy(&mut io::stdin().lock(), &mut tmp).map_err(|e| Error::io("reading stdin", e))?;
+    let path = tmp.into_temp_path();
+    Ok((path.to_path_buf(), Arc::new(path)))
+}

@@ -1,0 +1,384 @@
+//! `oci:DIR[:REF]` and `oci-archive:PATH[:REF]` — the OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/<alg>/<hex>`), in a directory or in a tar read in place.
+//! Nested indexes are followed; a multi-platform index is resolved with `--platform`.
+
+use super::archive::ArchiveIndex;
+use super::{FileRegion, Image, Layer, diff_ids, parse_json, verify_blob};
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Where the layout's files are.
+pub trait Store {
+    fn describe(&self) -> String;
+    fn region(&self, name: &str) -> Result<FileRegion>;
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        self.region(name)?
+            .read_all()
+            .map_err(|e| Error::io(format!("{}: reading {name}", self.describe()), e))
+    }
+}
+
+pub struct DirStore(pub PathBuf);
+
+impl Store for DirStore {
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn region(&self, name: &str) -> Result<FileRegion> {
+        let p = self.0.join(name);
+        FileRegion::whole(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Format(format!("{}: missing {name}", self.describe()))
+            } else {
+                Error::io(format!("opening {}", p.display()), e)
+            }
+        })
+    }
+}
+
+impl Store for ArchiveIndex {
+    fn describe(&self) -> String {
+        self.path.clone()
+    }
+    fn region(&self, name: &str) -> Result<FileRegion> {
+        ArchiveIndex::region(self, name)
+    }
+}
+
+/// `os/arch[/variant]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Result<Platform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => Err(Error::Usage(format!(
+                "bad platform {s:?}: expected os/arch[/variant]"
+            ))),
+        }
+    }
+
+    fn of(desc: &Value) -> Option<Platform> {
+        let p = desc.get("platform")?;
+        Some(Platform {
+            os: p.get("os")?.as_str()?.to_string(),
+            arch: p.get("architecture")?.as_str()?.to_string(),
+            variant: p.get("variant").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+
+    fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.arch == other.arch
+            && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: None,
+        }
+    }
+}
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+pub fn open_dir(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &Platform,
+    reference: &str,
+) -> Result<Image> {
+    if !dir.join("oci-layout").is_file() && !dir.join("index.json").is_file() {
+        return Err(Error::Format(format!(
+            "{}: not an OCI image layout (no oci-layout or index.json)",
+            dir.display()
+        )));
+    }
+    open_store(
+        &DirStore(dir.to_path_buf()),
+        tag,
+        platform,
+        reference,
+        "oci",
+    )
+}
+
+pub fn open_archive(
+    path: &Path,
+    tag: Option<&str>,
+    platform: &Platform,
+    reference: &str,
+) -> Result<Image> {
+    let index = ArchiveIndex::open(path)?;
+    if !index.contains("index.json") {
+        return Err(Error::Format(format!(
+            "{}: not an OCI archive (no index.json)",
+            index.path
+        )));
+    }
+    open_store(&index, tag, platform, reference, "oci-archive")
+}
+
+fn blob_name(digest: &str) -> Result<String> {
+    let (alg, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| Error::Format(format!("bad digest {digest:?}")))?;
+    if alg.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::Format(format!("bad digest {digest:?}")));
+    }
+    Ok(format!("blobs/{alg}/{hex}"))
+}
+
+fn descriptor_digest(desc: &Value, what: &str) -> Result<String> {
+    desc.get("digest")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::Format(format!("{what}: descriptor without a digest")))
+}
+
+fn is_index(media_type: Option<&str>, doc: Option<&Value>) -> bool {
+    match media_type {
+        Some(m) => m.contains("image.index") || m.contains("manifest.list"),
+        None => doc.map(|d| d.get("manifests").is_some()).unwrap_or(false),
+    }
+}
+
+fn open_store(
+    store: &dyn Store,
+    tag: Option<&str>,
+    platform: &Platform,
+    reference: &str,
+    transport: &'static str,
+) -> Result<Image> {
+    let where_ = store.describe();
+    let index = parse_json(&store.read("index.json")?, &format!("{where_}: index.json"))?;
+    let manifests = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let refs: Vec<String> = manifests
+        .iter()
+        .filter_map(|m| m.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1"))))
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let candidates: Vec<Value> = match tag {
+        Some(t) => {
+            let c: Vec<Value> = manifests
+                .iter()
+                .filter(|m| {
+                    m.get("annotations")
+                        .and_then(|a| a.get(REF_NAME))
+                        .and_then(Value::as_str)
+                        == Some(t)
+                })
+                .cloned()
+                .collect();
+            if c.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{where_}: no image named {t:?}; names present: {}",
+                    if refs.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        refs.join(", ")
+                    }
+                )));
+            }
+            c
+        }
+        None => manifests.clone(),
+    };
+    let mut tags: Vec<String> = match tag {
+        Some(t) => vec![t.to_string()],
+        None if candidates.len() == 1 => refs.clone(),
+        None => Vec::new(),
+    };
+    let desc = resolve(store, &candidates, platform, &where_, 0)?;
+    let manifest_digest = descriptor_digest(&desc, &where_)?;
+    let manifest_raw = store.read(&blob_name(&manifest_digest)?)?;
+    verify_blob(
+        &manifest_raw,
+        &manifest_digest,
+        &format!("{where_}: manifest"),
+    )?;
+    let manifest = parse_json(
+        &manifest_raw,
+        &format!("{where_}: manifest {manifest_digest}"),
+    )?;
+    let cfg_desc = manifest.get("config").ok_or_else(|| {
+        Error::Format(format!(
+            "{where_}: manifest {manifest_digest} has no config"
+        ))
+    })?;
+    let config_digest = descriptor_digest(cfg_desc, &where_)?;
+    let config_raw = store.read(&blob_name(&config_digest)?)?;
+    verify_blob(&config_raw, &config_digest, &format!("{where_}: config"))?;
+    let config = parse_json(&config_raw, &format!("{where_}: config {config_digest}"))?;
+    let ids = diff_ids(&config);
+    let layer_descs = manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !ids.is_empty() && ids.len() != layer_descs.len() {
+        return Err(Error::Format(format!(
+            "{where_}: config lists {} diff_ids but the manifest lists {} layers",
+            ids.len(),
+            layer_descs.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (i, d) in layer_descs.iter().enumerate() {
+        let digest = descriptor_digest(d, &where_)?;
+        let name = blob_name(&digest)?;
+        let region = store.region(&name).map_err(|e| match e {
+            Error::Format(_) => {
+                Error::Format(format!("{where_}: layer {i}: missing blob {digest}"))
+            }
+            other => other,
+        })?;
+        if let Some(size) = d.get("size").and_then(Value::as_u64)
+            && size != region.len
+        {
+            return Err(Error::Format(format!(
+                "{where_}: layer {i}: blob {digest} is {} bytes, the manifest says {size}",
+                region.len
+            )));
+        }
+        layers.push(Layer {
+            index: i,
+            location: format!("{where_}: {name}"),
+            region,
+            media_type: d
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            digest: Some(digest),
+            diff_id: ids.get(i).cloned(),
+        });
+    }
+    tags.dedup();
+    Ok(Image {
+        reference: reference.to_string(),
+        transport,
+        tags,
+        config_raw,
+        config,
+        config_digest: Some(config_digest),
+        manifest_digest: Some(manifest_digest),
+        layers,
+        _spool: None,
+    })
+}
+
+/// From a list of descriptors, find the one image manifest meant: follow indexes, pick the
+/// platform.
+fn resolve(
+    store: &dyn Store,
+    descs: &[Value],
+    platform: &Platform,
+    where_: &str,
+    depth: usize,
+) -> Result<Value> {
+    if depth > 8 {
+        return Err(Error::Format(format!(
+            "{where_}: indexes nested too deeply"
+        )));
+    }
+    if descs.is_empty() {
+        return Err(Error::Format(format!("{where_}: index lists no manifests")));
+    }
+    let pick: Value = if descs.len() == 1 {
+        descs[0].clone()
+    } else {
+        let with_platform: Vec<&Value> =
+            descs.iter().filter(|d| Platform::of(d).is_some()).collect();
+        if with_platform.is_empty() {
+            let names: Vec<String> = descs
+                .iter()
+                .map(|d| {
+                    d.get("annotations")
+                        .and_then(|a| a.get(REF_NAME))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| {
+                            d.get("digest")
+                                .and_then(Value::as_str)
+                                .unwrap_or("?")
+                                .to_string()
+                        })
+                })
+                .collect();
+            return Err(Error::Usage(format!(
+                "{where_} holds {} images; name one with oci:DIR:REF: {}",
+                descs.len(),
+                names.join(", ")
+            )));
+        }
+        match with_platform
+            .iter()
+            .find(|d| Platform::of(d).is_some_and(|p| platform.matches(&p)))
+        {
+            Some(d) => (*d).clone(),
+            None => {
+                let list: Vec<String> = with_platform
+                    .iter()
+                    .filter_map(|d| Platform::of(d).map(|p| p.to_string()))
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "{where_}: no image for platform {platform}; available: {} (use --platform)",
+                    list.join(", ")
+                )));
+            }
+        }
+    };
+    let media = pick.get("mediaType").and_then(Value::as_str);
+    if media.is_some() && !is_index(media, None) {
+        return Ok(pick);
+    }
+    // Unknown or index media type: look at the document itself.
+    let digest = descriptor_digest(&pick, where_)?;
+    let raw = store.read(&blob_name(&digest)?)?;
+    verify_blob(&raw, &digest, &format!("{where_}: index {digest}"))?;
+    let doc = parse_json(&raw, &format!("{where_}: {digest}"))?;
+    if is_index(media, Some(&doc)) {
+        let inner = doc
+            .get("manifests")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        resolve(store, &inner, platform, where_, depth + 1)
+    } else {
+        Ok(pick)
+    }
+}

@@ -1,0 +1,21 @@
+//! strata: read container images (docker-archive, OCI layout, OCI archive) and work on their
+//! layers — inspect, flatten — streamed, verified, and by the OCI changeset rules.
+//!
+//! Data flows one way: a [`reference::Reference`] opens an [`image::Image`] (config + layers as
+//! file regions) → [`layer`] turns each into a verified, decompressed stream → [`merge`] applies
+//! the [`whiteout`] rules newest-first → an [`output::Sink`].
+
+pub mod commands;
+pub mod compression;
+pub mod error;
+pub mod image;
+pub mod layer;
+pub mod merge;
+pub mod output;
+pub mod pathname;
+pub mod pathtree;
+pub mod reference;
+pub mod tarstream;
+pub mod whiteout;
+
+pub use error::{Error, Result};

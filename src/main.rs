@@ -1,0 +1,156 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strata::commands::{flatten, inspect};
+use strata::compression::Compression;
+use strata::image::oci_layout::Platform;
+use strata::reference::Reference;
+
+/// strata: look inside, flatten and verify container image layers.
+///
+/// IMAGE is `docker-archive:PATH[:NAME:TAG|:@N]`, `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`,
+/// or a bare path (a directory is an OCI layout; a file is detected by its contents);
+/// `-` reads an archive from stdin.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// No progress bar.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Platform to pick from a multi-platform index.
+    #[arg(
+        long,
+        global = true,
+        default_value = "linux/amd64",
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
+    platform: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show tags, platform, entrypoint/cmd/env and the layers of an image.
+    #[command(
+        after_help = "Examples:\n  strata inspect docker-archive:busybox.tar\n  strata inspect oci:./layout:v1 --json | jq .layers"
+    )]
+    Inspect {
+        image: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the merged root filesystem of an image as one tar (whiteouts applied).
+    #[command(
+        after_help = "Examples:\n  strata flatten docker-archive:app.tar -o rootfs.tar\n  strata flatten oci:./layout --compress zstd -o rootfs.tar.zst\n  strata flatten app.tar --up-to 2 | tar -t"
+    )]
+    Flatten {
+        image: String,
+        /// Output file, or `-` for stdout (the default when stdout is not a terminal).
+        #[arg(short, long, value_name = "FILE|-")]
+        output: Option<PathBuf>,
+        /// Compress the output.
+        #[arg(long, value_enum, default_value = "none")]
+        compress: Compression,
+        /// Compression level (gzip/xz 0-9, zstd 1-22).
+        #[arg(long)]
+        level: Option<u32>,
+        /// Stop at this layer: an index from the bottom (0-based) or a digest prefix.
+        #[arg(long, value_name = "N|DIGEST")]
+        up_to: Option<String>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+        /// Skip digest verification of the layers (faster, for trusted input).
+        #[arg(long)]
+        no_verify: bool,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+fn open(image: &str, platform: &str) -> anyhow::Result<strata::image::Image> {
+    let platform = Platform::parse(platform)?;
+    let r = Reference::parse(image)?;
+    Ok(r.open(&platform)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect { image, json } => {
+            let img = open(&image, &cli.platform)?;
+            let report = inspect::report(&img)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", inspect::render_text(&report));
+            }
+        }
+        Command::Flatten {
+            image,
+            output,
+            compress,
+            level,
+            up_to,
+            force,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let args = flatten::FlattenArgs {
+                output,
+                compress,
+                level,
+                up_to,
+                force,
+                quiet: cli.quiet,
+                verify: !no_verify,
+            };
+            let stats = flatten::run(&img, &args).with_context(|| format!("flattening {image}"))?;
+            tracing::info!(
+                "{} layers, {} entries read, {} written, {} paths indexed ({} KiB)",
+                stats.layers,
+                stats.entries_read,
+                stats.entries_written,
+                stats.paths,
+                stats.index_bytes / 1024
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of contexts, outermost first.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("strata: error: {}", msg.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Where results go: stdout, or a file written to a temp name beside it and renamed into place
+//! only on success — a failure leaves nothing behind, and an existing file is never replaced
+//! without `--force`.
+
+use crate::compression::{Compression, Encoder};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+const BUF: usize = 1 << 20;
+
+pub enum Sink {
+    Stdout(BufWriter<File>),
+    File {
+        tmp: tempfile::NamedTempFile,
+        dest: PathBuf,
+        force: bool,
+    },
+}
+
+impl Sink {
+    /// `None` or `-` means stdout (refused when it is a terminal).
+    pub fn create(target: Option<&Path>, force: bool) -> Result<Sink> {
+        match target.filter(|p| *p != Path::new("-")) {
+            None => {
+                let out = io::stdout();
+                if target.is_none() && out.is_terminal() {
+                    return Err(Error::Usage(
+                        "refusing to write a tar to a terminal; use -o FILE (or -o - to insist)"
+                            .into(),
+                    ));
+                }
+                let fd = out
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| Error::io("duplicating stdout", e))?;
+                Ok(Sink::Stdout(BufWriter::with_capacity(BUF, File::from(fd))))
+            }
+            Some(path) => {
+                if path.exists() && !force {
+                    return Err(Error::Usage(format!(
+                        "{} already exists; use --force to replace it",
+                        path.display()
+                    )));
+                }
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tmp = tempfile::Builder::new()
+                    .prefix(&format!(".{name}."))
+                    .suffix(".partial")
+                    .tempfile_in(&dir)
+                    .map_err(|e| {
+                        Error::io(format!("creating a temp file in {}", dir.display()), e)
+                    })?;
+                Ok(Sink::File {
+                    tmp,
+                    dest: path.to_path_buf(),
+                    force,
+                })
+            }
+        }
+    }
+
+    /// The writer, wrapped in the chosen compression.
+    pub fn writer(
+        &mut self,
+        compression: Compression,
+        level: Option<u32>,
+    ) -> Result<Encoder<BufWriter<&mut dyn Write>>> {
+        let w: &mut dyn Write = match self {
+            Sink::Stdout(w) => w,
+            Sink::File { tmp, .. } => tmp.as_file_mut(),
+        };
+        Encoder::new(compression, level, BufWriter::with_capacity(BUF, w))
+            .map_err(|e| Error::io("starting the compressor", e))
+    }
+
+    /// Make the output visible: flush, and for a file, rename the temp file into place.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Sink::Stdout(mut w) => w.flush().map_err(|e| Error::io("writing stdout", e)),
+            Sink::File { tmp, dest, force } => {
+                let shown = dest.display().to_string();
+                let r = if force {
+                    tmp.persist(&dest)
+                } else {
+                    tmp.persist_noclobber(&dest)
+                };
+                r.map_err(|e| {
+                    Error::io(format!("moving the output into place at {shown}"), e.error)
+                })?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Finish an encoder and flush everything below it.
+pub fn finish<W: Write>(enc: Encoder<BufWriter<W>>) -> Result<()> {
+    let mut buf = enc
+        .finish()
+        .map_err(|e| Error::io("finishing the compressed stream", e))?;
+    buf.flush().map_err(|e| Error::io("writing output", e))
+}

@@ -1,0 +1,704 @@
+//! A raw, header-preserving tar reader and the few header writers strata needs.
+//!
+//! The reader keeps every byte of an entry's header blocks (PAX `x` records, GNU `L`/`K`
+//! long names, old-GNU sparse extension blocks) so a surviving entry can be copied out
+//! byte-for-byte. It honours a PAX `size` record (Go and Python write files > 8 GiB that way),
+//! which the `tar` crate's raw mode does not.
+
+use std::io::{self, BufRead, Write};
+
+pub const BLOCK: usize = 512;
+/// Extension payloads (PAX records, GNU long names) larger than this are refused: a header
+/// claiming gigabytes of "name" is an attack, not an image.
+const MAX_EXTENSION: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TarError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("truncated tar stream (ended inside {0})")]
+    Truncated(&'static str),
+    #[error("corrupt tar header at byte {offset}: {what}")]
+    Corrupt { offset: u64, what: String },
+}
+
+/// The kind of a tar entry, from its typeflag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryType {
+    Regular,
+    HardLink,
+    Symlink,
+    Char,
+    Block,
+    Directory,
+    Fifo,
+    /// Anything else (contiguous files, GNU sparse, vendor types): carried through unchanged.
+    Other(u8),
+}
+
+impl EntryType {
+    pub fn from_flag(flag: u8) -> Self {
+        match flag {
+            b'0' | 0 | b'7' => EntryType::Regular,
+            b'1' => EntryType::HardLink,
+            b'2' => EntryType::Symlink,
+            b'3' => EntryType::Char,
+            b'4' => EntryType::Block,
+            b'5' => EntryType::Directory,
+            b'6' => EntryType::Fifo,
+            other => EntryType::Other(other),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryType::Regular => "file",
+            EntryType::HardLink => "hardlink",
+            EntryType::Symlink => "symlink",
+            EntryType::Char => "char",
+            EntryType::Block => "block",
+            EntryType::Directory => "dir",
+            EntryType::Fifo => "fifo",
+            EntryType::Other(_) => "other",
+        }
+    }
+}
+
+/// One entry's header, as read. Borrowed from the reader; valid until the next `next_entry`.
+#[derive(Debug)]
+pub struct Header<'a> {
+    /// All header bytes: extension headers with their payloads, then the main 512-byte block
+    /// (and old-GNU sparse extension blocks).
+    pub raw: &'a [u8],
+    /// Offset of the main ustar block inside `raw`.
+    pub main_at: usize,
+    /// Effective path and link target (after PAX / GNU long-name records).
+    pub path: &'a [u8],
+    pub link: &'a [u8],
+    pub kind: EntryType,
+    /// Bytes of data that follow the header (before padding).
+    pub size: u64,
+    /// Offset of the first header byte in the stream.
+    pub offset: u64,
+    /// Ordinal of this entry in its stream (0-based).
+    pub ordinal: u64,
+}
+
+impl Header<'_> {
+    pub fn main(&self) -> &[u8] {
+        &self.raw[self.main_at..self.main_at + BLOCK]
+    }
+    pub fn mode(&self) -> u32 {
+        parse_numeric(&self.main()[100..108]).unwrap_or(0) as u32
+    }
+    pub fn uid(&self) -> u64 {
+        self.pax_number(b"uid")
+            .unwrap_or_else(|| parse_numeric(&self.main()[108..116]).unwrap_or(0))
+    }
+    pub fn gid(&self) -> u64 {
+        self.pax_number(b"gid")
+            .unwrap_or_else(|| parse_numeric(&self.main()[116..124]).unwrap_or(0))
+    }
+    pub fn mtime(&self) -> u64 {
+        parse_numeric(&self.main()[136..148]).unwrap_or(0)
+    }
+    /// The PAX records of this entry (`x` headers only), in order.
+    pub fn pax_records(&self) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < self.main_at {
+            let block = &self.raw[at..at + BLOCK];
+            let size = parse_numeric(&block[124..136]).unwrap_or(0) as usize;
+            let data_end = (at + BLOCK + size).min(self.main_at);
+            if block[156] == b'x' {
+                out.extend(PaxIter(&self.raw[at + BLOCK..data_end]));
+            }
+            at += BLOCK + padded(size as u64) as usize;
+        }
+        out
+    }
+    fn pax_number(&self, key: &[u8]) -> Option<u64> {
+        if self.main_at == 0 {
+            return None;
+        }
+        self.pax_records()
+            .into_iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+    }
+}
+
+/// Iterator over `len key=value\n` PAX records; stops at the first malformed one.
+struct PaxIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for PaxIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let data = self.0;
+        let sp = data.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..sp]).ok()?.parse().ok()?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return None;
+        }
+        let rec = &data[sp + 1..len - 1];
+        let eq = rec.iter().position(|&b| b == b'=')?;
+        self.0 = &data[len..];
+        Some((&rec[..eq], &rec[eq + 1..]))
+    }
+}
+
+pub fn padded(n: u64) -> u64 {
+    n.div_ceil(BLOCK as u64) * BLOCK as u64
+}
+
+/// Parse a tar numeric field: octal (space/NUL terminated) or GNU base-256.
+pub fn parse_numeric(field: &[u8]) -> Option<u64> {
+    if let Some(&first) = field.first()
+        && first & 0x80 != 0
+    {
+        if first == 0xff {
+            return None; // negative
+        }
+        let mut v: u64 = (first & 0x7f) as u64;
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(b as u64)?;
+        }
+        return Some(v);
+    }
+    let mut v: u64 = 0;
+    let mut seen = false;
+    for &b in field {
+        match b {
+            b'0'..=b'7' => {
+                v = v.checked_mul(8)?.checked_add((b - b'0') as u64)?;
+                seen = true;
+            }
+            b' ' | 0 if !seen => continue,
+            b' ' | 0 => break,
+            _ => return None,
+        }
+    }
+    Some(v)
+}
+
+fn cstr(field: &[u8]) -> &[u8] {
+    match field.iter().position(|&b| b == 0) {
+        Some(n) => &field[..n],
+        None => field,
+    }
+}
+
+fn checksum_ok(block: &[u8]) -> bool {
+    let Some(stored) = parse_numeric(&block[148..156]) else {
+        return false;
+    };
+    let mut unsigned: u64 = 0;
+    let mut signed: i64 = 0;
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += b as u64;
+        signed += (b as i8) as i64;
+    }
+    stored == unsigned || stored as i64 == signed
+}
+
+/// Streaming reader of raw tar entries over any `BufRead`.
+pub struct TarReader<R> {
+    inner: R,
+    pos: u64,
+    ordinal: u64,
+    raw: Vec<u8>,
+    path: Vec<u8>,
+    link: Vec<u8>,
+    /// Data bytes (incl. padding) of the current entry not yet consumed.
+    remaining: u64,
+    pad: u64,
+    done: bool,
+}
+
+impl<R: BufRead> TarReader<R> {
+    pub fn new(inner: R) -> Self {
+        TarReader {
+            inner,
+            pos: 0,
+            ordinal: 0,
+            raw: Vec::with_capacity(4 * BLOCK),
+            path: Vec::new(),
+            link: Vec::new(),
+            remaining: 0,
+            pad: 0,
+            done: false,
+        }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Bytes of the stream consumed so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn read_exact_counted(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), TarError> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(TarError::Truncated(what)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Returns false at a clean end of stream (EOF exactly on a block boundary).
+    fn read_block_into_raw(&mut self) -> Result<bool, TarError> {
+        let start = self.raw.len();
+        self.raw.resize(start + BLOCK, 0);
+        let mut filled = 0;
+        while filled < BLOCK {
+            let n = match self
+                .inner
+                .read(&mut self.raw[start + filled..start + BLOCK])
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                if filled == 0 && start == 0 {
+                    self.raw.truncate(start);
+                    return Ok(false);
+                }
+                return Err(TarError::Truncated("a header"));
+            }
+            filled += n;
+        }
+        self.pos += BLOCK as u64;
+        Ok(true)
+    }
+
+    /// Skip whatever is left of the current entry's data.
+    pub fn skip_data(&mut self) -> Result<(), TarError> {
+        let n = self.remaining + self.pad;
+        self.discard(n, "entry data")?;
+        self.remaining = 0;
+        self.pad = 0;
+        Ok(())
+    }
+
+    fn discard(&mut self, mut n: u64, what: &'static str) -> Result<(), TarError> {
+        while n > 0 {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Err(TarError::Truncated(what));
+            }
+            let k = (buf.len() as u64).min(n) as usize;
+            self.inner.consume(k);
+            self.pos += k as u64;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Copy the current entry's data (without padding) to `out`, then skip the padding.
+    pub fn copy_data<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<(), TarError> {
+        while self.remaining > 0 {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Err(TarError::Truncated("entry data"));
+            }
+            let k = (buf.len() as u64).min(self.remaining) as usize;
+            out.write_all(&buf[..k])?;
+            self.inner.consume(k);
+            self.pos += k as u64;
+            self.remaining -= k as u64;
+        }
+        let pad = self.pad;
+        self.discard(pad, "entry padding")?;
+        self.pad = 0;
+        Ok(())
+    }
+
+    /// Copy the data *with* its padding (for raw pass-through of an unchanged entry).
+    pub fn copy_data_padded<W: Write + ?Sized>(&mut self, out: &mut W) -> Result<(), TarError> {
+        let size = self.remaining;
+        self.copy_data(out)?;
+        let pad = padded(size) - size;
+        out.write_all(&ZEROS[..pad as usize])?;
+        Ok(())
+    }
+
+    /// Read the next entry header. `None` at the end-of-archive marker or a clean EOF.
+    pub fn next_entry(&mut self) -> Result<Option<Header<'_>>, TarError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.remaining + self.pad > 0 {
+            self.skip_data()?;
+        }
+        self.raw.clear();
+        self.path.clear();
+        self.link.clear();
+        let mut pax_path: Option<Vec<u8>> = None;
+        let mut pax_link: Option<Vec<u8>> = None;
+        let mut pax_size: Option<u64> = None;
+        let mut gnu_path: Option<Vec<u8>> = None;
+        let mut gnu_link: Option<Vec<u8>> = None;
+        let start = self.pos;
+        loop {
+            let block_at = self.raw.len();
+            if !self.read_block_into_raw()? {
+                self.done = true;
+                return Ok(None);
+            }
+            let block = &self.raw[block_at..];
+            if block.iter().all(|&b| b == 0) {
+                if block_at != 0 {
+                    return Err(TarError::Truncated("extension headers"));
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            if !checksum_ok(block) {
+                return Err(TarError::Corrupt {
+                    offset: self.pos - BLOCK as u64,
+                    what: "bad header checksum".into(),
+                });
+            }
+            let flag = block[156];
+            let size = parse_numeric(&block[124..136]).ok_or_else(|| TarError::Corrupt {
+                offset: self.pos - BLOCK as u64,
+                what: "bad size field".into(),
+            })?;
+            match flag {
+                b'x' | b'g' | b'L' | b'K' => {
+                    if size > MAX_EXTENSION {
+                        return Err(TarError::Corrupt {
+                            offset: self.pos - BLOCK as u64,
+                            what: format!("extension header of {size} bytes"),
+                        });
+                    }
+                    let data_at = self.raw.len();
+                    let total = padded(size) as usize;
+                    self.raw.resize(data_at + total, 0);
+                    let mut tmp = std::mem::take(&mut self.raw);
+                    let r = self.read_exact_counted(&mut tmp[data_at..], "extension header");
+                    self.raw = tmp;
+                    r?;
+                    let data = &self.raw[data_at..data_at + size as usize];
+                    match flag {
+                        b'x' => {
+                            for (k, v) in PaxIter(data) {
+                                match k {
+                                    b"path" => pax_path = Some(v.to_vec()),
+                                    b"linkpath" => pax_link = Some(v.to_vec()),
+                                    b"size" => {
+                                        pax_size =
+                                            std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        b'L' => gnu_path = Some(cstr(data).to_vec()),
+                        b'K' => gnu_link = Some(cstr(data).to_vec()),
+                        _ => {} // global PAX headers carry nothing per-entry we use
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // Main header.
+            let main_at = block_at;
+            let block = &self.raw[main_at..main_at + BLOCK];
+            let ustar = &block[257..263] == b"ustar\0";
+            let gnu_sparse_ext = flag == b'S' && block[482] != 0;
+            let name_field = cstr(&block[0..100]);
+            let path = if let Some(p) = pax_path.take() {
+                p
+            } else if let Some(p) = gnu_path.take() {
+                p
+            } else if ustar && block[345] != 0 {
+                let mut p = cstr(&block[345..500]).to_vec();
+                p.push(b'/');
+                p.extend_from_slice(name_field);
+                p
+            } else {
+                name_field.to_vec()
+            };
+            let link = pax_link
+                .take()
+                .or_else(|| gnu_link.take())
+                .unwrap_or_else(|| cstr(&block[157..257]).to_vec());
+            let kind = EntryType::from_flag(flag);
+            let size = pax_size.unwrap_or(size);
+            self.path = path;
+            self.link = link;
+            if gnu_sparse_ext {
+                // Old-GNU sparse maps continue in extension blocks flagged at byte 504.
+                loop {
+                    let at = self.raw.len();
+                    if !self.read_block_into_raw()? {
+                        return Err(TarError::Truncated("sparse header"));
+                    }
+                    if self.raw[at + 504] == 0 {
+                        break;
+                    }
+                }
+            }
+            // Hardlinks, symlinks, directories, devices and fifos have no data, whatever the
+            // size field says (some writers put the target's size there).
+            let data = match kind {
+                EntryType::HardLink
+                | EntryType::Symlink
+                | EntryType::Directory
+                | EntryType::Char
+                | EntryType::Block
+                | EntryType::Fifo => 0,
+                _ => size,
+            };
+            self.remaining = data;
+            self.pad = padded(data) - data;
+            let ordinal = self.ordinal;
+            self.ordinal += 1;
+            return Ok(Some(Header {
+                raw: &self.raw,
+                main_at,
+                path: &self.path,
+                link: &self.link,
+                kind,
+                size: data,
+                offset: start,
+                ordinal,
+            }));
+        }
+    }
+
+    /// After the end-of-archive marker: consume everything that is left, so a digest over the
+    /// whole stream sees every byte (crane #2303).
+    pub fn drain(&mut self) -> Result<(), TarError> {
+        if self.remaining + self.pad > 0 {
+            self.skip_data()?;
+        }
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let k = buf.len();
+            self.inner.consume(k);
+            self.pos += k as u64;
+        }
+    }
+}
+
+pub static ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
+
+/// Write the end-of-archive marker.
+pub fn write_trailer<W: Write + ?Sized>(out: &mut W) -> io::Result<()> {
+    out.write_all(&ZEROS)
+}
+
+fn write_octal(field: &mut [u8], value: u64) {
+    let width = field.len() - 1;
+    let s = format!("{value:0width$o}");
+    if s.len() <= width {
+        field[..width].copy_from_slice(s.as_bytes());
+        field[width] = 0;
+    } else {
+        // GNU base-256 for values that do not fit.
+        field.fill(0);
+        let mut v = value;
+        for b in field.iter_mut().rev() {
+            *b = (v & 0xff) as u8;
+            v >>= 8;
+        }
+        field[0] |= 0x80;
+    }
+}
+
+fn set_checksum(block: &mut [u8]) {
+    block[148..156].fill(b' ');
+    let sum: u64 = block.iter().map(|&b| b as u64).sum();
+    let s = format!("{sum:06o}\0 ");
+    block[148..156].copy_from_slice(s.as_bytes());
+}
+
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    // The length prefix counts itself, so find the fixed point.
+    let base = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = base + 1;
+    while len != base + len.to_string().len() {
+        len = base + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// What to change when re-emitting an entry under a new name, link target or type.
+#[derive(Default)]
+pub struct Rewrite<'a> {
+    pub path: Option<&'a [u8]>,
+    pub link: Option<&'a [u8]>,
+    pub kind: Option<u8>,
+    pub size: Option<u64>,
+}
+
+/// Re-render an entry's header with changes: the result is a PAX extended header (when needed:
+/// long or non-ASCII names, and every PAX record of the original except path/linkpath/size)
+/// followed by a POSIX ustar block. Other fields (mode, owner, times, device numbers, user and
+/// group names) are copied from the original.
+pub fn rewrite_header(h: &Header<'_>, rw: &Rewrite<'_>) -> Vec<u8> {
+    let path = rw.path.unwrap_or(h.path);
+    let link = rw.link.unwrap_or(h.link);
+    let mut main = [0u8; BLOCK];
+    main.copy_from_slice(h.main());
+    let flag = rw.kind.unwrap_or(main[156]);
+    let size = rw.size.unwrap_or(h.size);
+
+    let mut pax = Vec::new();
+    for (k, v) in h.pax_records() {
+        if !matches!(k, b"path" | b"linkpath" | b"size") {
+            pax_record(&mut pax, k, v);
+        }
+    }
+    main[0..100].fill(0);
+    if path.len() <= 100 && path.is_ascii() {
+        main[..path.len()].copy_from_slice(path);
+    } else {
+        pax_record(&mut pax, b"path", path);
+        let cut = path.len().min(100);
+        main[..cut].copy_from_slice(&path[..cut]);
+    }
+    main[157..257].fill(0);
+    if link.len() <= 100 && link.is_ascii() {
+        main[157..157 + link.len()].copy_from_slice(link);
+    } else {
+        pax_record(&mut pax, b"linkpath", link);
+        let cut = link.len().min(100);
+        main[157..157 + cut].copy_from_slice(&link[..cut]);
+    }
+    main[156] = flag;
+    write_octal(&mut main[124..136], size);
+    if &main[257..263] != b"ustar\0" {
+        // GNU headers keep atime/ctime where ustar keeps the name prefix: clear it.
+        main[345..500].fill(0);
+        main[257..263].copy_from_slice(b"ustar\0");
+        main[263..265].copy_from_slice(b"00");
+    } else {
+        main[345..500].fill(0);
+    }
+    set_checksum(&mut main);
+
+    let mut out = Vec::with_capacity(BLOCK * 3 + pax.len());
+    if !pax.is_empty() {
+        out.extend_from_slice(&pax_header_block(pax.len() as u64, &main));
+        out.extend_from_slice(&pax);
+        out.resize(
+            out.len() + (padded(pax.len() as u64) as usize - pax.len()),
+            0,
+        );
+    }
+    out.extend_from_slice(&main);
+    out
+}
+
+fn pax_header_block(len: u64, main: &[u8; BLOCK]) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    let name = b"PaxHeaders/entry";
+    b[..name.len()].copy_from_slice(name);
+    b[100..108].copy_from_slice(&main[100..108]);
+    b[108..124].copy_from_slice(&main[108..124]);
+    write_octal(&mut b[124..136], len);
+    b[136..148].copy_from_slice(&main[136..148]);
+    b[156] = b'x';
+    b[257..263].copy_from_slice(b"ustar\0");
+    b[263..265].copy_from_slice(b"00");
+    set_checksum(&mut b);
+    b
+}
+
+/// A fresh directory header (for parents implied by deeper entries).
+pub fn directory_header(path: &[u8], mode: u32) -> Vec<u8> {
+    let mut main = [0u8; BLOCK];
+    write_octal(&mut main[100..108], mode as u64);
+    write_octal(&mut main[108..116], 0);
+    write_octal(&mut main[116..124], 0);
+    write_octal(&mut main[124..136], 0);
+    write_octal(&mut main[136..148], 0);
+    main[156] = b'5';
+    main[257..263].copy_from_slice(b"ustar\0");
+    main[263..265].copy_from_slice(b"00");
+    let mut out = Vec::new();
+    if path.len() <= 100 && path.is_ascii() {
+        main[..path.len()].copy_from_slice(path);
+    } else {
+        let mut pax = Vec::new();
+        pax_record(&mut pax, b"path", path);
+        let cut = path.len().min(100);
+        main[..cut].copy_from_slice(&path[..cut]);
+        out.extend_from_slice(&pax_header_block(pax.len() as u64, &main));
+        out.extend_from_slice(&pax);
+        out.resize(
+            out.len() + (padded(pax.len() as u64) as usize - pax.len()),
+            0,
+        );
+    }
+    set_checksum(&mut main);
+    out.extend_from_slice(&main);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_octal_and_base256() {
+        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"  644 \0"), Some(0o644));
+        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(parse_numeric(b"9"), None);
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let mut v = Vec::new();
+        pax_record(&mut v, b"path", b"a");
+        assert_eq!(v, b"9 path=a\n");
+        let mut v = Vec::new();
+        pax_record(&mut v, b"path", &[b'x'; 95]);
+        let s = String::from_utf8(v.clone()).unwrap();
+        let n: usize = s.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(n, v.len());
+    }
+
+    #[test]
+    fn long_name_round_trip_through_rewrite() {
+        let long = vec![b'd'; 300];
+        let hdr = directory_header(&long, 0o755);
+        let mut data = hdr.clone();
+        data.extend_from_slice(&ZEROS);
+        let mut r = TarReader::new(&data[..]);
+        let h = r.next_entry().unwrap().unwrap();
+        assert_eq!(h.path, &long[..]);
+        assert_eq!(h.kind, EntryType::Directory);
+        let rw = rewrite_header(
+            &h,
+            &Rewrite {
+                path: Some(b"short/"),
+                ..Default::default()
+            },
+        );
+        let mut data = rw;
+        data.extend_from_slice(&ZEROS);
+        let mut r = TarReader::new(&data[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, b"short/");
+        assert!(r.next_entry().unwrap().is_none());
+    }
+}
