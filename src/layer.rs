@@ -133,12 +133,13 @@ impl Verify {
 
 /// Start reading a layer in the background.
 pub fn open(layer: &Layer, verify: Verify, progress: Option<ProgressBar>) -> LayerStream {
-    open_region(layer.region.clone(), layer.label(), verify, progress)
+    open_region(layer.region.clone(), verify, progress)
 }
 
+/// Start reading a region in the background. The stream's errors do not name the layer: the
+/// consumer adds that context.
 pub fn open_region(
     region: FileRegion,
-    label: String,
     verify: Verify,
     progress: Option<ProgressBar>,
 ) -> LayerStream {
@@ -149,7 +150,7 @@ pub fn open_region(
         .name("layer-reader".into())
         .spawn(move || {
             let r = produce(region, &verify, progress, &tx, &comp2);
-            let _ = tx.send(Msg::End(r.map_err(|e| format!("{label}: {e}"))));
+            let _ = tx.send(Msg::End(r));
         })
         .ok();
     LayerStream {

@@ -339,8 +339,8 @@ fn pax_long_names_and_xattrs_survive_byte_for_byte() {
         &[("path", "utf8-\u{e9}t\u{e9}".as_bytes())],
     );
     let l0 = l.build();
-    assert_same(&[l0.clone()]);
-    let out = flatten_layers(&[l0.clone()]).unwrap();
+    assert_same(std::slice::from_ref(&l0));
+    let out = flatten_layers(std::slice::from_ref(&l0)).unwrap();
     // The entry passes through untouched: its header bytes appear verbatim in the output.
     let start = l0.windows(7).position(|w| w == b"content").unwrap();
     let hdr = &l0[start - 512 * 3..start];

@@ -296,15 +296,23 @@ pub fn compress(data: &[u8], c: Comp) -> (Vec<u8>, &'static str) {
 
 /// The files of an OCI layout: path → bytes.
 pub fn oci_layout_files(layers: &[Vec<u8>], comp: Comp, tag: &str) -> BTreeMap<String, Vec<u8>> {
+    let blobs: Vec<(Vec<u8>, &str)> = layers.iter().map(|l| compress(l, comp)).collect();
+    oci_layout_from_blobs(&blobs, &config_json(layers), tag)
+}
+
+/// An OCI layout from ready-made layer blobs (possibly broken on purpose) and a config.
+pub fn oci_layout_from_blobs(
+    blobs: &[(Vec<u8>, &str)],
+    config: &[u8],
+    tag: &str,
+) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
-    let config = config_json(layers);
-    let cfg_hex = sha256_hex(&config);
+    let cfg_hex = sha256_hex(config);
     let mut descs = vec![];
-    for l in layers {
-        let (blob, mt) = compress(l, comp);
-        let hex = sha256_hex(&blob);
+    for (blob, mt) in blobs {
+        let hex = sha256_hex(blob);
         descs.push(serde_json::json!({"mediaType": mt, "digest": format!("sha256:{hex}"), "size": blob.len()}));
-        files.insert(format!("blobs/sha256/{hex}"), blob);
+        files.insert(format!("blobs/sha256/{hex}"), blob.clone());
     }
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -314,7 +322,7 @@ pub fn oci_layout_files(layers: &[Vec<u8>], comp: Comp, tag: &str) -> BTreeMap<S
     }))
     .unwrap();
     let m_hex = sha256_hex(&manifest);
-    files.insert(format!("blobs/sha256/{cfg_hex}"), config);
+    files.insert(format!("blobs/sha256/{cfg_hex}"), config.to_vec());
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -334,13 +342,17 @@ pub fn oci_layout_files(layers: &[Vec<u8>], comp: Comp, tag: &str) -> BTreeMap<S
     files
 }
 
-pub fn write_oci_dir(dir: &Path, layers: &[Vec<u8>], comp: Comp) -> std::path::PathBuf {
-    let root = dir.join("layout");
-    for (name, data) in oci_layout_files(layers, comp, "v1") {
-        let p = root.join(&name);
+pub fn write_files(root: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    for (name, data) in files {
+        let p = root.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, data).unwrap();
     }
+}
+
+pub fn write_oci_dir(dir: &Path, layers: &[Vec<u8>], comp: Comp) -> std::path::PathBuf {
+    let root = dir.join("layout");
+    write_files(&root, &oci_layout_files(layers, comp, "v1"));
     root
 }
 

@@ -1,0 +1,343 @@
+//! End-to-end against the real Docker engine: images built with `docker build`, saved with
+//! `docker save`, flattened by strata, compared entry by entry with `docker export` of a
+//! container of the same image (path, type, mode, owner, content hash, link target, hardlink
+//! groups). Also through skopeo's OCI layout, and against `umoci unpack`.
+//!
+//! Needs a Docker engine (`DOCKER_HOST`, or the one `.ci/start-dockerd` starts). Without one
+//! the tests are skipped locally, but fail when `CI` is set: CI must run them.
+
+mod common;
+
+use common::model::{Canon, Tree, canon, read_flat};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+const DEFAULT_HOST: &str = "unix:///tmp/strata-docker/docker.sock";
+
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
+}
+
+/// `Some(())` when an engine answers; `None` (skip) locally; panic under CI.
+fn engine() -> Option<()> {
+    static UP: OnceLock<bool> = OnceLock::new();
+    let up = *UP.get_or_init(|| {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .env("DOCKER_HOST", docker_host())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    if up {
+        return Some(());
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI is set but no Docker engine answers at {}: run .ci/start-dockerd",
+            docker_host()
+        );
+    }
+    eprintln!(
+        "SKIPPED: no Docker engine at {} (run .ci/start-dockerd)",
+        docker_host()
+    );
+    None
+}
+
+fn docker(args: &[&str]) -> Vec<u8> {
+    let o = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", docker_host())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn docker_stdin(args: &[&str], input: &[u8]) {
+    let mut c = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", docker_host())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox not found: apt-get install busybox-static");
+}
+
+/// A tiny base image: busybox and its applets, /etc, /tmp. Imported once per test run.
+fn base_image() -> &'static str {
+    static BASE: OnceLock<()> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut b = tar::Builder::new(Vec::new());
+        let dir = |b: &mut tar::Builder<Vec<u8>>, p: &str, mode: u32| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(mode);
+            h.set_size(0);
+            h.set_mtime(1_600_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_data(&mut h, p, &[][..]).unwrap();
+        };
+        dir(&mut b, "bin/", 0o755);
+        dir(&mut b, "etc/", 0o755);
+        dir(&mut b, "tmp/", 0o1777);
+        let bb = std::fs::read(busybox()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o755);
+        h.set_size(bb.len() as u64);
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, "bin/busybox", &bb[..]).unwrap();
+        for app in [
+            "sh", "ls", "rm", "mkdir", "ln", "cat", "echo", "chmod", "chown", "cp", "mv", "touch",
+            "mkfifo", "true",
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            h.set_mtime(1_600_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_link(&mut h, format!("bin/{app}"), "busybox")
+                .unwrap();
+        }
+        let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(passwd.len() as u64);
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
+        docker_stdin(
+            &["import", "-", "strata-e2e-base:1"],
+            &b.into_inner().unwrap(),
+        );
+    });
+    "strata-e2e-base:1"
+}
+
+/// Build an image from Dockerfile lines (after FROM), save it, return the archive path.
+fn build(dir: &Path, name: &str, steps: &str) -> PathBuf {
+    let ctx = dir.join(format!("ctx-{name}"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\n{steps}\n", base_image()),
+    )
+    .unwrap();
+    let tag = format!("strata-e2e-{name}:1");
+    docker(&[
+        "build",
+        "-q",
+        "--network=none",
+        "-t",
+        &tag,
+        &ctx.display().to_string(),
+    ]);
+    let out = dir.join(format!("{name}.tar"));
+    docker(&["save", "-o", &out.display().to_string(), &tag]);
+    out
+}
+
+/// `docker export` of a container of the image, minus what the runtime adds.
+fn exported(tag: &str) -> Canon {
+    let id = String::from_utf8(docker(&["create", tag, "/bin/true"]))
+        .unwrap()
+        .trim()
+        .to_string();
+    let tar = docker(&["export", &id]);
+    docker(&["rm", &id]);
+    let mut t = read_flat(&tar).unwrap();
+    strip_runtime(&mut t);
+    canon(&t)
+}
+
+/// Files the container runtime adds (and mount points it creates).
+fn strip_runtime(t: &mut Tree) {
+    let runtime = [
+        ".dockerenv",
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+        "etc/mtab",
+        "dev",
+        "proc",
+        "sys",
+    ];
+    t.nodes.retain(|p, _| {
+        !runtime
+            .iter()
+            .any(|r| p == r || p.starts_with(&format!("{r}/")))
+    });
+}
+
+fn strata_flatten(reference: &str) -> Canon {
+    let out = Command::new(common::strata_bin())
+        .args(["flatten", "-q", reference, "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata flatten {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut t = read_flat(&out.stdout)
+        .unwrap_or_else(|e| panic!("strata output of {reference} is invalid: {e}"));
+    strip_runtime(&mut t);
+    canon(&t)
+}
+
+fn assert_canon_eq(what: &str, want: &Canon, got: &Canon) {
+    if want == got {
+        return;
+    }
+    let mut msg = String::new();
+    for (p, w) in &want.paths {
+        match got.paths.get(p) {
+            None => msg.push_str(&format!("missing  {p}: {w}\n")),
+            Some(g) if g != w => msg.push_str(&format!("differs  {p}: docker {w}, strata {g}\n")),
+            _ => {}
+        }
+    }
+    for (p, g) in &got.paths {
+        if !want.paths.contains_key(p) {
+            msg.push_str(&format!("extra    {p}: {g}\n"));
+        }
+    }
+    if want.links != got.links {
+        msg.push_str(&format!(
+            "hardlink groups: docker {:?}, strata {:?}\n",
+            want.links, got.links
+        ));
+    }
+    panic!("{what}: strata differs from docker export:\n{msg}");
+}
+
+/// The Dockerfiles: each RUN step is a layer doing one kind of change.
+const IMAGES: &[(&str, &str)] = &[
+    (
+        "deletes",
+        "RUN mkdir -p /d/sub /d/other && echo a > /d/sub/f && echo b > /d/other/g && echo x > /keep && echo gone > /gone\n\
+         RUN rm /gone && rm -rf /d/sub && chmod 700 /d && chmod 4755 /keep && chown 12:34 /keep\n\
+         ENV FOO=bar\n\
+         RUN echo overwrite > /keep && touch /d/other/new",
+    ),
+    (
+        "replace",
+        "RUN mkdir -p /r/dir/deep && echo 1 > /r/dir/a && echo 2 > /r/dir/deep/b && echo f > /r/file && ln -s /r/file /r/link && ln -s dir /r/dirlink\n\
+         RUN rm -rf /r/dir && echo now-a-file > /r/dir && rm /r/file && mkdir /r/file && echo in > /r/file/x && rm /r/link && mkdir /r/link && rm /r/dirlink && echo plain > /r/dirlink",
+    ),
+    (
+        "recreate",
+        "RUN mkdir -p /x/y && echo old > /x/old && echo deep > /x/y/z\n\
+         RUN rm -rf /x && mkdir /x && echo new > /x/new\n\
+         RUN rm -rf /x && mkdir -p /x/y && echo newer > /x/y/z",
+    ),
+    (
+        "hardlinks",
+        "RUN echo v1 > /h1 && ln /h1 /h2 && ln /h1 /h3 && echo t > /t && ln /t /t2 && mkdir /hd && echo in > /hd/f && ln /hd/f /hf\n\
+         RUN rm /h1 && echo v2 > /h1 && rm /t && rm -rf /hd\n\
+         RUN ln /h2 /h4 && echo v3 > /h5 && ln /h5 /h6 && rm /h5",
+    ),
+    (
+        "special",
+        "RUN mkfifo /fifo && ln -s /does/not/exist /dangling && mkdir -m 1777 /sticky && touch /my.wh.file && mkdir -p /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb && echo long > /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/file-with-a-long-name-ccccccccccccccccccccccccccccccccccccccccccccc\n\
+         WORKDIR /work\n\
+         RUN rm /fifo && echo data > /fifo && rm -rf /a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    ),
+];
+
+fn workdir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn check_image(name: &str) {
+    let Some(()) = engine() else { return };
+    let steps = IMAGES.iter().find(|(n, _)| *n == name).unwrap().1;
+    let archive = build(workdir(), name, steps);
+    let want = exported(&format!("strata-e2e-{name}:1"));
+    assert!(want.paths.len() > 10, "docker export looks empty");
+    let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
+    assert_canon_eq(&format!("{name} (docker-archive)"), &want, &got);
+    // The same image as an OCI layout (skopeo gzip-compresses the layers).
+    if which("skopeo") {
+        let oci = workdir().join(format!("{name}-oci"));
+        let st = Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                &format!("docker-archive:{}", archive.display()),
+                &format!("oci:{}:{name}", oci.display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "skopeo copy");
+        let got = strata_flatten(&format!("oci:{}:{name}", oci.display()));
+        assert_canon_eq(&format!("{name} (oci via skopeo)"), &want, &got);
+    } else if std::env::var_os("CI").is_some() {
+        panic!("skopeo is missing under CI");
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn docker_deletes_chmod_chown() {
+    check_image("deletes");
+}
+
+#[test]
+fn docker_type_replacements() {
+    check_image("replace");
+}
+
+#[test]
+fn docker_rm_rf_and_recreate() {
+    check_image("recreate");
+}
+
+#[test]
+fn docker_hardlinks_overwritten_and_deleted_targets() {
+    check_image("hardlinks");
+}
+
+#[test]
+fn docker_fifo_symlink_sticky_long_names() {
+    check_image("special");
+}

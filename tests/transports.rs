@@ -1,0 +1,402 @@
+//! Every way of naming an image yields the same merged tree.
+
+mod common;
+
+use common::model::{Canon, canon, model_of, read_flat};
+use common::*;
+use std::process::Command;
+
+fn layers() -> Vec<Vec<u8>> {
+    vec![
+        LayerBuilder::new()
+            .dir("etc")
+            .file("etc/os-release", "base")
+            .dir("usr")
+            .file("usr/old", "o")
+            .build(),
+        LayerBuilder::new()
+            .whiteout("usr/old")
+            .file("usr/new", "n")
+            .hardlink("usr/new2", "usr/new")
+            .build(),
+    ]
+}
+
+fn via(reference: &str) -> Canon {
+    canon(
+        &read_flat(&flatten_ref(reference).unwrap_or_else(|e| panic!("{reference}: {e}"))).unwrap(),
+    )
+}
+
+#[test]
+fn docker_archive_manifest_layout() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers());
+    let want = model_of(&layers()).unwrap();
+    assert_eq!(via(&format!("docker-archive:{}", p.display())), want);
+    assert_eq!(via(&p.display().to_string()), want, "bare path detected");
+    assert_eq!(
+        via(&format!("docker-archive:{}:test:latest", p.display())),
+        want
+    );
+    assert_eq!(via(&format!("docker-archive:{}:@0", p.display())), want);
+}
+
+#[test]
+fn docker_archive_docker25_blobs_layout() {
+    // Docker 25+ names layers blobs/sha256/<hex> (and adds an OCI index beside manifest.json).
+    let ls = layers();
+    let config = config_json(&ls);
+    let cfg_name = format!("blobs/sha256/{}", sha256_hex(&config));
+    let mut members = vec![];
+    let mut names = vec![];
+    for l in &ls {
+        let n = format!("blobs/sha256/{}", sha256_hex(l));
+        names.push(n.clone());
+        members.push((n, l.clone()));
+    }
+    members.push((cfg_name.clone(), config));
+    members.push(("oci-layout".into(), b"{}".to_vec()));
+    members.push(("index.json".into(), b"{\"manifests\":[]}".to_vec()));
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(
+            &serde_json::json!([{"Config": cfg_name, "RepoTags": ["x:1"], "Layers": names}]),
+        )
+        .unwrap(),
+    ));
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("d25.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    assert_eq!(via(&p.display().to_string()), model_of(&ls).unwrap());
+}
+
+#[test]
+fn docker_archive_legacy_v1_layout() {
+    let ls = layers();
+    let ids = ["a".repeat(64), "b".repeat(64)];
+    let mut members = vec![];
+    members.push((
+        format!("{}/json", ids[0]),
+        serde_json::to_vec(&serde_json::json!({"id": ids[0]})).unwrap(),
+    ));
+    members.push((format!("{}/layer.tar", ids[0]), ls[0].clone()));
+    members.push((
+        format!("{}/json", ids[1]),
+        serde_json::to_vec(
+            &serde_json::json!({"id": ids[1], "parent": ids[0], "config": {"Cmd": ["sh"]}}),
+        )
+        .unwrap(),
+    ));
+    members.push((format!("{}/layer.tar", ids[1]), ls[1].clone()));
+    members.push((
+        "repositories".into(),
+        serde_json::to_vec(&serde_json::json!({"old": {"v1": ids[1]}})).unwrap(),
+    ));
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("legacy.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    assert_eq!(
+        via(&format!("docker-archive:{}", p.display())),
+        model_of(&ls).unwrap()
+    );
+}
+
+#[test]
+fn docker_archive_with_several_images_needs_a_choice() {
+    let a = vec![LayerBuilder::new().file("a", "1").build()];
+    let b = vec![LayerBuilder::new().file("b", "2").build()];
+    let mut members = vec![];
+    let mut manifest = vec![];
+    for (img, tag) in [(&a, "one:1"), (&b, "two:2")] {
+        let cfg = config_json(img);
+        let cfg_name = format!("{}.json", sha256_hex(&cfg));
+        let ln = format!("{}/layer.tar", sha256_hex(&img[0]));
+        members.push((ln.clone(), img[0].clone()));
+        members.push((cfg_name.clone(), cfg));
+        manifest.push(serde_json::json!({"Config": cfg_name, "RepoTags": [tag], "Layers": [ln]}));
+    }
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("multi.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    let err = flatten_ref(&format!("docker-archive:{}", p.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 2 images") && err.contains("one:1") && err.contains("two:2"),
+        "{err}"
+    );
+    assert_eq!(
+        via(&format!("docker-archive:{}:two:2", p.display())),
+        model_of(&b).unwrap()
+    );
+    assert_eq!(
+        via(&format!("docker-archive:{}:@0", p.display())),
+        model_of(&a).unwrap()
+    );
+    let err = flatten_ref(&format!("docker-archive:{}:three:3", p.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no image tagged three:3"), "{err}");
+}
+
+#[test]
+fn oci_layout_every_compression() {
+    let want = model_of(&layers()).unwrap();
+    for comp in [Comp::None, Comp::Gzip, Comp::Zstd, Comp::Xz] {
+        let d = tempfile::tempdir().unwrap();
+        let dir = write_oci_dir(d.path(), &layers(), comp);
+        assert_eq!(via(&format!("oci:{}", dir.display())), want);
+        assert_eq!(via(&format!("oci:{}:v1", dir.display())), want);
+        assert_eq!(
+            via(&dir.display().to_string()),
+            want,
+            "bare directory detected"
+        );
+        let arch = write_oci_archive(d.path(), &layers(), comp);
+        assert_eq!(via(&format!("oci-archive:{}", arch.display())), want);
+        assert_eq!(
+            via(&arch.display().to_string()),
+            want,
+            "bare OCI archive detected"
+        );
+    }
+}
+
+#[test]
+fn oci_unknown_ref_lists_names() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = write_oci_dir(d.path(), &layers(), Comp::Gzip);
+    let err = flatten_ref(&format!("oci:{}:nope", dir.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no image named \"nope\"") && err.contains("v1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn oci_nested_multi_platform_index() {
+    let amd = vec![LayerBuilder::new().file("arch", "amd64").build()];
+    let arm = vec![LayerBuilder::new().file("arch", "arm64").build()];
+    let mut files = std::collections::BTreeMap::new();
+    let mut descs = vec![];
+    for (ls, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
+        let f = oci_layout_files(ls, Comp::Gzip, "x");
+        // Reuse the blobs; take the manifest descriptor from that index.
+        let idx: serde_json::Value = serde_json::from_slice(&f["index.json"]).unwrap();
+        let mut desc = idx["manifests"][0].clone();
+        desc.as_object_mut().unwrap().remove("annotations");
+        desc["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        descs.push(desc);
+        for (k, v) in f {
+            if k.starts_with("blobs/") {
+                files.insert(k, v);
+            }
+        }
+    }
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs,
+    }))
+    .unwrap();
+    let inner_hex = sha256_hex(&inner);
+    files.insert(format!("blobs/sha256/{inner_hex}"), inner.clone());
+    files.insert(
+        "index.json".into(),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{inner_hex}"), "size": inner.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }]}))
+        .unwrap(),
+    );
+    files.insert(
+        "oci-layout".into(),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}".to_vec(),
+    );
+    let d = tempfile::tempdir().unwrap();
+    write_files(d.path(), &files);
+    let reference = format!("oci:{}:multi", d.path().display());
+    assert_eq!(
+        via(&reference),
+        model_of(&amd).unwrap(),
+        "linux/amd64 is the default"
+    );
+    let open = |plat: &str| {
+        strata::reference::Reference::parse(&reference)
+            .unwrap()
+            .open(&strata::image::oci_layout::Platform::parse(plat).unwrap())
+    };
+    let img = open("linux/arm64").unwrap();
+    let mut out = Vec::new();
+    strata::merge::flatten(&img.layers, &mut out, &Default::default()).unwrap();
+    assert_eq!(canon(&read_flat(&out).unwrap()), model_of(&arm).unwrap());
+    let err = open("linux/s390x").unwrap_err().to_string();
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64") && err.contains("--platform"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bzip2_layers_are_detected_by_content() {
+    use std::io::Write;
+    let ls = layers();
+    let blobs: Vec<(Vec<u8>, &str)> = ls
+        .iter()
+        .map(|l| {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(l).unwrap();
+            // A misleading media type: detection goes by magic bytes.
+            (
+                e.finish().unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        })
+        .collect();
+    let d = tempfile::tempdir().unwrap();
+    write_files(
+        d.path(),
+        &oci_layout_from_blobs(&blobs, &config_json(&ls), "v1"),
+    );
+    assert_eq!(
+        via(&format!("oci:{}", d.path().display())),
+        model_of(&ls).unwrap()
+    );
+}
+
+#[test]
+fn stdin_archive_is_spooled() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers());
+    let out = Command::new(strata_bin())
+        .args(["flatten", "-", "-o", "-"])
+        .stdin(std::fs::File::open(&p).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        canon(&read_flat(&out.stdout).unwrap()),
+        model_of(&layers()).unwrap()
+    );
+}
+
+#[test]
+fn up_to_stops_at_a_layer() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers());
+    let diff0 = sha256_hex(&layers()[0]);
+    for spec in [
+        "0".to_string(),
+        diff0[..12].to_string(),
+        format!("sha256:{}", &diff0[..10]),
+    ] {
+        let out = Command::new(strata_bin())
+            .args([
+                "flatten",
+                &p.display().to_string(),
+                "--up-to",
+                &spec,
+                "-o",
+                "-",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            canon(&read_flat(&out.stdout).unwrap()),
+            model_of(&layers()[..1]).unwrap(),
+            "--up-to {spec}"
+        );
+    }
+    let out = Command::new(strata_bin())
+        .args([
+            "flatten",
+            &p.display().to_string(),
+            "--up-to",
+            "7",
+            "-o",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("layer 7 does not exist"));
+}
+
+#[test]
+fn compressed_output_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers());
+    for c in ["gzip", "zstd", "xz"] {
+        let o = d.path().join(format!("out.{c}"));
+        let st = Command::new(strata_bin())
+            .args([
+                "flatten",
+                &p.display().to_string(),
+                "--compress",
+                c,
+                "-o",
+                &o.display().to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let raw = std::fs::read(&o).unwrap();
+        let plain = strata::compression::decode_all(&raw).unwrap();
+        assert_ne!(raw, plain, "{c} output is compressed");
+        assert_eq!(
+            canon(&read_flat(&plain).unwrap()),
+            model_of(&layers()).unwrap()
+        );
+    }
+}
+
+#[test]
+fn inspect_reports_config_and_layers() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = write_oci_dir(d.path(), &layers(), Comp::Gzip);
+    let out = Command::new(strata_bin())
+        .args(["inspect", "--json", &format!("oci:{}", dir.display())])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["os"], "linux");
+    assert_eq!(v["architecture"], "amd64");
+    assert_eq!(v["cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(v["tags"], serde_json::json!(["v1"]));
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(v["layers"][1]["compression"], "gzip");
+    assert_eq!(
+        v["layers"][1]["diff_id"],
+        format!("sha256:{}", sha256_hex(&layers()[1]))
+    );
+    assert_eq!(v["layers"][1]["created_by"], "layer 1");
+    let text = Command::new(strata_bin())
+        .args(["inspect", &format!("oci:{}", dir.display())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Layers (2,") && text.contains("layer 1"),
+        "{text}"
+    );
+}
