@@ -1,64 +1,80 @@
-//! Layer streams: a blob region → (sha256 of the stored bytes) → decompressor chosen by magic
-//! bytes → (sha256 of the tar) → chunks, produced on a background thread so decompression and
-//! hashing overlap the merge on the other core.
+//! Layer streams: a blob region → decompressor chosen by magic bytes → the tar bytes.
 //!
-//! Digests are checked after the stream's true end, past the tar end-of-archive blocks: the
+//! Work is spread over the two cores: the stored blob's digest is checked by a small pool of
+//! verifier threads that read the region on their own (so several layers hash at once while
+//! the merge runs); a compressed layer is inflated on a background thread, and its diff_id —
+//! the digest of the tar — is hashed by the consumer as chunks arrive. An uncompressed layer is
+//! read directly, its blob digest doubling as its diff_id.
+//!
+//! The diff_id check runs at the stream's true end, past the tar end-of-archive blocks: the
 //! consumer must read to EOF (`TarReader::drain`), and a mismatch arrives as the read error.
 
-use crate::compression::{Compression, sniff};
-use crate::image::{FileRegion, Layer};
+use crate::compression::Compression;
+use crate::image::{FileRegion, Layer, RegionReader};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 const CHUNK: usize = 256 * 1024;
-/// Chunks a running decoder may get ahead of the merge (per layer).
+/// Chunks a decoder may get ahead of the merge (per layer): 16 MiB.
 const AHEAD: usize = 64;
+/// Verifier threads hashing blobs concurrently.
+const VERIFIERS: usize = 2;
 
 enum Msg {
     Data(Vec<u8>),
     End(Result<(), String>),
 }
 
-/// The consumer side: a `BufRead` over the chunks of one layer.
+/// Counts bytes read for the progress bar.
+struct Counted {
+    inner: RegionReader,
+    progress: Option<ProgressBar>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = &self.progress {
+            p.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+enum Source {
+    /// Uncompressed: read straight from the file.
+    Direct(BufReader<Counted>),
+    /// Compressed: chunks from a decoder thread.
+    Threaded { rx: Receiver<Msg>, cur: Vec<u8>, at: usize },
+}
+
+/// One layer's tar bytes, as a `BufRead`.
 pub struct LayerStream {
-    rx: Receiver<Msg>,
-    cur: Vec<u8>,
-    at: usize,
+    source: Source,
+    /// diff_id to check at the end (compressed layers; uncompressed ones are checked by the
+    /// blob verifier).
+    diff: Option<(Sha256, String)>,
     end: Option<Result<(), String>>,
-    thread: Option<JoinHandle<()>>,
-    pub compression: Arc<Mutex<Option<Compression>>>,
+    pub compression: Compression,
 }
 
 impl LayerStream {
-    fn recv(&mut self) -> io::Result<bool> {
-        if let Some(end) = &self.end {
-            return match end {
-                Ok(()) => Ok(false),
-                Err(m) => Err(io::Error::other(m.clone())),
-            };
-        }
-        match self.rx.recv() {
-            Ok(Msg::Data(v)) => {
-                self.cur = v;
-                self.at = 0;
-                Ok(true)
-            }
-            Ok(Msg::End(r)) => {
-                self.end = Some(r);
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-                self.recv()
-            }
-            Err(_) => {
-                self.end = Some(Err("layer reader stopped unexpectedly".into()));
-                self.recv()
-            }
+    fn finish(&mut self, r: Result<(), String>) {
+        let r = r.and_then(|()| match self.diff.take() {
+            Some((h, want)) => check(h, &want, "diff_id"),
+            None => Ok(()),
+        });
+        self.end = Some(r);
+    }
+
+    fn ended(&self) -> io::Result<&[u8]> {
+        match &self.end {
+            Some(Err(m)) => Err(io::Error::other(m.clone())),
+            _ => Ok(&[]),
         }
     }
 }
@@ -75,136 +91,112 @@ impl Read for LayerStream {
 
 impl BufRead for LayerStream {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.at >= self.cur.len() {
-            if !self.recv()? {
-                return Ok(&[]);
+        if self.end.is_some() {
+            return self.ended();
+        }
+        match &mut self.source {
+            Source::Direct(r) => {
+                let n = r.fill_buf()?.len();
+                if n == 0 {
+                    self.finish(Ok(()));
+                    return self.ended();
+                }
+                match &mut self.source {
+                    Source::Direct(r) => r.fill_buf(),
+                    Source::Threaded { .. } => unreachable!(),
+                }
+            }
+            Source::Threaded { rx, cur, at } => {
+                while *at >= cur.len() {
+                    match rx.recv() {
+                        Ok(Msg::Data(v)) => {
+                            if let Some((h, _)) = self.diff.as_mut() {
+                                h.update(&v);
+                            }
+                            *cur = v;
+                            *at = 0;
+                        }
+                        Ok(Msg::End(r)) => {
+                            self.finish(r);
+                            return self.ended();
+                        }
+                        Err(_) => {
+                            self.finish(Err("layer reader stopped unexpectedly".into()));
+                            return self.ended();
+                        }
+                    }
+                }
+                match &self.source {
+                    Source::Threaded { cur, at, .. } => Ok(&cur[*at..]),
+                    Source::Direct(_) => unreachable!(),
+                }
             }
         }
-        Ok(&self.cur[self.at..])
     }
+
     fn consume(&mut self, n: usize) {
-        self.at += n;
-    }
-}
-
-struct BlobHash {
-    hasher: Sha256,
-    len: u64,
-}
-
-/// Reads a region, hashing (optionally) and counting progress.
-struct HashingRegion {
-    inner: crate::image::RegionReader,
-    hasher: Option<Arc<Mutex<BlobHash>>>,
-    progress: Option<ProgressBar>,
-}
-
-impl Read for HashingRegion {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &self.hasher
-            && let Ok(mut h) = h.lock()
-        {
-            h.hasher.update(&buf[..n]);
-            h.len += n as u64;
+        match &mut self.source {
+            Source::Direct(r) => r.consume(n),
+            Source::Threaded { at, .. } => *at += n,
         }
-        if let Some(p) = &self.progress {
-            p.inc(n as u64);
-        }
-        Ok(n)
-    }
-}
-
-/// What to verify on one stream.
-#[derive(Clone, Default)]
-pub struct Verify {
-    pub digest: Option<String>,
-    pub diff_id: Option<String>,
-}
-
-impl Verify {
-    pub fn of(layer: &Layer) -> Verify {
-        Verify {
-            digest: layer.digest.clone(),
-            diff_id: layer.diff_id.clone(),
-        }
-    }
-}
-
-/// Start reading a layer in the background.
-pub fn open(layer: &Layer, verify: Verify, progress: Option<ProgressBar>) -> LayerStream {
-    open_region(layer.region.clone(), verify, progress)
-}
-
-/// Start reading a region in the background. The stream's errors do not name the layer: the
-/// consumer adds that context.
-pub fn open_region(
-    region: FileRegion,
-    verify: Verify,
-    progress: Option<ProgressBar>,
-) -> LayerStream {
-    let (tx, rx) = sync_channel(AHEAD);
-    let compression = Arc::new(Mutex::new(None));
-    let comp2 = compression.clone();
-    let thread = std::thread::Builder::new()
-        .name("layer-reader".into())
-        .spawn(move || {
-            let r = produce(region, &verify, progress, &tx, &comp2);
-            let _ = tx.send(Msg::End(r));
-        })
-        .ok();
-    LayerStream {
-        rx,
-        cur: Vec::new(),
-        at: 0,
-        end: None,
-        thread,
-        compression,
     }
 }
 
 fn check(hasher: Sha256, want: &str, what: &str) -> Result<(), String> {
-    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if !want.starts_with("sha256:") {
-        return Ok(()); // other algorithms are not verified (and not produced by any tool we read)
+        return Ok(()); // no other algorithm is produced by any tool we read
     }
+    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != want {
-        return Err(format!(
-            "{what} digest mismatch: expected {want}, got {got}"
-        ));
+        return Err(format!("{what} digest mismatch: expected {want}, got {got}"));
     }
     Ok(())
 }
 
-fn produce(
-    region: FileRegion,
-    verify: &Verify,
-    progress: Option<ProgressBar>,
-    tx: &SyncSender<Msg>,
-    comp_out: &Mutex<Option<Compression>>,
-) -> Result<(), String> {
-    let blob_hasher = verify.digest.as_ref().map(|_| {
-        Arc::new(Mutex::new(BlobHash {
-            hasher: Sha256::new(),
-            len: 0,
-        }))
-    });
-    let src = HashingRegion {
-        inner: region.reader(),
-        hasher: blob_hasher.clone(),
-        progress,
-    };
-    let mut buffered = BufReader::with_capacity(CHUNK, src);
-    let kind = sniff(&mut buffered).map_err(|e| e.to_string())?;
-    if let Ok(mut c) = comp_out.lock() {
-        *c = Some(kind);
+/// The compression of a region, from its first bytes.
+pub fn detect(region: &FileRegion) -> io::Result<Compression> {
+    let mut head = [0u8; 6];
+    let mut r = region.reader();
+    let mut n = 0;
+    while n < head.len() {
+        let k = r.read(&mut head[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
     }
-    // For an uncompressed blob the blob digest already covers the tar; hash once.
-    let same_bytes = kind == Compression::None && verify.digest.is_some();
-    let mut tar_hasher = match (&verify.diff_id, same_bytes) {
-        (Some(_), false) => Some(Sha256::new()),
-        _ => None,
-    };
+    Ok(Compression::detect(&head[..n]))
+}
+
+/// Open a layer's tar stream. `diff_id`: check the tar's digest at the end (only done here
+/// for compressed layers; pass the blob check to a `Verifier`).
+pub fn open(layer: &Layer, diff_id: Option<String>, progress: Option<ProgressBar>) -> io::Result<LayerStream> {
+    let kind = detect(&layer.region)?;
+    let counted = Counted { inner: layer.region.reader(), progress };
+    if kind == Compression::None {
+        return Ok(LayerStream {
+            source: Source::Direct(BufReader::with_capacity(1 << 20, counted)),
+            diff: None,
+            end: None,
+            compression: kind,
+        });
+    }
+    let (tx, rx) = sync_channel(AHEAD);
+    let spawned = std::thread::Builder::new().name("layer-decoder".into()).spawn(move || {
+        let r = decode(kind, counted, &tx);
+        let _ = tx.send(Msg::End(r));
+    });
+    spawned?;
+    Ok(LayerStream {
+        source: Source::Threaded { rx, cur: Vec::new(), at: 0 },
+        diff: diff_id.map(|d| (Sha256::new(), d)),
+        end: None,
+        compression: kind,
+    })
+}
+
+fn decode(kind: Compression, input: Counted, tx: &SyncSender<Msg>) -> Result<(), String> {
+    let buffered = BufReader::with_capacity(CHUNK, input);
     let mut decoder = kind.decoder(buffered).map_err(|e| e.to_string())?;
     loop {
         let mut chunk = vec![0u8; CHUNK];
@@ -218,108 +210,154 @@ fn produce(
             }
         }
         if filled == 0 {
-            break;
+            return Ok(());
         }
         chunk.truncate(filled);
-        if let Some(h) = tar_hasher.as_mut() {
-            h.update(&chunk);
-        }
         if tx.send(Msg::Data(chunk)).is_err() {
-            return Ok(()); // consumer went away (an error upstream); nothing to verify for
+            return Ok(()); // the consumer went away (an error upstream)
         }
     }
-    drop(decoder);
-    let blob = match blob_hasher {
-        Some(h) => Some(
-            Arc::try_unwrap(h)
-                .map_err(|_| "hasher still shared".to_string())?
-                .into_inner()
-                .map_err(|_| "hasher poisoned".to_string())?,
-        ),
-        None => None,
-    };
-    if let (Some(want), Some(mut b)) = (&verify.digest, blob) {
-        // The decoder may stop before the blob's end (trailing bytes): hash the rest too.
-        if b.len < region.len {
-            let tail = FileRegion {
-                file: region.file.clone(),
-                offset: region.offset + b.len,
-                len: region.len - b.len,
-            };
-            let mut rest = tail.reader();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = rest.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                b.hasher.update(&buf[..n]);
-            }
-        }
-        if same_bytes
-            && let Some(diff) = &verify.diff_id
-            && diff != want
-        {
-            check(b.hasher.clone(), diff, "diff_id")?;
-        }
-        check(b.hasher, want, "blob")?;
-    }
-    if let (Some(want), Some(h)) = (&verify.diff_id, tar_hasher) {
-        check(h, want, "diff_id")?;
-    }
-    Ok(())
 }
 
 fn describe_decode_error(kind: Compression, e: io::Error) -> String {
     match kind {
         Compression::None => format!("read error: {e}"),
-        k if e.kind() == io::ErrorKind::UnexpectedEof => {
-            format!("truncated {} stream: {e}", k.name())
-        }
+        k if e.kind() == io::ErrorKind::UnexpectedEof => format!("truncated {} stream: {e}", k.name()),
         k => format!("corrupt {} stream: {e}", k.name()),
     }
 }
 
-/// Opens layers in processing order, keeping the next one decoding ahead of the merge.
+/// Background checks of stored blobs: each job hashes a whole region (trailing bytes
+/// included) and compares it with the expected digests.
+struct Verifier {
+    results: Vec<Option<Receiver<Result<(), String>>>>,
+}
+
+struct Job {
+    region: FileRegion,
+    expect: Vec<(String, &'static str)>,
+    done: SyncSender<Result<(), String>>,
+}
+
+impl Verifier {
+    fn start(jobs: Vec<Option<(FileRegion, Vec<(String, &'static str)>)>>) -> Verifier {
+        let mut queue = VecDeque::new();
+        let mut results = Vec::new();
+        for job in jobs {
+            match job {
+                Some((region, expect)) if !expect.is_empty() => {
+                    let (tx, rx) = sync_channel(1);
+                    queue.push_back(Job { region, expect, done: tx });
+                    results.push(Some(rx));
+                }
+                _ => results.push(None),
+            }
+        }
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..VERIFIERS.min(results.iter().flatten().count()) {
+            let q = queue.clone();
+            let _ = std::thread::Builder::new().name("layer-verifier".into()).spawn(move || {
+                loop {
+                    let job = match q.lock() {
+                        Ok(mut q) => q.pop_front(),
+                        Err(_) => None,
+                    };
+                    let Some(job) = job else { return };
+                    let r = hash_region(&job.region).and_then(|h| {
+                        for (want, what) in &job.expect {
+                            check(h.clone(), want, what)?;
+                        }
+                        Ok(())
+                    });
+                    let _ = job.done.send(r);
+                }
+            });
+        }
+        Verifier { results }
+    }
+
+    /// Wait for the verdict on job `i`.
+    fn wait(&mut self, i: usize) -> Result<(), String> {
+        match self.results.get_mut(i).and_then(Option::take) {
+            None => Ok(()),
+            Some(rx) => rx.recv().unwrap_or_else(|_| Err("verifier stopped unexpectedly".into())),
+        }
+    }
+}
+
+fn hash_region(region: &FileRegion) -> Result<Sha256, String> {
+    let mut h = Sha256::new();
+    let mut r = region.reader();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;
+        if n == 0 {
+            return Ok(h);
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Opens layers in processing order, keeping the next one decoding ahead of the merge, with
+/// blob digests checked in the background.
 pub struct Pipeline<'a> {
     layers: Vec<&'a Layer>,
     next: usize,
-    open: VecDeque<LayerStream>,
-    depth: usize,
-    verify: bool,
+    open: VecDeque<io::Result<LayerStream>>,
+    diff_ids: Vec<Option<String>>,
+    verifier: Verifier,
     progress: Option<ProgressBar>,
 }
 
 impl<'a> Pipeline<'a> {
     pub fn new(layers: Vec<&'a Layer>, verify: bool, progress: Option<ProgressBar>) -> Self {
-        let mut p = Pipeline {
-            layers,
-            next: 0,
-            open: VecDeque::new(),
-            depth: 2,
-            verify,
-            progress,
-        };
+        let mut jobs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for l in &layers {
+            if !verify {
+                jobs.push(None);
+                diff_ids.push(None);
+                continue;
+            }
+            let kind = detect(&l.region).unwrap_or(Compression::None);
+            let mut expect = Vec::new();
+            if let Some(d) = &l.digest {
+                expect.push((d.clone(), "blob"));
+            }
+            if kind == Compression::None {
+                // The blob is the tar: one hash serves both.
+                if let Some(d) = &l.diff_id {
+                    expect.push((d.clone(), "diff_id"));
+                }
+                diff_ids.push(None);
+            } else {
+                diff_ids.push(l.diff_id.clone());
+            }
+            jobs.push(Some((l.region.clone(), expect)));
+        }
+        let verifier = Verifier::start(jobs);
+        let mut p = Pipeline { layers, next: 0, open: VecDeque::new(), diff_ids, verifier, progress };
         p.fill();
         p
     }
 
     fn fill(&mut self) {
-        while self.open.len() < self.depth && self.next < self.layers.len() {
-            let l = self.layers[self.next];
-            let v = if self.verify {
-                Verify::of(l)
-            } else {
-                Verify::default()
-            };
-            self.open.push_back(open(l, v, self.progress.clone()));
+        while self.open.len() < 2 && self.next < self.layers.len() {
+            let i = self.next;
+            self.open.push_back(open(self.layers[i], self.diff_ids[i].take(), self.progress.clone()));
             self.next += 1;
         }
     }
 
-    pub fn next_stream(&mut self) -> Option<LayerStream> {
+    /// The stream of the next layer in processing order.
+    pub fn next_stream(&mut self) -> Option<io::Result<LayerStream>> {
         let s = self.open.pop_front();
         self.fill();
         s
+    }
+
+    /// The background blob check of the `i`-th layer in processing order.
+    pub fn verified(&mut self, i: usize) -> Result<(), String> {
+        self.verifier.wait(i)
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::image::Layer;
-use crate::layer::{LayerStream, Pipeline, Verify};
+use crate::layer::{LayerStream, Pipeline};
 use crate::pathname::{normalize, split_parent, trim_dir};
 use crate::pathtree::{EMITTED, HAS_DESCENDANT, Kind, NodeId, PathTree, ROOT};
 use crate::tarstream::{self, EntryType, Header, Rewrite, TarError, TarReader};
@@ -167,11 +167,21 @@ impl<'w> Merger<'w> {
     pub fn run(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<MergeStats> {
         let order: Vec<&Layer> = layers.iter().rev().collect();
         let mut pipeline = Pipeline::new(order.clone(), opts.verify, opts.progress.clone());
-        for layer in &order {
+        for (i, layer) in order.iter().enumerate() {
             let stream = pipeline
                 .next_stream()
-                .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?;
-            self.merge_layer(layer, stream)?;
+                .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?
+                .map_err(|e| Error::Layer { layer: layer.label(), message: format!("read error: {e}") })?;
+            if let Err(e) = self.merge_layer(layer, stream) {
+                // A corrupt blob usually shows up as a parse error first: name the root cause.
+                pipeline
+                    .verified(i)
+                    .map_err(|message| Error::Layer { layer: layer.label(), message })?;
+                return Err(e);
+            }
+            pipeline
+                .verified(i)
+                .map_err(|message| Error::Layer { layer: layer.label(), message })?;
             self.stats.layers += 1;
         }
         if let Some(layer) = order.last() {
@@ -709,7 +719,8 @@ impl<'w> Merger<'w> {
         }
         wanted.sort();
         self.stats.rereads += 1;
-        let stream = crate::layer::open(layer, Verify::default(), None);
+        let stream = crate::layer::open(layer, None, None)
+            .map_err(|e| Error::Layer { layer: layer.label(), message: format!("read error: {e}") })?;
         let mut rd = TarReader::new(stream);
         let mut next = 0;
         while next < wanted.len() {

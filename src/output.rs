@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const BUF: usize = 1 << 20;
@@ -56,6 +57,8 @@ impl Sink {
                 let tmp = tempfile::Builder::new()
                     .prefix(&format!(".{name}."))
                     .suffix(".partial")
+                    // Like any new file: 0666 less the umask (tempfile's default is 0600).
+                    .permissions(std::fs::Permissions::from_mode(0o666))
                     .tempfile_in(&dir)
                     .map_err(|e| {
                         Error::io(format!("creating a temp file in {}", dir.display()), e)

@@ -400,3 +400,20 @@ fn inspect_reports_config_and_layers() {
         "{text}"
     );
 }
+
+#[test]
+fn output_file_gets_ordinary_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers());
+    let o = d.path().join("rootfs.tar");
+    let st = Command::new(strata_bin())
+        .args(["flatten", &p.display().to_string(), "-o", &o.display().to_string()])
+        .env("SHELL", "/bin/sh")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // 0666 less the umask, not the 0600 of a temp file (CI and shells use umask 022).
+    let mode = std::fs::metadata(&o).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
+}
