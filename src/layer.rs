@@ -49,7 +49,11 @@ enum Source {
     /// Uncompressed: read straight from the file.
     Direct(BufReader<Counted>),
     /// Compressed: chunks from a decoder thread.
-    Threaded { rx: Receiver<Msg>, cur: Vec<u8>, at: usize },
+    Threaded {
+        rx: Receiver<Msg>,
+        cur: Vec<u8>,
+        at: usize,
+    },
 }
 
 /// One layer's tar bytes, as a `BufRead`.
@@ -148,7 +152,9 @@ fn check(hasher: Sha256, want: &str, what: &str) -> Result<(), String> {
     }
     let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != want {
-        return Err(format!("{what} digest mismatch: expected {want}, got {got}"));
+        return Err(format!(
+            "{what} digest mismatch: expected {want}, got {got}"
+        ));
     }
     Ok(())
 }
@@ -170,9 +176,16 @@ pub fn detect(region: &FileRegion) -> io::Result<Compression> {
 
 /// Open a layer's tar stream. `diff_id`: check the tar's digest at the end (only done here
 /// for compressed layers; pass the blob check to a `Verifier`).
-pub fn open(layer: &Layer, diff_id: Option<String>, progress: Option<ProgressBar>) -> io::Result<LayerStream> {
+pub fn open(
+    layer: &Layer,
+    diff_id: Option<String>,
+    progress: Option<ProgressBar>,
+) -> io::Result<LayerStream> {
     let kind = detect(&layer.region)?;
-    let counted = Counted { inner: layer.region.reader(), progress };
+    let counted = Counted {
+        inner: layer.region.reader(),
+        progress,
+    };
     if kind == Compression::None {
         return Ok(LayerStream {
             source: Source::Direct(BufReader::with_capacity(1 << 20, counted)),
@@ -182,13 +195,19 @@ pub fn open(layer: &Layer, diff_id: Option<String>, progress: Option<ProgressBar
         });
     }
     let (tx, rx) = sync_channel(AHEAD);
-    let spawned = std::thread::Builder::new().name("layer-decoder".into()).spawn(move || {
-        let r = decode(kind, counted, &tx);
-        let _ = tx.send(Msg::End(r));
-    });
+    let spawned = std::thread::Builder::new()
+        .name("layer-decoder".into())
+        .spawn(move || {
+            let r = decode(kind, counted, &tx);
+            let _ = tx.send(Msg::End(r));
+        });
     spawned?;
     Ok(LayerStream {
-        source: Source::Threaded { rx, cur: Vec::new(), at: 0 },
+        source: Source::Threaded {
+            rx,
+            cur: Vec::new(),
+            at: 0,
+        },
         diff: diff_id.map(|d| (Sha256::new(), d)),
         end: None,
         compression: kind,
@@ -222,7 +241,9 @@ fn decode(kind: Compression, input: Counted, tx: &SyncSender<Msg>) -> Result<(),
 fn describe_decode_error(kind: Compression, e: io::Error) -> String {
     match kind {
         Compression::None => format!("read error: {e}"),
-        k if e.kind() == io::ErrorKind::UnexpectedEof => format!("truncated {} stream: {e}", k.name()),
+        k if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("truncated {} stream: {e}", k.name())
+        }
         k => format!("corrupt {} stream: {e}", k.name()),
     }
 }
@@ -247,7 +268,11 @@ impl Verifier {
             match job {
                 Some((region, expect)) if !expect.is_empty() => {
                     let (tx, rx) = sync_channel(1);
-                    queue.push_back(Job { region, expect, done: tx });
+                    queue.push_back(Job {
+                        region,
+                        expect,
+                        done: tx,
+                    });
                     results.push(Some(rx));
                 }
                 _ => results.push(None),
@@ -256,22 +281,24 @@ impl Verifier {
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..VERIFIERS.min(results.iter().flatten().count()) {
             let q = queue.clone();
-            let _ = std::thread::Builder::new().name("layer-verifier".into()).spawn(move || {
-                loop {
-                    let job = match q.lock() {
-                        Ok(mut q) => q.pop_front(),
-                        Err(_) => None,
-                    };
-                    let Some(job) = job else { return };
-                    let r = hash_region(&job.region).and_then(|h| {
-                        for (want, what) in &job.expect {
-                            check(h.clone(), want, what)?;
-                        }
-                        Ok(())
-                    });
-                    let _ = job.done.send(r);
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name("layer-verifier".into())
+                .spawn(move || {
+                    loop {
+                        let job = match q.lock() {
+                            Ok(mut q) => q.pop_front(),
+                            Err(_) => None,
+                        };
+                        let Some(job) = job else { return };
+                        let r = hash_region(&job.region).and_then(|h| {
+                            for (want, what) in &job.expect {
+                                check(h.clone(), want, what)?;
+                            }
+                            Ok(())
+                        });
+                        let _ = job.done.send(r);
+                    }
+                });
         }
         Verifier { results }
     }
@@ -280,7 +307,9 @@ impl Verifier {
     fn wait(&mut self, i: usize) -> Result<(), String> {
         match self.results.get_mut(i).and_then(Option::take) {
             None => Ok(()),
-            Some(rx) => rx.recv().unwrap_or_else(|_| Err("verifier stopped unexpectedly".into())),
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("verifier stopped unexpectedly".into())),
         }
     }
 }
@@ -336,7 +365,14 @@ impl<'a> Pipeline<'a> {
             jobs.push(Some((l.region.clone(), expect)));
         }
         let verifier = Verifier::start(jobs);
-        let mut p = Pipeline { layers, next: 0, open: VecDeque::new(), diff_ids, verifier, progress };
+        let mut p = Pipeline {
+            layers,
+            next: 0,
+            open: VecDeque::new(),
+            diff_ids,
+            verifier,
+            progress,
+        };
         p.fill();
         p
     }
@@ -344,7 +380,11 @@ impl<'a> Pipeline<'a> {
     fn fill(&mut self) {
         while self.open.len() < 2 && self.next < self.layers.len() {
             let i = self.next;
-            self.open.push_back(open(self.layers[i], self.diff_ids[i].take(), self.progress.clone()));
+            self.open.push_back(open(
+                self.layers[i],
+                self.diff_ids[i].take(),
+                self.progress.clone(),
+            ));
             self.next += 1;
         }
     }

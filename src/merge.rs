@@ -45,6 +45,9 @@ pub struct MergeStats {
 
 type InodeId = usize;
 
+/// Mode of a directory no layer has an entry for, as Docker's layer apply makes it.
+pub const IMPLIED_DIR_MODE: u32 = 0o600;
+
 /// A hardlink's shared content, seen from the layer of the link.
 enum Content {
     /// Not reached yet: it lives in a lower layer.
@@ -171,17 +174,22 @@ impl<'w> Merger<'w> {
             let stream = pipeline
                 .next_stream()
                 .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?
-                .map_err(|e| Error::Layer { layer: layer.label(), message: format!("read error: {e}") })?;
+                .map_err(|e| Error::Layer {
+                    layer: layer.label(),
+                    message: format!("read error: {e}"),
+                })?;
             if let Err(e) = self.merge_layer(layer, stream) {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
-                pipeline
-                    .verified(i)
-                    .map_err(|message| Error::Layer { layer: layer.label(), message })?;
+                pipeline.verified(i).map_err(|message| Error::Layer {
+                    layer: layer.label(),
+                    message,
+                })?;
                 return Err(e);
             }
-            pipeline
-                .verified(i)
-                .map_err(|message| Error::Layer { layer: layer.label(), message })?;
+            pipeline.verified(i).map_err(|message| Error::Layer {
+                layer: layer.label(),
+                message,
+            })?;
             self.stats.layers += 1;
         }
         if let Some(layer) = order.last() {
@@ -719,8 +727,10 @@ impl<'w> Merger<'w> {
         }
         wanted.sort();
         self.stats.rereads += 1;
-        let stream = crate::layer::open(layer, None, None)
-            .map_err(|e| Error::Layer { layer: layer.label(), message: format!("read error: {e}") })?;
+        let stream = crate::layer::open(layer, None, None).map_err(|e| Error::Layer {
+            layer: layer.label(),
+            message: format!("read error: {e}"),
+        })?;
         let mut rd = TarReader::new(stream);
         let mut next = 0;
         while next < wanted.len() {
@@ -762,7 +772,8 @@ impl<'w> Merger<'w> {
                 )));
             }
         }
-        // Parents implied by deeper entries but never given a header: Docker creates them 0755.
+        // Parents implied by deeper entries but never given a header: Docker's layer apply
+        // creates them with `MkdirAll(parent, 0600)` (measured: drw------- in `docker export`).
         let ids: Vec<NodeId> = self.tree.ids().collect();
         for id in ids {
             let n = *self.tree.get(id);
@@ -770,7 +781,7 @@ impl<'w> Merger<'w> {
                 let mut p = self.tree.path_of(id);
                 p.push(b'/');
                 self.out
-                    .write_all(&tarstream::directory_header(&p, 0o755))
+                    .write_all(&tarstream::directory_header(&p, IMPLIED_DIR_MODE))
                     .map_err(|e| io_err(layer, e))?;
                 self.stats.entries_written += 1;
             }

@@ -341,3 +341,123 @@ fn docker_hardlinks_overwritten_and_deleted_targets() {
 fn docker_fifo_symlink_sticky_long_names() {
     check_image("special");
 }
+
+/// Layers built in code (cases `docker build` on vfs cannot produce, such as opaque markers):
+/// `docker load` applies them, `docker export` is the truth.
+fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
+    let Some(()) = engine() else { return };
+    let tag = format!("strata-e2e-hand-{name}:1");
+    let archive = workdir().join(format!("hand-{name}.tar"));
+    std::fs::write(&archive, common::docker_archive(layers, &tag)).unwrap();
+    docker(&["load", "-q", "-i", &archive.display().to_string()]);
+    let want = exported(&tag);
+    let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
+    assert_canon_eq(&format!("hand-built {name}"), &want, &got);
+}
+
+fn base_layer() -> common::LayerBuilder {
+    let mut b = common::LayerBuilder::new();
+    b.dir("bin")
+        .dir("etc")
+        .file("etc/passwd", "root:x:0:0::/:/bin/sh\n");
+    b
+}
+
+#[test]
+fn docker_load_opaque_and_same_layer_whiteouts() {
+    let l0 = base_layer()
+        .dir("o1")
+        .file("o1/old", "1")
+        .dir("o1/sub")
+        .file("o1/sub/x", "x")
+        .dir("o2")
+        .file("o2/old", "2")
+        .dir("w")
+        .file("w/old", "w")
+        .dir("w2")
+        .file("w2/old", "w2")
+        .build();
+    let l1 = common::LayerBuilder::new()
+        .dir("o1")
+        .opaque("o1")
+        .file("o1/new", "n") // marker first
+        .dir("o2")
+        .file("o2/new", "n")
+        .opaque("o2") // marker last
+        .whiteout("w")
+        .dir("w")
+        .file("w/new", "n") // whiteout then recreate
+        .whiteout("w2")
+        .file("w2", "now a file")
+        .build();
+    check_hand_built("opaque", &[l0, l1]);
+}
+
+#[test]
+fn docker_load_hardlinks() {
+    let l0 = base_layer()
+        .file("t1", "one")
+        .hardlink("a1", "t1")
+        .hardlink("a2", "t1")
+        .file("t2", "two")
+        .hardlink("b1", "t2")
+        .dir("d")
+        .file("d/t3", "three")
+        .hardlink("c1", "d/t3")
+        .build();
+    let l1 = common::LayerBuilder::new()
+        .file("t1", "ONE")
+        .whiteout("t2")
+        .whiteout("d")
+        .hardlink("x1", "a1")
+        .build();
+    let l2 = common::LayerBuilder::new()
+        .hardlink("y1", "b1")
+        .file("a2", "replaced")
+        .build();
+    check_hand_built("hardlinks", &[l0, l1, l2]);
+}
+
+#[test]
+fn docker_load_implied_parents_and_names() {
+    let l0 = base_layer()
+        .file("x/y/file", "hi")
+        .file("./dot/slash", "d")
+        .file("/abs/name", "a")
+        .dir("./")
+        .file("my.wh.file", "m")
+        .build();
+    let long = format!("{}/{}", "L".repeat(120), "F".repeat(120));
+    let l1 = common::LayerBuilder::new()
+        .file("q/r/.wh.nothing", "")
+        .opaque("p/q")
+        .file(&long, "long")
+        .dir("/")
+        .build();
+    check_hand_built("implied", &[l0, l1]);
+}
+
+#[test]
+fn docker_load_type_changes() {
+    let l0 = base_layer()
+        .dir("f2d")
+        .file("f2d/in", "1")
+        .file("d2f", "f")
+        .symlink("s2d", "/etc")
+        .dir("d2s")
+        .file("d2s/in", "x")
+        .build();
+    let l1 = common::LayerBuilder::new()
+        .file("f2d", "file now")
+        .dir("d2f")
+        .file("d2f/in", "dir now")
+        .dir("s2d")
+        .file("s2d/in", "d")
+        .symlink("d2s", "/bin")
+        .build();
+    let l2 = common::LayerBuilder::new()
+        .dir("f2d")
+        .file("f2d/again", "dir again")
+        .build();
+    check_hand_built("types", &[l0, l1, l2]);
+}

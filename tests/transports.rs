@@ -408,7 +408,12 @@ fn output_file_gets_ordinary_permissions() {
     let p = write_docker_archive(d.path(), &layers());
     let o = d.path().join("rootfs.tar");
     let st = Command::new(strata_bin())
-        .args(["flatten", &p.display().to_string(), "-o", &o.display().to_string()])
+        .args([
+            "flatten",
+            &p.display().to_string(),
+            "-o",
+            &o.display().to_string(),
+        ])
         .env("SHELL", "/bin/sh")
         .status()
         .unwrap();

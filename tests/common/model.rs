@@ -69,7 +69,8 @@ impl Tree {
         }
     }
 
-    /// Missing (or non-directory) parents become directories 0755, as `MkdirAll` makes them.
+    /// Missing (or non-directory) parents become directories 0600, as Docker's layer apply
+    /// (`MkdirAll(parent, 0600)`) makes them.
     /// Returns the directories it made: they belong to the layer being applied.
     fn ensure_parents(&mut self, p: &str) -> Vec<String> {
         let mut made = Vec::new();
@@ -90,7 +91,7 @@ impl Tree {
                         a,
                         Node {
                             kind: Kind::Dir,
-                            mode: 0o755,
+                            mode: 0o600,
                             uid: 0,
                             gid: 0,
                             ino,

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Benchmark strata flatten against the floor (cat, openssl sha256, zcat, tar -x) and peers
+# (umoci, undocker, docker export, docker-squash) on the images made by make-image.py and
+# make-many.py. Everything is written on /dev/shm (see the brief: the root ext4 crawls after
+# big deletes). Prints a markdown table; best of $RUNS for fast commands, one run for peers.
+#
+#   bench/run.sh [--peers]        (needs: cargo build --release; python3; for --peers:
+#                                  umoci, pip install undocker docker-squash, a Docker engine)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+S=${STRATA:-$here/../target/release/strata}
+W=${W:-/dev/shm/strata-bench}
+RUNS=${RUNS:-3}
+peers=${1:-}
+[ -f "$W/docker-archive.tar" ] || python3 "$here/make-image.py" "$W" >/dev/null
+[ -f "$W/many.tar" ] || python3 "$here/make-many.py" "$W" >/dev/null
+cat "$W"/layers/* "$W/docker-archive.tar" "$W/many.tar" > /dev/null   # warm the page cache
+
+# measure NAME CMD... : best wall time of $RUNS runs and the peak RSS of that run
+measure() {
+  local name=$1; shift
+  local best="" rss=""
+  for _ in $(seq "$RUNS"); do
+    /usr/bin/time -f "%e %M" -o "$W/.time" "$@" >/dev/null 2>"$W/.err" || { echo "| $name | failed: $(tail -1 "$W/.err") | |"; return; }
+    read -r t m < "$W/.time"
+    if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
+  done
+  printf '| %s | %.2f s | %d MB |\n' "$name" "$best" $((rss / 1024))
+}
+once() { RUNS=1 measure "$@"; }
+
+size=$(du -cb "$W"/layers/?.tar | tail -1 | cut -f1)
+gz=$(du -cb "$W"/layers/?.tar.gz | tail -1 | cut -f1)
+echo "Image: $(ls "$W"/layers/?.tar | wc -l) layers, $((size / 1000000)) MB of tar ($((gz / 1000000)) MB gzip); many.tar: $(du -b "$W/many.tar" | cut -f1 | awk '{print int($1/1000000)}') MB, 182k entries"
+echo "Machine: $(nproc) cores, $(uname -r); strata $("$S" --version | cut -d' ' -f2)"
+echo
+echo "| what | time | peak RSS |"
+echo "|---|---|---|"
+measure "floor: cat of the layer tars" sh -c "cat $W/layers/?.tar"
+measure "floor: openssl dgst -sha256 of the layer tars" sh -c "for f in $W/layers/?.tar; do openssl dgst -sha256 \$f; done"
+measure "floor: zcat of the gzip blobs (GNU gzip, 1 core)" sh -c "for f in $W/layers/?.tar.gz; do zcat \$f; done"
+measure "strata flatten docker-archive (verified) > /dev/null" "$S" flatten -q "$W/docker-archive.tar" -o -
+measure "strata flatten docker-archive (verified) -o /dev/shm file" sh -c "rm -f $W/flat.tar && $S flatten -q $W/docker-archive.tar -o $W/flat.tar"
+measure "strata flatten docker-archive --no-verify > /dev/null" "$S" flatten -q --no-verify "$W/docker-archive.tar" -o -
+measure "strata flatten oci (gzip, verified) > /dev/null" "$S" flatten -q "oci:$W/oci:bench" -o -
+measure "strata flatten oci (gzip) --compress zstd > /dev/null" "$S" flatten -q "oci:$W/oci:bench" --compress zstd -o -
+measure "strata flatten many.tar (182k entries) > /dev/null" "$S" flatten -q "$W/many.tar" -o -
+measure "floor: tar -x of the flattened tar onto /dev/shm" sh -c "rm -rf $W/x && mkdir $W/x && tar -C $W/x -xf $W/flat.tar"
+if [ "$peers" = "--peers" ]; then
+  once "umoci unpack (oci gzip) onto /dev/shm" sh -c "rm -rf $W/umoci && umoci unpack --image $W/oci:bench $W/umoci"
+  if docker version >/dev/null 2>&1; then
+    docker rmi -f bench:latest >/dev/null 2>&1 || true
+    once "docker load" docker load -q -i "$W/docker-archive.tar"
+    once "docker create + export to /dev/shm" sh -c "c=\$(docker create bench:latest /bin/sh) && docker export -o $W/exported.tar \$c && docker rm \$c >/dev/null"
+    once "docker-squash (PyPI) to a file" sh -c "rm -rf $W/sq.tar $W/sqtmp && docker-squash --tmp-dir $W/sqtmp --output-path $W/sq.tar bench:latest"
+    # undocker reads only the legacy layout that `docker save` still writes beside manifest.json.
+    [ -f "$W/docker-saved.tar" ] || docker save bench:latest -o "$W/docker-saved.tar"
+    once "undocker (docker save output) onto /dev/shm" sh -c "rm -rf $W/undocker && mkdir $W/undocker && undocker -o $W/undocker < $W/docker-saved.tar"
+    measure "strata flatten (docker save output) > /dev/null" "$S" flatten -q "$W/docker-saved.tar" -o -
+  fi
+  echo
+  echo "Correctness on this image (bench/compare.py):"
+  echo "- strata vs umoci unpack: $(python3 "$here/compare.py" "$W/umoci/rootfs" "$W/flat.tar" | head -1)"
+  [ -f "$W/exported.tar" ] && echo "- strata vs docker export: $(python3 "$here/compare.py" "$W/exported.tar" "$W/flat.tar" | head -1)"
+  [ -d "$W/undocker" ] && echo "- strata vs undocker: $(python3 "$here/compare.py" "$W/undocker" "$W/flat.tar" | head -1)"
+  [ -f "$W/sq.tar" ] && echo "- docker-squash output: $(tar -tf "$W/sq.tar" | head -3 | tr '\n' ' ')"
+fi
