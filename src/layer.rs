@@ -254,6 +254,9 @@ struct Verifier {
     results: Vec<Option<Receiver<Result<(), String>>>>,
 }
 
+/// What one verification checks: a region and the digests it must have (with their names).
+type Check = (FileRegion, Vec<(String, &'static str)>);
+
 struct Job {
     region: FileRegion,
     expect: Vec<(String, &'static str)>,
@@ -261,7 +264,7 @@ struct Job {
 }
 
 impl Verifier {
-    fn start(jobs: Vec<Option<(FileRegion, Vec<(String, &'static str)>)>>) -> Verifier {
+    fn start(jobs: Vec<Option<Check>>) -> Verifier {
         let mut queue = VecDeque::new();
         let mut results = Vec::new();
         for job in jobs {
