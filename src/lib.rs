@@ -15,6 +15,8 @@ pub mod output;
 pub mod pathname;
 pub mod pathtree;
 pub mod reference;
+pub mod sink;
+pub mod squash;
 pub mod tarstream;
 pub mod whiteout;
 

@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strata::commands::{flatten, inspect};
+use strata::commands::{flatten, inspect, squash};
 use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
 use strata::reference::Reference;
@@ -67,6 +67,44 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Skip digest verification of the layers (faster, for trusted input).
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Merge the layers of an image (or its top ones) into one, as a loadable image.
+    #[command(
+        after_help = "Examples:\n  strata squash app.tar -o squashed.tar && docker load -i squashed.tar\n  strata squash app.tar --last 3 --tag app:slim -o - | docker load\n  strata squash oci:./layout --format oci --compress zstd -o ./squashed"
+    )]
+    Squash {
+        image: String,
+        /// Output file (or directory for --format oci), or `-` for stdout.
+        #[arg(short, long, value_name = "FILE|DIR|-")]
+        output: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "docker-archive")]
+        format: squash::Format,
+        /// Tag(s) for the new image (default: the original's).
+        #[arg(long = "tag", value_name = "NAME:TAG")]
+        tags: Vec<String>,
+        /// Squash this layer and all above it (index from the bottom, or a digest prefix);
+        /// the layers below are kept as they are.
+        #[arg(long, value_name = "N|DIGEST")]
+        from: Option<String>,
+        /// Squash only the top N layers.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Compression of the new layer (oci, oci-archive; default gzip).
+        #[arg(long, value_enum)]
+        compress: Option<Compression>,
+        /// Compression level.
+        #[arg(long)]
+        level: Option<u32>,
+        /// `created` time of the new image, RFC 3339 (default: SOURCE_DATE_EPOCH, else the original's).
+        #[arg(long, value_name = "RFC3339")]
+        created: Option<String>,
+        /// Replace an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Skip digest verification of the source layers.
         #[arg(long)]
         no_verify: bool,
     },
@@ -136,6 +174,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.paths,
                 stats.index_bytes / 1024
             );
+        }
+        Command::Squash {
+            image,
+            output,
+            format,
+            tags,
+            from,
+            last,
+            compress,
+            level,
+            created,
+            force,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let args = squash::SquashArgs {
+                output,
+                format,
+                tags,
+                from,
+                last,
+                compress,
+                level,
+                created,
+                force,
+                quiet: cli.quiet,
+                verify: !no_verify,
+            };
+            let report = squash::run(&img, &args).with_context(|| format!("squashing {image}"))?;
+            if let Some(l) = report.layers.last() {
+                tracing::info!(
+                    "squashed layer {} ({} bytes, {} pass(es))",
+                    l.digest,
+                    l.size,
+                    report.passes
+                );
+            }
         }
     }
     Ok(())

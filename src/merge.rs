@@ -103,6 +103,12 @@ pub struct Merger<'w> {
     /// Links waiting for a target in a lower layer: target node → (layer+1 of the link, inode).
     pending: HashMap<NodeId, Vec<(u16, InodeId)>>,
     root_emitted: bool,
+    /// Decide paths but copy no data (the view of the layers a squash keeps).
+    index_only: bool,
+    /// Squash mode: the output is one layer that goes on top of this merged view.
+    below: Option<&'w PathTree>,
+    /// The layers that view was made of (bottom first), to fetch content from.
+    below_layers: &'w [Layer],
     /// Links to write once the current entry's data is out: (aliases, their target).
     after_data: Vec<(Vec<Alias>, Vec<u8>)>,
     stats: MergeStats,
@@ -160,14 +166,43 @@ impl<'w> Merger<'w> {
             inodes: Vec::new(),
             pending: HashMap::new(),
             root_emitted: false,
+            index_only: false,
+            below: None,
+            below_layers: &[],
             after_data: Vec::new(),
             stats: MergeStats::default(),
         }
     }
 
+    /// Decide every path but copy no file data: for the merged view of kept layers.
+    pub fn index_only(mut self) -> Self {
+        self.index_only = true;
+        self
+    }
+
+    /// Make the output a layer to apply on top of `below` (the merged view of the layers kept
+    /// under a squash): deletions that hide something there stay as whiteouts or opaque
+    /// markers, all others disappear; parents that exist there are not invented.
+    pub fn onto(mut self, below: &'w PathTree, below_layers: &'w [Layer]) -> Self {
+        self.below = Some(below);
+        self.below_layers = below_layers;
+        self
+    }
+
     /// Merge `layers` (bottom first, as in the image) into the output, then write the
     /// end-of-archive marker.
     pub fn run(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<MergeStats> {
+        self.run_layers(layers, opts)?;
+        Ok(self.stats)
+    }
+
+    /// Like `run`, returning the merged view instead (with `index_only`).
+    pub fn run_view(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<PathTree> {
+        self.run_layers(layers, opts)?;
+        Ok(self.tree)
+    }
+
+    fn run_layers(&mut self, layers: &[Layer], opts: &MergeOptions) -> Result<()> {
         let order: Vec<&Layer> = layers.iter().rev().collect();
         let mut pipeline = Pipeline::new(order.clone(), opts.verify, opts.progress.clone());
         for (i, layer) in order.iter().enumerate() {
@@ -199,7 +234,7 @@ impl<'w> Merger<'w> {
         }
         self.stats.paths = self.tree.len();
         self.stats.index_bytes = self.tree.heap_bytes();
-        Ok(self.stats)
+        Ok(())
     }
 
     fn merge_layer(&mut self, layer: &Layer, stream: LayerStream) -> Result<()> {
@@ -221,6 +256,7 @@ impl<'w> Merger<'w> {
             let action = self.entry(layer, layer1, &mut st, &h, &path_buf)?;
             match action {
                 Data::Skip => {}
+                Data::Copy if self.index_only => {}
                 Data::Copy => rd
                     .copy_data_padded(self.out)
                     .map_err(|e| tar_err(layer, e))?,
@@ -238,7 +274,17 @@ impl<'w> Merger<'w> {
         rd.drain().map_err(|e| tar_err(layer, e))?;
         self.check_deleted_link_targets(layer, layer1)?;
         if !st.rereads.is_empty() {
-            self.reread(layer, &st)?;
+            if self.index_only {
+                // No data is written: the first alias simply becomes the file.
+                for &i in &st.rereads {
+                    let aliases = std::mem::take(&mut self.inodes[i].aliases);
+                    if let Some(first) = aliases.first() {
+                        self.inodes[i].content = Content::Emitted(first.name.clone());
+                    }
+                }
+            } else {
+                self.reread(layer, &st)?;
+            }
         }
         Ok(())
     }
@@ -763,22 +809,19 @@ impl<'w> Merger<'w> {
     }
 
     fn finish(&mut self, layer: &Layer) -> Result<()> {
-        // Links whose target never appeared: the image is broken (Docker would refuse it).
-        for inode in &self.inodes {
-            if let Some(a) = inode.aliases.first() {
-                return Err(Error::Format(format!(
-                    "hardlink {} points at a file that no lower layer has",
-                    lossy(&a.name)
-                )));
-            }
-        }
+        self.finish_links(layer)?;
         // Parents implied by deeper entries but never given a header: Docker's layer apply
         // creates them with `MkdirAll(parent, 0600)` (measured: drw------- in `docker export`).
+        // On top of kept layers, a parent that exists there is left alone.
         let ids: Vec<NodeId> = self.tree.ids().collect();
-        for id in ids {
+        for &id in &ids {
             let n = *self.tree.get(id);
             if n.flags & HAS_DESCENDANT != 0 && n.flags & EMITTED == 0 && n.kind != Kind::NonDir {
-                let mut p = self.tree.path_of(id);
+                let p = self.tree.path_of(id);
+                if n.kind != Kind::Whiteout && self.dir_below(&p) && !self.ancestor_replaced(&p) {
+                    continue;
+                }
+                let mut p = p;
                 p.push(b'/');
                 self.out
                     .write_all(&tarstream::directory_header(&p, IMPLIED_DIR_MODE))
@@ -786,7 +829,271 @@ impl<'w> Merger<'w> {
                 self.stats.entries_written += 1;
             }
         }
+        if self.below.is_some() {
+            self.write_deletions(layer, &ids)?;
+        }
         tarstream::write_trailer(self.out).map_err(|e| io_err(layer, e))?;
+        Ok(())
+    }
+
+    /// Links whose target never appeared in the merged layers: on top of kept layers they may
+    /// point there; otherwise the image is broken (Docker would refuse it).
+    fn finish_links(&mut self, layer: &Layer) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut pending: Vec<_> = pending.into_iter().collect();
+        pending.sort_by_key(|(id, _)| *id); // deterministic output order
+        for (id, list) in pending {
+            let target = self.tree.path_of(id);
+            {
+                // Every link waiting on this target shares one file.
+                let aliases: Vec<Alias> = list
+                    .iter()
+                    .flat_map(|&(_, ino)| std::mem::take(&mut self.inodes[ino].aliases))
+                    .collect();
+                let Some(first) = aliases.first() else {
+                    continue;
+                };
+                let below_file = self
+                    .below
+                    .and_then(|b| b.lookup(&target))
+                    .is_some_and(|bid| {
+                        let n = self.below.map(|b| *b.get(bid));
+                        n.is_some_and(|n| n.kind == Kind::NonDir && n.flags & EMITTED != 0)
+                    });
+                if !below_file {
+                    return Err(Error::Format(format!(
+                        "hardlink {} points at {}, which no lower layer has",
+                        lossy(&first.name),
+                        lossy(&target)
+                    )));
+                }
+                if self.shadowed_in_result(&target) {
+                    // The squashed layers replace the file this link shares: find where its
+                    // content still is — another surviving name below, or the kept layer's data.
+                    let first_name = first.name.clone();
+                    let to = match self.copy_from_below(layer, &target, &first_name)? {
+                        Some(visible) => {
+                            self.write_link(layer, first, &visible)?;
+                            self.stats.entries_written += 1;
+                            visible
+                        }
+                        None => first_name,
+                    };
+                    for a in &aliases[1..] {
+                        self.write_link(layer, a, &to)?;
+                        self.stats.entries_written += 1;
+                    }
+                    continue;
+                }
+                for a in &aliases {
+                    self.write_link(layer, a, &target)?;
+                    self.stats.entries_written += 1;
+                }
+            }
+        }
+        if let Some(a) = self.inodes.iter().find_map(|i| i.aliases.first()) {
+            return Err(Error::Format(format!(
+                "hardlink {} points at a file that no lower layer has",
+                lossy(&a.name)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Write the file that `target` is in the view below, under `name`: find the kept layer that
+    /// provides it and read that layer again. When that entry is a hardlink whose own target
+    /// survives in the result, nothing is copied: `Some(that path)` is returned to link to.
+    fn copy_from_below(
+        &mut self,
+        layer: &Layer,
+        target: &[u8],
+        name: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let (Some(below), layers) = (self.below, self.below_layers) else {
+            return Err(Error::Format("no kept layers to copy from".into()));
+        };
+        let mut want = target.to_vec();
+        // The layer to look in: the one that provides the path in the view below; after
+        // following a hardlink, the link's own layer first, then the ones under it.
+        let claim = below
+            .lookup(&want)
+            .map(|id| below.get(id).claim)
+            .unwrap_or(0);
+        let mut at = claim.checked_sub(1).map(usize::from);
+        let mut steps = 0;
+        while let Some(i) = at {
+            steps += 1;
+            let Some(src) = layers.get(i).filter(|_| steps <= 64) else {
+                break;
+            };
+            let stream = crate::layer::open(src, None, None).map_err(|e| Error::Layer {
+                layer: src.label(),
+                message: format!("read error: {e}"),
+            })?;
+            let mut rd = TarReader::new(stream);
+            let mut next: Option<Vec<u8>> = None;
+            let mut found = false;
+            while let Some(h) = rd.next_entry().map_err(|e| tar_err(src, e))? {
+                let Ok(p) = normalize(h.path) else { continue };
+                if trim_dir(&p) != want.as_slice() {
+                    continue;
+                }
+                found = true;
+                if h.kind == EntryType::HardLink {
+                    next = normalize(h.link).ok().map(|l| trim_dir(&l).to_vec());
+                    break;
+                }
+                self.write_content_as(layer, &h, name)?;
+                rd.copy_data_padded(self.out).map_err(|e| tar_err(src, e))?;
+                return Ok(None);
+            }
+            match next {
+                Some(n) => {
+                    // Link to that name if it still holds this very file in the result.
+                    let same_version = below.lookup(&n).is_some_and(|id| {
+                        let bn = below.get(id);
+                        usize::from(bn.claim) == i + 1
+                            && bn.kind == Kind::NonDir
+                            && bn.flags & EMITTED != 0
+                    });
+                    if same_version && !self.shadowed_in_result(&n) {
+                        return Ok(Some(n));
+                    }
+                    want = n;
+                    at = Some(i);
+                }
+                None if !found => at = i.checked_sub(1),
+                None => break,
+            }
+        }
+        Err(Error::Format(format!(
+            "hardlink {} points at {}, which the kept layers do not hold",
+            lossy(name),
+            lossy(target)
+        )))
+    }
+
+    /// Whether the merged layers replace or delete `path` (or an ancestor of it).
+    fn shadowed_in_result(&self, path: &[u8]) -> bool {
+        let mut id = ROOT;
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        for (i, comp) in comps.iter().enumerate() {
+            let n = self.tree.get(id);
+            if n.opaque != 0 {
+                return true;
+            }
+            let Some(next) = self.tree.child(id, comp) else {
+                return false;
+            };
+            id = next;
+            let n = self.tree.get(id);
+            let last = i + 1 == comps.len();
+            if n.claim != 0 && (last || matches!(n.kind, Kind::NonDir | Kind::Whiteout)) {
+                return true;
+            }
+            if last && n.flags & HAS_DESCENDANT != 0 {
+                return true; // entries were put under it: it is a directory now
+            }
+        }
+        false
+    }
+
+    /// Whether the merged layers delete, replace or make opaque a proper ancestor of `path`
+    /// (so what lies there below is gone).
+    fn ancestor_replaced(&self, path: &[u8]) -> bool {
+        let mut id = ROOT;
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        for comp in &comps[..comps.len().saturating_sub(1)] {
+            if self.tree.get(id).opaque != 0 {
+                return true;
+            }
+            let Some(next) = self.tree.child(id, comp) else {
+                return false;
+            };
+            id = next;
+            let n = self.tree.get(id);
+            if n.claim != 0 && matches!(n.kind, Kind::NonDir | Kind::Whiteout) {
+                return true;
+            }
+        }
+        self.tree.get(id).opaque != 0
+    }
+
+    /// In the view below (squash mode): is the path a directory there?
+    fn dir_below(&self, path: &[u8]) -> bool {
+        self.below
+            .and_then(|b| {
+                b.lookup(path).map(|id| {
+                    let n = b.get(id);
+                    n.flags & HAS_DESCENDANT != 0 || (n.kind == Kind::Dir && n.flags & EMITTED != 0)
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Squash mode: the deletions of the merged layers that still hide something below, as
+    /// whiteouts and opaque markers (after every other entry; both apply to lower layers
+    /// wherever they sit).
+    fn write_deletions(&mut self, layer: &Layer, ids: &[NodeId]) -> Result<()> {
+        let Some(below) = self.below else {
+            return Ok(());
+        };
+        let mut gone: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        // The root can be made opaque too.
+        let root = *self.tree.get(ROOT);
+        if root.opaque != 0 && below.get(ROOT).flags & HAS_DESCENDANT != 0 {
+            entries.push(whiteout::OPAQUE.to_vec());
+        }
+        for &id in ids {
+            let parent = self.tree.parent(id);
+            if gone.contains(&parent) {
+                gone.insert(id);
+                continue;
+            }
+            let n = *self.tree.get(id);
+            if n.claim == 0 && n.opaque == 0 {
+                continue;
+            }
+            let path = self.tree.path_of(id);
+            let Some(bid) = below.lookup(&path) else {
+                continue;
+            };
+            let bn = *below.get(bid);
+            if bn.flags & (EMITTED | HAS_DESCENDANT) == 0 {
+                continue;
+            }
+            // In the result as a directory: written from a layer, or implied by entries below it.
+            let dir_in_result = (n.kind == Kind::Dir && n.flags & EMITTED != 0)
+                || (n.kind != Kind::NonDir && n.flags & HAS_DESCENDANT != 0);
+            if n.kind == Kind::Whiteout && n.flags & HAS_DESCENDANT == 0 {
+                // Deleted here and not recreated: one whiteout hides the whole subtree below.
+                let (dir, base) = split_parent(&path);
+                let mut w = dir.to_vec();
+                if !w.is_empty() {
+                    w.push(b'/');
+                }
+                w.extend_from_slice(whiteout::PREFIX);
+                w.extend_from_slice(base);
+                entries.push(w);
+                gone.insert(id);
+            } else if dir_in_result
+                && (n.opaque != 0 || n.kind == Kind::Whiteout)
+                && bn.flags & HAS_DESCENDANT != 0
+            {
+                // Recreated (or made opaque) here: hide what lay in it below.
+                let mut w = path.clone();
+                w.push(b'/');
+                w.extend_from_slice(whiteout::OPAQUE);
+                entries.push(w);
+            }
+        }
+        for e in entries {
+            self.out
+                .write_all(&tarstream::file_header(&e, 0o644, 0))
+                .map_err(|e| io_err(layer, e))?;
+            self.stats.entries_written += 1;
+        }
         Ok(())
     }
 }

@@ -625,13 +625,22 @@ fn pax_header_block(len: u64, main: &[u8; BLOCK]) -> [u8; BLOCK] {
 
 /// A fresh directory header (for parents implied by deeper entries).
 pub fn directory_header(path: &[u8], mode: u32) -> Vec<u8> {
+    new_header(path, b'5', mode, 0)
+}
+
+/// A fresh regular-file header (whiteouts, image metadata files); `size` bytes must follow.
+pub fn file_header(path: &[u8], mode: u32, size: u64) -> Vec<u8> {
+    new_header(path, b'0', mode, size)
+}
+
+fn new_header(path: &[u8], flag: u8, mode: u32, size: u64) -> Vec<u8> {
     let mut main = [0u8; BLOCK];
     write_octal(&mut main[100..108], mode as u64);
     write_octal(&mut main[108..116], 0);
     write_octal(&mut main[116..124], 0);
-    write_octal(&mut main[124..136], 0);
+    write_octal(&mut main[124..136], size);
     write_octal(&mut main[136..148], 0);
-    main[156] = b'5';
+    main[156] = flag;
     main[257..263].copy_from_slice(b"ustar\0");
     main[263..265].copy_from_slice(b"00");
     let mut out = Vec::new();

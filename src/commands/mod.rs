@@ -2,3 +2,4 @@
 
 pub mod flatten;
 pub mod inspect;
+pub mod squash;

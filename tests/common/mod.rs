@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod stacks;
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -1,0 +1,134 @@
+//! An OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`), as a directory or as a
+//! tar of one. Kept layers are copied blob for blob (same digests); new layers are compressed
+//! as asked, their blob digest and diff_id computed in the same pass.
+
+use super::members::{Digested, HashWriter, Members, Produce};
+use super::{ImageWriter, LayerOut, oci_layer_media_type};
+use crate::compression::{Compression, Encoder};
+use crate::error::{Error, Result};
+use crate::image::Layer;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub struct OciLayout<'a> {
+    out: &'a mut dyn Members,
+    compression: Compression,
+    level: Option<u32>,
+}
+
+impl<'a> OciLayout<'a> {
+    pub fn new(out: &'a mut dyn Members, compression: Compression, level: Option<u32>) -> Self {
+        OciLayout {
+            out,
+            compression,
+            level,
+        }
+    }
+}
+
+fn blob_name(d: &Digested) -> String {
+    format!("blobs/sha256/{}", d.sha256)
+}
+
+impl ImageWriter for OciLayout<'_> {
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str) -> Result<LayerOut> {
+        let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
+        // The name needs the digest; a verified source already told us, else hash on the way.
+        let d = self.out.add_produced(&blob_name, &mut |w| {
+            std::io::copy(&mut layer.region.reader(), w)
+                .map_err(|e| Error::io(layer.label(), e))?;
+            Ok(())
+        })?;
+        if let Some(want) = &layer.digest
+            && *want != d.digest()
+        {
+            return Err(Error::Digest {
+                what: layer.label(),
+                expected: want.clone(),
+                actual: d.digest(),
+            });
+        }
+        Ok(LayerOut {
+            diff_id: diff_id.to_string(),
+            digest: d.digest(),
+            size: d.size,
+            media_type: oci_layer_media_type(kind).to_string(),
+        })
+    }
+
+    fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut> {
+        let (compression, level) = (self.compression, self.level);
+        let mut diff: Option<Digested> = None;
+        let d = self.out.add_produced(&blob_name, &mut |w| {
+            let enc = Encoder::new(compression, level, w)
+                .map_err(|e| Error::io("starting the compressor", e))?;
+            let mut tar = HashWriter::new(enc);
+            produce(&mut tar)?;
+            let (enc, td) = tar.finish();
+            enc.finish()
+                .map_err(|e| Error::io("finishing the compressed stream", e))?;
+            diff = Some(td);
+            Ok(())
+        })?;
+        let diff = diff.ok_or_else(|| Error::Format("layer was never produced".into()))?;
+        Ok(LayerOut {
+            diff_id: diff.digest(),
+            digest: d.digest(),
+            size: d.size,
+            media_type: oci_layer_media_type(compression).to_string(),
+        })
+    }
+
+    fn finish(&mut self, config: &[u8], layers: &[LayerOut], tags: &[String]) -> Result<()> {
+        let cfg_hex = hex::encode(Sha256::digest(config));
+        self.out
+            .add_bytes(&format!("blobs/sha256/{cfg_hex}"), config)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{cfg_hex}"),
+                "size": config.len(),
+            },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type, "digest": l.digest, "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Format(e.to_string()))?;
+        let m_hex = hex::encode(Sha256::digest(&manifest));
+        self.out
+            .add_bytes(&format!("blobs/sha256/{m_hex}"), &manifest)?;
+        let cfg: Value =
+            serde_json::from_slice(config).map_err(|e| Error::Format(format!("config: {e}")))?;
+        let platform = json!({
+            "os": cfg.get("os").cloned().unwrap_or(json!("linux")),
+            "architecture": cfg.get("architecture").cloned().unwrap_or(json!("amd64")),
+        });
+        let descriptor = |tag: Option<&str>| {
+            let mut d = json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{m_hex}"),
+                "size": manifest.len(),
+                "platform": platform,
+            });
+            if let Some(t) = tag {
+                d["annotations"] = json!({"org.opencontainers.image.ref.name": t});
+            }
+            d
+        };
+        let manifests: Vec<Value> = if tags.is_empty() {
+            vec![descriptor(None)]
+        } else {
+            tags.iter().map(|t| descriptor(Some(t))).collect()
+        };
+        let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+        self.out
+            .add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        self.out.add_bytes(
+            "index.json",
+            &serde_json::to_vec(&index).map_err(|e| Error::Format(e.to_string()))?,
+        )?;
+        self.out.finish()
+    }
+}

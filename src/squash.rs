@@ -1,0 +1,223 @@
+//! Squashing: the layers from a point up become one layer on top of the kept ones.
+//!
+//! The kept layers are copied through unchanged (same diff_ids); the merged view of them is
+//! indexed first, so the squashed layer keeps exactly the whiteouts and opaque markers that
+//! still hide something there (`merge::Merger::onto`). The config is kept, with new
+//! `rootfs.diff_ids` and one history entry for the squashed layer.
+
+use crate::error::{Error, Result};
+use crate::image::{Image, Layer};
+use crate::merge::{MergeOptions, Merger};
+use crate::sink::{ImageWriter, LayerOut};
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+use std::io::{self, BufWriter, Write};
+
+pub struct SquashOptions {
+    /// Index of the first squashed layer (0: everything).
+    pub from: usize,
+    /// RFC 3339 time for `created` (else the original's).
+    pub created: Option<String>,
+    pub verify: bool,
+    pub progress: Option<ProgressBar>,
+}
+
+pub struct SquashReport {
+    pub layers: Vec<LayerOut>,
+    pub config: Vec<u8>,
+    /// How many times the squashed layer was produced (2 when streaming to a pipe).
+    pub passes: usize,
+}
+
+/// Squash `img` into `writer`.
+pub fn squash(
+    img: &Image,
+    opts: &SquashOptions,
+    writer: &mut dyn ImageWriter,
+    tags: &[String],
+) -> Result<SquashReport> {
+    if opts.from >= img.layers.len() {
+        return Err(Error::Usage(format!(
+            "nothing to squash: {} has {} layers and squashing starts at layer {}",
+            img.reference,
+            img.layers.len(),
+            opts.from
+        )));
+    }
+    let (kept, squashed) = img.layers.split_at(opts.from);
+    let kept_diffs = kept.iter().map(diff_id_of).collect::<Result<Vec<_>>>()?;
+    let view = if kept.is_empty() {
+        None
+    } else {
+        let mut sink = io::sink();
+        let mopts = MergeOptions {
+            verify: opts.verify,
+            progress: None,
+        };
+        Some(Merger::new(&mut sink).index_only().run_view(kept, &mopts)?)
+    };
+    let mut out = Vec::new();
+    for (layer, diff) in kept.iter().zip(&kept_diffs) {
+        out.push(writer.kept_layer(layer, diff)?);
+    }
+    let mut passes = 0usize;
+    let new = writer.new_layer(&mut |w: &mut dyn Write| {
+        // The first pass verifies the sources; a second one reads what was just checked.
+        let mopts = MergeOptions {
+            verify: opts.verify && passes == 0,
+            progress: if passes == 0 {
+                opts.progress.clone()
+            } else {
+                None
+            },
+        };
+        passes += 1;
+        let mut bw = BufWriter::with_capacity(1 << 20, w);
+        let merger = Merger::new(&mut bw);
+        let merger = match &view {
+            Some(v) => merger.onto(v, kept),
+            None => merger,
+        };
+        merger.run(squashed, &mopts)?;
+        bw.flush().map_err(|e| Error::io("writing output", e))
+    })?;
+    out.push(new);
+    let config = squashed_config(img, opts.from, &out, opts.created.as_deref())?;
+    writer.finish(&config, &out, tags)?;
+    Ok(SquashReport {
+        layers: out,
+        config,
+        passes,
+    })
+}
+
+/// A kept layer's diff_id: from the config, or (legacy archives without one) by hashing.
+fn diff_id_of(layer: &Layer) -> Result<String> {
+    if let Some(d) = &layer.diff_id {
+        return Ok(d.clone());
+    }
+    let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
+    let mut r = kind
+        .decoder(io::BufReader::with_capacity(1 << 20, layer.region.reader()))
+        .map_err(|e| Error::io(layer.label(), e))?;
+    let mut hw = crate::sink::members::HashWriter::new(io::sink());
+    io::copy(&mut r, &mut hw).map_err(|e| Error::io(layer.label(), e))?;
+    Ok(hw.finish().1.digest())
+}
+
+/// The squashed image's config: the original with new diff_ids and history.
+fn squashed_config(
+    img: &Image,
+    from: usize,
+    layers: &[LayerOut],
+    created: Option<&str>,
+) -> Result<Vec<u8>> {
+    let mut cfg = match &img.config {
+        Value::Object(m) => m.clone(),
+        _ => {
+            return Err(Error::Format(format!(
+                "{}: config is not a JSON object",
+                img.reference
+            )));
+        }
+    };
+    // Fields of legacy v1 image JSON that describe the old layer, not the image.
+    for k in ["id", "parent", "Size", "layer_id", "throwaway"] {
+        cfg.remove(k);
+    }
+    let created = created.map(str::to_string).or_else(|| {
+        cfg.get("created")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if let Some(c) = &created {
+        cfg.insert("created".into(), json!(c));
+    }
+    cfg.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}),
+    );
+    // History: the entries up to the last kept layer stay; everything above merges into one.
+    let history = img.history();
+    let mut kept_hist = Vec::new();
+    let mut merged = Vec::new();
+    let mut seen_layers = 0usize;
+    for h in &history {
+        let empty = h
+            .get("empty_layer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if seen_layers < from {
+            kept_hist.push(h.clone());
+        } else if let Some(c) = h.get("created_by").and_then(Value::as_str) {
+            merged.push(c.to_string());
+        }
+        if !empty {
+            seen_layers += 1;
+        }
+    }
+    let non_empty = |hs: &[Value]| {
+        hs.iter()
+            .filter(|h| {
+                !h.get("empty_layer")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    if history.is_empty() || non_empty(&kept_hist) != from {
+        // Missing or inconsistent history: one plain entry per kept layer.
+        kept_hist = (0..from)
+            .map(|i| json!({"created_by": format!("layer {i} (kept by strata squash)")}))
+            .collect();
+    }
+    let mut entry = json!({
+        "created_by": "strata squash",
+        "comment": format!(
+            "squashed layers {from}..{} of {}: {}",
+            img.layers.len() - 1,
+            img.reference,
+            if merged.is_empty() { "(no history)".to_string() } else { merged.join(" ; ") }
+        ),
+    });
+    if let Some(c) = &created {
+        entry["created"] = json!(c);
+    }
+    kept_hist.push(entry);
+    cfg.insert("history".into(), Value::Array(kept_hist));
+    serde_json::to_vec(&Value::Object(cfg)).map_err(|e| Error::Format(e.to_string()))
+}
+
+/// `SOURCE_DATE_EPOCH` (seconds) as RFC 3339, UTC.
+pub fn rfc3339_from_epoch(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_to_rfc3339() {
+        assert_eq!(rfc3339_from_epoch(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_from_epoch(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_from_epoch(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
