@@ -307,6 +307,107 @@ fn check_image(name: &str) {
     } else if std::env::var_os("CI").is_some() {
         panic!("skopeo is missing under CI");
     }
+    check_squash(name, &archive, &want);
+}
+
+fn inspect_json(tag: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&docker(&["inspect", tag])).unwrap();
+    v[0].clone()
+}
+
+fn strata(args: &[&str]) {
+    let o = Command::new(common::strata_bin()).args(args).output().unwrap();
+    assert!(o.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Squash the image every way, load it into Docker, and compare with the original.
+fn check_squash(name: &str, archive: &Path, want: &Canon) {
+    let orig = inspect_json(&format!("strata-e2e-{name}:1"));
+    let src = format!("docker-archive:{}", archive.display());
+    let same_config = |tag: &str| {
+        let v = inspect_json(tag);
+        for k in ["Cmd", "Entrypoint", "Env", "WorkingDir", "User"] {
+            assert_eq!(v["Config"][k], orig["Config"][k], "{tag}: Config.{k}");
+        }
+        v
+    };
+    // All layers into one, to a file.
+    let all = workdir().join(format!("{name}-squashed.tar"));
+    let tag_all = format!("strata-e2e-{name}:squashed");
+    strata(&["squash", "-q", &src, "--tag", &tag_all, "-o", &all.display().to_string()]);
+    docker(&["load", "-q", "-i", &all.display().to_string()]);
+    let v = same_config(&tag_all);
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1, "{tag_all}: one layer");
+    assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
+    // The top layers only, through a pipe into `docker load`.
+    let tag_from = format!("strata-e2e-{name}:from1");
+    let squash = Command::new(common::strata_bin())
+        .args(["squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new("docker")
+        .args(["load", "-q"])
+        .env("DOCKER_HOST", docker_host())
+        .stdin(squash.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "docker load from a pipe: {}", String::from_utf8_lossy(&load.stderr));
+    let v = same_config(&tag_from);
+    let layers = v["RootFS"]["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{tag_from}: kept base + 1");
+    assert_eq!(layers[0], orig["RootFS"]["Layers"][0], "the kept base layer keeps its digest");
+    assert_canon_eq(&format!("{name} squashed --from 1"), want, &exported(&tag_from));
+    // OCI output: skopeo reads it, umoci unpacks the same tree.
+    let oci = workdir().join(format!("{name}-squashed-oci"));
+    strata(&["squash", "-q", &src, "--format", "oci", "--tag", "sq", "-o", &oci.display().to_string()]);
+    if which("skopeo") {
+        let st = Command::new("skopeo").args(["inspect", &format!("oci:{}:sq", oci.display())]).output().unwrap();
+        assert!(st.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&st.stderr));
+    }
+    if which("umoci") {
+        let bundle = workdir().join(format!("{name}-umoci"));
+        let st = Command::new("umoci")
+            .args(["unpack", "--image", &format!("{}:sq", oci.display()), &bundle.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&st.stderr));
+        let mut t = tree_of_dir(&bundle.join("rootfs"));
+        strip_runtime(&mut t);
+        assert_canon_eq(&format!("{name} squashed oci, umoci unpack"), want, &canon(&t));
+    } else if std::env::var_os("CI").is_some() {
+        panic!("umoci is missing under CI");
+    }
+}
+
+/// A directory tree read into the comparable form (hardlinks by inode).
+fn tree_of_dir(root: &Path) -> Tree {
+    use common::model::{Kind, Node};
+    use std::os::unix::fs::MetadataExt;
+    let mut t = Tree::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink(std::fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+            } else if ft.is_file() {
+                Kind::File(std::fs::read(&p).unwrap())
+            } else {
+                Kind::Fifo
+            };
+            let ino = if ft.is_file() && m.nlink() > 1 { m.ino() as usize } else { 1 << 40 | t.nodes.len() };
+            t.nodes.insert(rel, Node { kind, mode: m.mode() & 0o7777, uid: m.uid() as u64, gid: m.gid() as u64, ino });
+        }
+    }
+    t
 }
 
 fn which(cmd: &str) -> bool {
@@ -353,6 +454,14 @@ fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     let want = exported(&tag);
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("hand-built {name}"), &want, &got);
+    // Squashed (all, and all but the base layer), loaded, exported: the same tree.
+    for from in ["0", "1"] {
+        let out = workdir().join(format!("hand-{name}-sq{from}.tar"));
+        let sq_tag = format!("strata-e2e-hand-{name}:sq{from}");
+        strata(&["squash", "-q", &archive.display().to_string(), "--from", from, "--tag", &sq_tag, "-o", &out.display().to_string()]);
+        docker(&["load", "-q", "-i", &out.display().to_string()]);
+        assert_canon_eq(&format!("hand-built {name} squashed --from {from}"), &want, &exported(&sq_tag));
+    }
 }
 
 fn base_layer() -> common::LayerBuilder {
