@@ -23,6 +23,8 @@ measure() {
   for _ in $(seq "$RUNS"); do
     /usr/bin/time -f "%e %M" -o "$W/.time" "$@" >/dev/null 2>"$W/.err" || { echo "| $name | failed: $(tail -1 "$W/.err") | |"; return; }
     read -r t m < "$W/.time"
+    # Outputs are removed between runs, outside the timing (freeing 1 GB on tmpfs takes time).
+    rm -rf "$W"/out.*
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
   done
   printf '| %s | %.2f s | %d MB |\n' "$name" "$best" $((rss / 1024))
@@ -40,12 +42,18 @@ measure "floor: cat of the layer tars" sh -c "cat $W/layers/?.tar"
 measure "floor: openssl dgst -sha256 of the layer tars" sh -c "for f in $W/layers/?.tar; do openssl dgst -sha256 \$f; done"
 measure "floor: zcat of the gzip blobs (GNU gzip, 1 core)" sh -c "for f in $W/layers/?.tar.gz; do zcat \$f; done"
 measure "strata flatten docker-archive (verified) > /dev/null" "$S" flatten -q "$W/docker-archive.tar" -o -
-measure "strata flatten docker-archive (verified) -o /dev/shm file" sh -c "rm -f $W/flat.tar && $S flatten -q $W/docker-archive.tar -o $W/flat.tar"
+measure "strata flatten docker-archive (verified) -o /dev/shm file" "$S" flatten -q "$W/docker-archive.tar" -o "$W/out.flat.tar"
+[ -f "$W/flat.tar" ] || "$S" flatten -q "$W/docker-archive.tar" -o "$W/flat.tar"
 measure "strata flatten docker-archive --no-verify > /dev/null" "$S" flatten -q --no-verify "$W/docker-archive.tar" -o -
 measure "strata flatten oci (gzip, verified) > /dev/null" "$S" flatten -q "oci:$W/oci:bench" -o -
 measure "strata flatten oci (gzip) --compress zstd > /dev/null" "$S" flatten -q "oci:$W/oci:bench" --compress zstd -o -
 measure "strata flatten many.tar (182k entries) > /dev/null" "$S" flatten -q "$W/many.tar" -o -
-measure "floor: tar -x of the flattened tar onto /dev/shm" sh -c "rm -rf $W/x && mkdir $W/x && tar -C $W/x -xf $W/flat.tar"
+measure "strata squash docker-archive -o /dev/shm file" "$S" squash -q "$W/docker-archive.tar" -o "$W/out.sq.tar"
+measure "strata squash docker-archive -o - > /dev/null (two passes)" "$S" squash -q "$W/docker-archive.tar" -o -
+measure "strata squash docker-archive --from 3 -o /dev/shm file" "$S" squash -q "$W/docker-archive.tar" --from 3 -o "$W/out.sqfrom.tar"
+measure "strata squash oci (gzip) --format oci-archive (gzip -6) -o file" "$S" squash -q "oci:$W/oci:bench" --format oci-archive -o "$W/out.sqoci.tar"
+measure "strata squash oci (gzip) --format oci-archive --compress zstd -o file" "$S" squash -q "oci:$W/oci:bench" --format oci-archive --compress zstd -o "$W/out.sqzst.tar"
+measure "floor: tar -x of the flattened tar onto /dev/shm" sh -c "mkdir $W/out.x && tar -C $W/out.x -xf $W/flat.tar"
 if [ "$peers" = "--peers" ]; then
   once "umoci unpack (oci gzip) onto /dev/shm" sh -c "rm -rf $W/umoci && umoci unpack --image $W/oci:bench $W/umoci"
   if docker version >/dev/null 2>&1; then

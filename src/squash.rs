@@ -58,7 +58,7 @@ pub fn squash(
     };
     let mut out = Vec::new();
     for (layer, diff) in kept.iter().zip(&kept_diffs) {
-        out.push(writer.kept_layer(layer, diff)?);
+        out.push(writer.kept_layer(layer, diff, opts.verify)?);
     }
     let mut passes = 0usize;
     let new = writer.new_layer(&mut |w: &mut dyn Write| {

@@ -316,8 +316,15 @@ fn inspect_json(tag: &str) -> serde_json::Value {
 }
 
 fn strata(args: &[&str]) {
-    let o = Command::new(common::strata_bin()).args(args).output().unwrap();
-    assert!(o.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(common::strata_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Squash the image every way, load it into Docker, and compare with the original.
@@ -334,15 +341,29 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     // All layers into one, to a file.
     let all = workdir().join(format!("{name}-squashed.tar"));
     let tag_all = format!("strata-e2e-{name}:squashed");
-    strata(&["squash", "-q", &src, "--tag", &tag_all, "-o", &all.display().to_string()]);
+    strata(&[
+        "squash",
+        "-q",
+        &src,
+        "--tag",
+        &tag_all,
+        "-o",
+        &all.display().to_string(),
+    ]);
     docker(&["load", "-q", "-i", &all.display().to_string()]);
     let v = same_config(&tag_all);
-    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1, "{tag_all}: one layer");
+    assert_eq!(
+        v["RootFS"]["Layers"].as_array().unwrap().len(),
+        1,
+        "{tag_all}: one layer"
+    );
     assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("strata-e2e-{name}:from1");
     let squash = Command::new(common::strata_bin())
-        .args(["squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-"])
+        .args([
+            "squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -352,29 +373,70 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
         .stdin(squash.stdout.unwrap())
         .output()
         .unwrap();
-    assert!(load.status.success(), "docker load from a pipe: {}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "docker load from a pipe: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     let v = same_config(&tag_from);
     let layers = v["RootFS"]["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "{tag_from}: kept base + 1");
-    assert_eq!(layers[0], orig["RootFS"]["Layers"][0], "the kept base layer keeps its digest");
-    assert_canon_eq(&format!("{name} squashed --from 1"), want, &exported(&tag_from));
+    assert_eq!(
+        layers[0], orig["RootFS"]["Layers"][0],
+        "the kept base layer keeps its digest"
+    );
+    assert_canon_eq(
+        &format!("{name} squashed --from 1"),
+        want,
+        &exported(&tag_from),
+    );
     // OCI output: skopeo reads it, umoci unpacks the same tree.
     let oci = workdir().join(format!("{name}-squashed-oci"));
-    strata(&["squash", "-q", &src, "--format", "oci", "--tag", "sq", "-o", &oci.display().to_string()]);
+    strata(&[
+        "squash",
+        "-q",
+        &src,
+        "--format",
+        "oci",
+        "--tag",
+        "sq",
+        "-o",
+        &oci.display().to_string(),
+    ]);
     if which("skopeo") {
-        let st = Command::new("skopeo").args(["inspect", &format!("oci:{}:sq", oci.display())]).output().unwrap();
-        assert!(st.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&st.stderr));
+        let st = Command::new("skopeo")
+            .args(["inspect", &format!("oci:{}:sq", oci.display())])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "skopeo inspect: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     }
     if which("umoci") {
         let bundle = workdir().join(format!("{name}-umoci"));
         let st = Command::new("umoci")
-            .args(["unpack", "--image", &format!("{}:sq", oci.display()), &bundle.display().to_string()])
+            .args([
+                "unpack",
+                "--image",
+                &format!("{}:sq", oci.display()),
+                &bundle.display().to_string(),
+            ])
             .output()
             .unwrap();
-        assert!(st.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "umoci unpack: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let mut t = tree_of_dir(&bundle.join("rootfs"));
         strip_runtime(&mut t);
-        assert_canon_eq(&format!("{name} squashed oci, umoci unpack"), want, &canon(&t));
+        assert_canon_eq(
+            &format!("{name} squashed oci, umoci unpack"),
+            want,
+            &canon(&t),
+        );
     } else if std::env::var_os("CI").is_some() {
         panic!("umoci is missing under CI");
     }
@@ -397,14 +459,32 @@ fn tree_of_dir(root: &Path) -> Tree {
                 stack.push(p.clone());
                 Kind::Dir
             } else if ft.is_symlink() {
-                Kind::Symlink(std::fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+                Kind::Symlink(
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
             } else if ft.is_file() {
                 Kind::File(std::fs::read(&p).unwrap())
             } else {
                 Kind::Fifo
             };
-            let ino = if ft.is_file() && m.nlink() > 1 { m.ino() as usize } else { 1 << 40 | t.nodes.len() };
-            t.nodes.insert(rel, Node { kind, mode: m.mode() & 0o7777, uid: m.uid() as u64, gid: m.gid() as u64, ino });
+            let ino = if ft.is_file() && m.nlink() > 1 {
+                m.ino() as usize
+            } else {
+                1 << 40 | t.nodes.len()
+            };
+            t.nodes.insert(
+                rel,
+                Node {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid() as u64,
+                    gid: m.gid() as u64,
+                    ino,
+                },
+            );
         }
     }
     t
@@ -458,9 +538,23 @@ fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     for from in ["0", "1"] {
         let out = workdir().join(format!("hand-{name}-sq{from}.tar"));
         let sq_tag = format!("strata-e2e-hand-{name}:sq{from}");
-        strata(&["squash", "-q", &archive.display().to_string(), "--from", from, "--tag", &sq_tag, "-o", &out.display().to_string()]);
+        strata(&[
+            "squash",
+            "-q",
+            &archive.display().to_string(),
+            "--from",
+            from,
+            "--tag",
+            &sq_tag,
+            "-o",
+            &out.display().to_string(),
+        ]);
         docker(&["load", "-q", "-i", &out.display().to_string()]);
-        assert_canon_eq(&format!("hand-built {name} squashed --from {from}"), &want, &exported(&sq_tag));
+        assert_canon_eq(
+            &format!("hand-built {name} squashed --from {from}"),
+            &want,
+            &exported(&sq_tag),
+        );
     }
 }
 

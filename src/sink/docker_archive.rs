@@ -41,12 +41,15 @@ fn layer_out(d: &Digested) -> LayerOut {
 }
 
 impl ImageWriter for DockerArchive<'_> {
-    fn kept_layer(&mut self, layer: &Layer, diff_id: &str) -> Result<LayerOut> {
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
         let id = self.next_id(diff_id);
         let name = format!("{id}/layer.tar");
         let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
         let d = if kind == Compression::None {
-            self.out.add_region(&name, &layer.region)?
+            let known = diff_id
+                .strip_prefix("sha256:")
+                .filter(|_| verified && layer.diff_id.is_some());
+            self.out.add_region(&name, &layer.region, known)?
         } else {
             // docker save layers are uncompressed tars: inflate while copying.
             let label = layer.label();

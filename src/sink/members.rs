@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 /// Size and sha256 (hex) of some bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,35 +29,70 @@ impl Digested {
     }
 }
 
-/// Counts and hashes what passes through to `inner`.
+/// Counts and hashes what passes through to `inner`. The hashing runs on a helper thread
+/// (fed 1 MiB buffers), so it overlaps the merge that produces the bytes.
 pub struct HashWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    buf: Vec<u8>,
+    tx: Option<SyncSender<Vec<u8>>>,
+    hasher: Option<JoinHandle<Sha256>>,
     size: u64,
 }
 
+const HASH_CHUNK: usize = 1 << 20;
+
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let hasher = std::thread::Builder::new()
+            .name("output-hasher".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk);
+                }
+                h
+            })
+            .ok();
         HashWriter {
             inner,
-            hasher: Sha256::new(),
+            buf: Vec::with_capacity(HASH_CHUNK),
+            tx: Some(tx),
+            hasher,
             size: 0,
         }
     }
-    pub fn finish(self) -> (W, Digested) {
+
+    pub fn finish(mut self) -> (W, Digested) {
+        let last = std::mem::take(&mut self.buf);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(last);
+        }
+        let h = self
+            .hasher
+            .take()
+            .and_then(|j| j.join().ok())
+            .unwrap_or_default();
         let d = Digested {
             size: self.size,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: hex::encode(h.finalize()),
         };
         (self.inner, d)
     }
 }
 
 impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.buf.extend_from_slice(&data[..n]);
         self.size += n as u64;
+        if self.buf.len() >= HASH_CHUNK {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(HASH_CHUNK));
+            let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+            if !sent {
+                return Err(io::Error::other("the output hasher stopped"));
+            }
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -69,8 +106,14 @@ pub type Produce<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
 /// Where an image's files go.
 pub trait Members {
     fn add_bytes(&mut self, name: &str, data: &[u8]) -> Result<()>;
-    /// Copy a region (a blob as stored).
-    fn add_region(&mut self, name: &str, region: &FileRegion) -> Result<Digested>;
+    /// Copy a region (a blob as stored). `known`: its sha256 (hex), already verified, so
+    /// it is not hashed again.
+    fn add_region(
+        &mut self,
+        name: &str,
+        region: &FileRegion,
+        known: Option<&str>,
+    ) -> Result<Digested>;
     /// A member whose name may depend on its digest, produced by `produce`.
     fn add_produced(
         &mut self,
@@ -83,6 +126,36 @@ pub trait Members {
 
 fn wio(e: io::Error) -> Error {
     Error::io("writing output", e)
+}
+
+/// Copy a region to `w`, hashing it unless its digest is `known` (already verified).
+fn copy_region(
+    name: &str,
+    region: &FileRegion,
+    known: Option<&str>,
+    w: &mut dyn Write,
+) -> Result<Digested> {
+    let copy_err = |e| Error::io(format!("copying {name}"), e);
+    let d = match known {
+        Some(sha) => {
+            let n = io::copy(&mut region.reader(), w).map_err(copy_err)?;
+            Digested {
+                size: n,
+                sha256: sha.to_string(),
+            }
+        }
+        None => {
+            let mut hw = HashWriter::new(w);
+            io::copy(&mut region.reader(), &mut hw).map_err(copy_err)?;
+            hw.finish().1
+        }
+    };
+    if d.size != region.len {
+        return Err(Error::Format(format!(
+            "{name}: the source changed size while being copied"
+        )));
+    }
+    Ok(d)
 }
 
 pub trait WriteSeek: Write + Seek {}
@@ -140,12 +213,14 @@ impl Members for TarMembers<'_> {
         self.pad(data.len() as u64)
     }
 
-    fn add_region(&mut self, name: &str, region: &FileRegion) -> Result<Digested> {
+    fn add_region(
+        &mut self,
+        name: &str,
+        region: &FileRegion,
+        known: Option<&str>,
+    ) -> Result<Digested> {
         self.write_all(&header(name, region.len))?;
-        let mut hw = HashWriter::new(self.writer());
-        io::copy(&mut region.reader(), &mut hw)
-            .map_err(|e| Error::io(format!("copying {name}"), e))?;
-        let (_, d) = hw.finish();
+        let d = copy_region(name, region, known, self.writer())?;
         self.advance(d.size);
         self.pad(d.size)?;
         Ok(d)
@@ -236,13 +311,15 @@ impl Members for DirMembers {
         std::fs::write(&p, data).map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
-    fn add_region(&mut self, name: &str, region: &FileRegion) -> Result<Digested> {
+    fn add_region(
+        &mut self,
+        name: &str,
+        region: &FileRegion,
+        known: Option<&str>,
+    ) -> Result<Digested> {
         let p = self.path(name)?;
-        let f = Self::create(&p)?;
-        let mut hw = HashWriter::new(io::BufWriter::with_capacity(1 << 20, f));
-        io::copy(&mut region.reader(), &mut hw)
-            .map_err(|e| Error::io(format!("copying {name}"), e))?;
-        let (mut w, d) = hw.finish();
+        let mut w = io::BufWriter::with_capacity(1 << 20, Self::create(&p)?);
+        let d = copy_region(name, region, known, &mut w)?;
         w.flush().map_err(wio)?;
         Ok(d)
     }

@@ -24,7 +24,8 @@ pub struct LayerOut {
 /// An image being written, layer by layer, bottom first.
 pub trait ImageWriter {
     /// A layer copied through from the source image (same diff_id; for OCI, the same blob).
-    fn kept_layer(&mut self, layer: &Layer, diff_id: &str) -> Result<LayerOut>;
+    /// `verified`: its digests were checked while reading, so they need not be recomputed.
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut>;
     /// A new layer: `produce` writes its uncompressed tar (maybe twice, identically).
     fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut>;
     /// Write the config and manifest(s) naming `tags`, and close.

@@ -31,14 +31,25 @@ fn blob_name(d: &Digested) -> String {
 }
 
 impl ImageWriter for OciLayout<'_> {
-    fn kept_layer(&mut self, layer: &Layer, diff_id: &str) -> Result<LayerOut> {
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
         let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
-        // The name needs the digest; a verified source already told us, else hash on the way.
-        let d = self.out.add_produced(&blob_name, &mut |w| {
-            std::io::copy(&mut layer.region.reader(), w)
-                .map_err(|e| Error::io(layer.label(), e))?;
-            Ok(())
-        })?;
+        // The name needs the digest: a verified source already told us, else hash on the way.
+        let known = layer
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .filter(|_| verified);
+        let d = match known {
+            Some(hex) => {
+                self.out
+                    .add_region(&format!("blobs/sha256/{hex}"), &layer.region, Some(hex))?
+            }
+            None => self.out.add_produced(&blob_name, &mut |w| {
+                std::io::copy(&mut layer.region.reader(), w)
+                    .map_err(|e| Error::io(layer.label(), e))?;
+                Ok(())
+            })?,
+        };
         if let Some(want) = &layer.digest
             && *want != d.digest()
         {
