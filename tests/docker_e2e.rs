@@ -360,7 +360,7 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("strata-e2e-{name}:from1");
-    let squash = Command::new(common::strata_bin())
+    let mut squash = Command::new(common::strata_bin())
         .args([
             "squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-",
         ])
@@ -370,9 +370,10 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     let load = Command::new("docker")
         .args(["load", "-q"])
         .env("DOCKER_HOST", docker_host())
-        .stdin(squash.stdout.unwrap())
+        .stdin(squash.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(squash.wait().unwrap().success(), "strata squash -o - failed");
     assert!(
         load.status.success(),
         "docker load from a pipe: {}",
