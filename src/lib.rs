@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod compression;
 pub mod error;
+pub mod extract;
 pub mod image;
 pub mod layer;
 pub mod merge;

@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strata::commands::{flatten, inspect, squash};
+use strata::commands::{extract, flatten, inspect, squash};
 use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
 use strata::reference::Reference;
@@ -67,6 +67,30 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Skip digest verification of the layers (faster, for trusted input).
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Unpack the merged filesystem of an image into a directory, never writing outside it.
+    #[command(
+        after_help = "Examples:\n  strata extract app.tar ./rootfs\n  strata extract oci:./layout:v1 /srv/root --up-to 2 --no-same-owner"
+    )]
+    Extract {
+        image: String,
+        /// Target directory (created if missing; must be empty unless --force).
+        dir: PathBuf,
+        /// Stop at this layer: an index from the bottom (0-based) or a digest prefix.
+        #[arg(long, value_name = "N|DIGEST")]
+        up_to: Option<String>,
+        /// Extract into a non-empty directory.
+        #[arg(long)]
+        force: bool,
+        /// Do not set owners from the image (the default when not running as root).
+        #[arg(long)]
+        no_same_owner: bool,
+        /// Do not set extended attributes.
+        #[arg(long)]
+        no_xattrs: bool,
+        /// Skip digest verification of the layers.
         #[arg(long)]
         no_verify: bool,
     },
@@ -174,6 +198,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.paths,
                 stats.index_bytes / 1024
             );
+        }
+        Command::Extract {
+            image,
+            dir,
+            up_to,
+            force,
+            no_same_owner,
+            no_xattrs,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let args = extract::ExtractArgs {
+                dir,
+                up_to,
+                force,
+                same_owner: if no_same_owner { Some(false) } else { None },
+                xattrs: !no_xattrs,
+                quiet: cli.quiet,
+                verify: !no_verify,
+            };
+            let stats = extract::run(&img, &args).with_context(|| format!("extracting {image}"))?;
+            tracing::info!("{} entries, {} bytes written", stats.entries, stats.bytes);
         }
         Command::Squash {
             image,

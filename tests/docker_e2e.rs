@@ -308,6 +308,17 @@ fn check_image(name: &str) {
         panic!("skopeo is missing under CI");
     }
     check_squash(name, &archive, &want);
+    // Extracted onto disk: the same tree as docker export.
+    let dir = workdir().join(format!("{name}-extracted"));
+    strata(&[
+        "extract",
+        "-q",
+        &archive.display().to_string(),
+        &dir.display().to_string(),
+    ]);
+    let mut t = common::model::read_dir_tree(&dir);
+    strip_runtime(&mut t);
+    assert_canon_eq(&format!("{name} extracted"), &want, &canon(&t));
 }
 
 fn inspect_json(tag: &str) -> serde_json::Value {
@@ -373,7 +384,10 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
         .stdin(squash.stdout.take().unwrap())
         .output()
         .unwrap();
-    assert!(squash.wait().unwrap().success(), "strata squash -o - failed");
+    assert!(
+        squash.wait().unwrap().success(),
+        "strata squash -o - failed"
+    );
     assert!(
         load.status.success(),
         "docker load from a pipe: {}",
@@ -431,7 +445,7 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
             "umoci unpack: {}",
             String::from_utf8_lossy(&st.stderr)
         );
-        let mut t = tree_of_dir(&bundle.join("rootfs"));
+        let mut t = common::model::read_dir_tree(&bundle.join("rootfs"));
         strip_runtime(&mut t);
         assert_canon_eq(
             &format!("{name} squashed oci, umoci unpack"),
@@ -441,54 +455,6 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     } else if std::env::var_os("CI").is_some() {
         panic!("umoci is missing under CI");
     }
-}
-
-/// A directory tree read into the comparable form (hardlinks by inode).
-fn tree_of_dir(root: &Path) -> Tree {
-    use common::model::{Kind, Node};
-    use std::os::unix::fs::MetadataExt;
-    let mut t = Tree::default();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                stack.push(p.clone());
-                Kind::Dir
-            } else if ft.is_symlink() {
-                Kind::Symlink(
-                    std::fs::read_link(&p)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                )
-            } else if ft.is_file() {
-                Kind::File(std::fs::read(&p).unwrap())
-            } else {
-                Kind::Fifo
-            };
-            let ino = if ft.is_file() && m.nlink() > 1 {
-                m.ino() as usize
-            } else {
-                1 << 40 | t.nodes.len()
-            };
-            t.nodes.insert(
-                rel,
-                Node {
-                    kind,
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid() as u64,
-                    gid: m.gid() as u64,
-                    ino,
-                },
-            );
-        }
-    }
-    t
 }
 
 fn which(cmd: &str) -> bool {
@@ -535,6 +501,16 @@ fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     let want = exported(&tag);
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("hand-built {name}"), &want, &got);
+    let dir = workdir().join(format!("hand-{name}-extracted"));
+    strata(&[
+        "extract",
+        "-q",
+        &archive.display().to_string(),
+        &dir.display().to_string(),
+    ]);
+    let mut t = common::model::read_dir_tree(&dir);
+    strip_runtime(&mut t);
+    assert_canon_eq(&format!("hand-built {name} extracted"), &want, &canon(&t));
     // Squashed (all, and all but the base layer), loaded, exported: the same tree.
     for from in ["0", "1"] {
         let out = workdir().join(format!("hand-{name}-sq{from}.tar"));

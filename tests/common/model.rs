@@ -390,3 +390,50 @@ pub fn assert_same(layers: &[Vec<u8>]) -> Canon {
     }
     got
 }
+
+/// A directory tree read into the comparable form (hardlinks by inode).
+pub fn read_dir_tree(root: &std::path::Path) -> Tree {
+    use std::os::unix::fs::MetadataExt;
+    let mut t = Tree::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                Kind::Dir
+            } else if ft.is_symlink() {
+                Kind::Symlink(
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            } else if ft.is_file() {
+                Kind::File(std::fs::read(&p).unwrap())
+            } else {
+                Kind::Fifo
+            };
+            let ino = if ft.is_file() && m.nlink() > 1 {
+                m.ino() as usize
+            } else {
+                1 << 40 | t.nodes.len()
+            };
+            t.nodes.insert(
+                rel,
+                Node {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid() as u64,
+                    gid: m.gid() as u64,
+                    ino,
+                },
+            );
+        }
+    }
+    t
+}

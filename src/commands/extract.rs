@@ -1,0 +1,67 @@
+//! `strata extract`: the merged filesystem of an image, unpacked into a directory.
+
+use super::flatten::progress_bar;
+use crate::error::{Error, Result};
+use crate::extract::{ExtractOptions, ExtractStats, extract};
+use crate::image::Image;
+use std::path::PathBuf;
+
+pub struct ExtractArgs {
+    pub dir: PathBuf,
+    pub up_to: Option<String>,
+    pub force: bool,
+    /// `None`: the default (owners kept when running as root).
+    pub same_owner: Option<bool>,
+    pub xattrs: bool,
+    pub quiet: bool,
+    pub verify: bool,
+}
+
+pub fn run(img: &Image, args: &ExtractArgs) -> Result<ExtractStats> {
+    let top = match &args.up_to {
+        Some(spec) => img.layer_index(spec)?,
+        None => img.layers.len().saturating_sub(1),
+    };
+    let layers = if img.layers.is_empty() {
+        &img.layers[..]
+    } else {
+        &img.layers[..=top]
+    };
+    let dir = &args.dir;
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a directory",
+                dir.display()
+            )));
+        }
+        let non_empty = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+            .next()
+            .is_some();
+        if non_empty && !args.force {
+            return Err(Error::Usage(format!(
+                "{} is not empty; use --force to extract into it anyway",
+                dir.display()
+            )));
+        }
+    } else {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
+    let progress = progress_bar(total, args.quiet);
+    let is_root = rustix::process::geteuid().is_root();
+    let opts = ExtractOptions {
+        same_owner: args.same_owner.unwrap_or(is_root),
+        xattrs: args.xattrs,
+        verify: args.verify,
+        progress: progress.clone(),
+    };
+    let stats = extract(layers, dir, &opts)
+        .map_err(|e| Error::Usage(format!("{e} ({} is left partly extracted)", dir.display())))?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    Ok(stats)
+}

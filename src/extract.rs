@@ -1,0 +1,534 @@
+//! Extracting an image into a directory: the flattened stream (same rules as `flatten`) is
+//! applied entry by entry, and every path is resolved inside the target directory by the
+//! kernel (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): `../`, absolute paths and
+//! symlinks — whatever a layer says — can never make a write land outside it. Symlink targets
+//! are written verbatim and never followed.
+//!
+//! The merge runs on its own thread (with the decoders and verifiers beside it) and hands the
+//! flattened tar over a bounded channel; this thread only creates files.
+
+use crate::error::{Error, Result};
+use crate::image::Layer;
+use crate::merge::{MergeOptions, Merger};
+use crate::pathname::{normalize, split_parent, trim_dir};
+use crate::tarstream::{EntryType, Header, TarReader};
+use indicatif::ProgressBar;
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use std::io::{self, BufRead, Read, Write};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+pub struct ExtractOptions {
+    /// Set owners from the image (default when running as root).
+    pub same_owner: bool,
+    pub xattrs: bool,
+    pub verify: bool,
+    pub progress: Option<ProgressBar>,
+}
+
+#[derive(Debug, Default)]
+pub struct ExtractStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub skipped_devices: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// The merge's output, as chunks over a channel.
+struct ChannelWriter {
+    tx: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx
+                .send(full)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "extraction stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.at >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(v) => {
+                    self.cur = v;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.cur[self.at..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.at += n;
+    }
+}
+
+/// A directory's attributes, applied after its children (mode may forbid writing; mtime
+/// would change as children are added).
+struct DirAttrs {
+    path: Vec<u8>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+struct Extractor<'a> {
+    root: OwnedFd,
+    opts: &'a ExtractOptions,
+    is_root: bool,
+    dirs: Vec<DirAttrs>,
+    /// The parent directory of the last entry, kept open.
+    cached: Option<(Vec<u8>, OwnedFd)>,
+    stats: ExtractStats,
+    warned_xattr: bool,
+}
+
+fn fs_err(path: &[u8], what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Entry {
+        layer: "extract".into(),
+        path: shown(path),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// A path for a message: long ones are cut in the middle so the error stays one short line.
+fn shown(path: &[u8]) -> String {
+    let p = String::from_utf8_lossy(path);
+    if p.len() <= 200 {
+        return format!("/{p}");
+    }
+    let head: String = p.chars().take(80).collect();
+    let tail: String = p
+        .chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("/{head}…({} bytes)…{tail}", path.len())
+}
+
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+impl Extractor<'_> {
+    /// Open (creating as needed) the directory `rel` inside the root, never leaving it and
+    /// never following a symlink.
+    fn dir(&mut self, rel: &[u8]) -> Result<OwnedFd> {
+        if let Some((p, fd)) = &self.cached
+            && p.as_slice() == rel
+        {
+            return rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| fs_err(rel, "dup", e));
+        }
+        let fd = if rel.is_empty() {
+            rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| fs_err(rel, "dup", e))?
+        } else {
+            match self.open_dir(rel) {
+                Ok(fd) => fd,
+                Err(e) if e == rustix::io::Errno::NOENT => {
+                    // Children can come before their directory's own entry: make it now.
+                    let (parent, base) = split_parent(rel);
+                    let pfd = self.dir(parent)?;
+                    match rustix::fs::mkdirat(&pfd, base, Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(fs_err(rel, "creating directory", e)),
+                    }
+                    self.open_dir(rel)
+                        .map_err(|e| fs_err(rel, "opening directory", e))?
+                }
+                Err(e) => {
+                    return Err(fs_err(
+                        rel,
+                        "opening directory (a symlink or file in the way?)",
+                        e,
+                    ));
+                }
+            }
+        };
+        let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| fs_err(rel, "dup", e))?;
+        self.cached = Some((rel.to_vec(), dup));
+        Ok(fd)
+    }
+
+    fn open_dir(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        )
+    }
+
+    /// Make room for a new entry: anything already there that is not a directory goes.
+    fn clear(&self, dir: &OwnedFd, base: &[u8], keep_dir: bool, path: &[u8]) -> Result<()> {
+        match rustix::fs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(fs_err(path, "stat", e)),
+            Ok(st) => {
+                let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory;
+                if is_dir && keep_dir {
+                    return Ok(());
+                }
+                if is_dir {
+                    return Err(fs_err(
+                        path,
+                        "replacing a directory",
+                        "target directory is not empty (use a fresh DIR)",
+                    ));
+                }
+                rustix::fs::unlinkat(dir, base, AtFlags::empty())
+                    .map_err(|e| fs_err(path, "removing old entry", e))
+            }
+        }
+    }
+
+    fn apply<R: BufRead>(
+        &mut self,
+        h: &Header<'_>,
+        rd_data: &mut TarReader<R>,
+        path: &[u8],
+    ) -> Result<()> {
+        let (parent, base) = split_parent(path);
+        let kind = h.kind;
+        let (mode, uid, gid, mtime) = (h.mode() & 0o7777, h.uid(), h.gid(), h.mtime());
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = if self.opts.xattrs {
+            h.pax_records()
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(b"SCHILY.xattr.")
+                        .map(|n| (n.to_vec(), v.to_vec()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let link = h.link.to_vec();
+        let (devmajor, devminor) = (
+            crate::tarstream::parse_numeric(&h.main()[329..337]).unwrap_or(0),
+            crate::tarstream::parse_numeric(&h.main()[337..345]).unwrap_or(0),
+        );
+        let dir = self.dir(parent)?;
+        match kind {
+            EntryType::Directory => {
+                self.clear(&dir, base, true, path)?;
+                match rustix::fs::mkdirat(&dir, base, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(fs_err(path, "creating directory", e)),
+                }
+                let fd = self
+                    .open_dir(path)
+                    .map_err(|e| fs_err(path, "opening directory", e))?;
+                self.set_xattrs(&fd, path, &xattrs);
+                self.dirs.push(DirAttrs {
+                    path: path.to_vec(),
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
+            }
+            EntryType::Regular | EntryType::Other(_) => {
+                self.clear(&dir, base, false, path)?;
+                let fd = rustix::fs::openat(
+                    &dir,
+                    base,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| fs_err(path, "creating file", e))?;
+                let mut f = std::fs::File::from(fd);
+                rd_data
+                    .copy_data(&mut f)
+                    .map_err(|e| fs_err(path, "writing", e))?;
+                self.stats.bytes += h.size;
+                let fd: OwnedFd = f.into();
+                self.set_owner_fd(&fd, path, uid, gid)?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                    .map_err(|e| fs_err(path, "chmod", e))?;
+                self.set_xattrs(&fd, path, &xattrs);
+                rustix::fs::futimens(&fd, &times(mtime))
+                    .map_err(|e| fs_err(path, "setting mtime", e))?;
+            }
+            EntryType::Symlink => {
+                self.clear(&dir, base, false, path)?;
+                rustix::fs::symlinkat(link.as_slice(), &dir, base)
+                    .map_err(|e| fs_err(path, "creating symlink", e))?;
+                if self.opts.same_owner {
+                    rustix::fs::chownat(
+                        &dir,
+                        base,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| fs_err(path, "chown", e))?;
+                }
+                let _ = rustix::fs::utimensat(&dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+            }
+            EntryType::HardLink => {
+                let target = normalize(&link).map_err(|e| fs_err(path, "hardlink target", e))?;
+                let target = trim_dir(&target).to_vec();
+                let (tparent, tbase) = split_parent(&target);
+                let tdir = self
+                    .open_dir_any(tparent)
+                    .map_err(|e| fs_err(path, "hardlink target directory", e))?;
+                self.clear(&dir, base, false, path)?;
+                // linkat(…, 0) does not follow a symlink target: it links the symlink itself.
+                rustix::fs::linkat(&tdir, tbase, &dir, base, AtFlags::empty()).map_err(|e| {
+                    fs_err(
+                        path,
+                        &format!("hardlink to /{}", String::from_utf8_lossy(&target)),
+                        e,
+                    )
+                })?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let ft = match kind {
+                    EntryType::Char => rustix::fs::FileType::CharacterDevice,
+                    EntryType::Block => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                if kind != EntryType::Fifo && !self.is_root {
+                    tracing::warn!(
+                        "skipping device /{} (needs root)",
+                        String::from_utf8_lossy(path)
+                    );
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                self.clear(&dir, base, false, path)?;
+                let dev = rustix::fs::makedev(devmajor as u32, devminor as u32);
+                rustix::fs::mknodat(&dir, base, ft, Mode::from_raw_mode(mode), dev)
+                    .map_err(|e| fs_err(path, "creating device node", e))?;
+                if self.opts.same_owner {
+                    rustix::fs::chownat(
+                        &dir,
+                        base,
+                        Some(uid_of(uid)),
+                        Some(gid_of(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| fs_err(path, "chown", e))?;
+                }
+                rustix::fs::chmodat(&dir, base, Mode::from_raw_mode(mode), AtFlags::empty())
+                    .map_err(|e| fs_err(path, "chmod", e))?;
+                let _ = rustix::fs::utimensat(&dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+            }
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Open a directory that must already exist (a hardlink's target's).
+    fn open_dir_any(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+        if rel.is_empty() {
+            return rustix::io::fcntl_dupfd_cloexec(&self.root, 0);
+        }
+        self.open_dir(rel)
+    }
+
+    fn set_owner_fd(&self, fd: &OwnedFd, path: &[u8], uid: u64, gid: u64) -> Result<()> {
+        if self.opts.same_owner {
+            rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
+                .map_err(|e| fs_err(path, "chown", e))?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(&mut self, fd: &OwnedFd, path: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)]) {
+        for (name, value) in xattrs {
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            if let Err(e) =
+                rustix::fs::fsetxattr(fd.as_fd(), name, value, rustix::fs::XattrFlags::empty())
+                && !self.warned_xattr
+            {
+                tracing::warn!(
+                    "xattr {name} on /{}: {e} (further xattr errors not shown)",
+                    String::from_utf8_lossy(path)
+                );
+                self.warned_xattr = true;
+            }
+        }
+    }
+
+    /// Directory modes, owners and mtimes, deepest first.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.path.len()));
+        for d in dirs {
+            let fd = self
+                .open_dir(&d.path)
+                .map_err(|e| fs_err(&d.path, "opening directory", e))?;
+            // O_PATH descriptors cannot be chmod'ed directly: go through the parent.
+            let (parent, base) = split_parent(&d.path);
+            let pfd = self
+                .open_dir_any(parent)
+                .map_err(|e| fs_err(&d.path, "opening parent", e))?;
+            if self.opts.same_owner {
+                rustix::fs::chownat(
+                    &pfd,
+                    base,
+                    Some(uid_of(d.uid)),
+                    Some(gid_of(d.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| fs_err(&d.path, "chown", e))?;
+            }
+            rustix::fs::chmodat(&pfd, base, Mode::from_raw_mode(d.mode), AtFlags::empty())
+                .map_err(|e| fs_err(&d.path, "chmod", e))?;
+            rustix::fs::utimensat(&pfd, base, &times(d.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| fs_err(&d.path, "setting mtime", e))?;
+            drop(fd);
+        }
+        Ok(())
+    }
+}
+
+fn uid_of(u: u64) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u as u32)
+}
+
+fn gid_of(g: u64) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g as u32)
+}
+
+fn times(mtime: u64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Extract the merged `layers` into `dir` (which must exist).
+pub fn extract(layers: &[Layer], dir: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+    let root = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("opening {}", dir.display()), e.into()))?;
+    let (tx, rx) = sync_channel::<Vec<u8>>(8);
+    let mopts = MergeOptions {
+        verify: opts.verify,
+        progress: opts.progress.clone(),
+    };
+    std::thread::scope(|s| {
+        let merge = s.spawn(move || {
+            let mut w = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let r = Merger::new(&mut w).run(layers, &mopts);
+            let r = r.and_then(|st| {
+                w.flush()
+                    .map(|_| st)
+                    .map_err(|e| Error::io("handing over the merged stream", e))
+            });
+            drop(w);
+            r
+        });
+        let mut ex = Extractor {
+            root,
+            opts,
+            is_root: rustix::process::geteuid().is_root(),
+            dirs: Vec::new(),
+            cached: None,
+            stats: ExtractStats::default(),
+            warned_xattr: false,
+        };
+        let applied = apply_stream(
+            &mut ex,
+            ChannelReader {
+                rx,
+                cur: Vec::new(),
+                at: 0,
+            },
+        );
+        let merged = merge
+            .join()
+            .map_err(|_| Error::Format("the merge thread panicked".into()))?;
+        match (merged, applied) {
+            // The stream was cut short because the merge failed: that is the cause.
+            (Err(m), Err(Error::Format(_))) | (Err(m), Ok(())) => return Err(m),
+            // The merge only stopped because extraction did.
+            (_, Err(a)) => return Err(a),
+            (Ok(_), Ok(())) => {}
+        }
+        ex.finish_dirs()?;
+        Ok(ex.stats)
+    })
+}
+
+fn apply_stream(ex: &mut Extractor<'_>, input: ChannelReader) -> Result<()> {
+    let mut rd = TarReader::new(input);
+    let mut path = Vec::new();
+    loop {
+        let Some(h) = rd
+            .next_entry()
+            .map_err(|e| Error::Format(format!("merged stream: {e}")))?
+        else {
+            return Ok(());
+        };
+        let norm = normalize(h.path).map_err(|e| fs_err(h.path, "path", e))?;
+        path.clear();
+        path.extend_from_slice(trim_dir(&norm));
+        if path.is_empty() {
+            continue; // the root: DIR itself
+        }
+        // Work on a detached copy of the header so the reader can stream the data.
+        let raw = h.raw.to_vec();
+        let mut hr = TarReader::new(&raw[..]);
+        let hh = hr
+            .next_entry()
+            .map_err(|e| Error::Format(format!("merged stream: {e}")))?
+            .ok_or_else(|| Error::Format("merged stream: lost a header".into()))?;
+        ex.apply(&hh, &mut rd, &path)?;
+    }
+}
