@@ -54,8 +54,13 @@ measure "strata squash docker-archive --from 3 -o /dev/shm file" "$S" squash -q 
 measure "strata squash oci (gzip) --format oci-archive (gzip -6) -o file" "$S" squash -q "oci:$W/oci:bench" --format oci-archive -o "$W/out.sqoci.tar"
 measure "strata squash oci (gzip) --format oci-archive --compress zstd -o file" "$S" squash -q "oci:$W/oci:bench" --format oci-archive --compress zstd -o "$W/out.sqzst.tar"
 measure "floor: tar -x of the flattened tar onto /dev/shm" sh -c "mkdir $W/out.x && tar -C $W/out.x -xf $W/flat.tar"
+measure "strata extract docker-archive (verified) onto /dev/shm" "$S" extract -q "$W/docker-archive.tar" "$W/out.ex"
+[ -f "$W/many-flat.tar" ] || "$S" flatten -q "$W/many.tar" -o "$W/many-flat.tar"
+measure "floor: tar -x of the flattened many.tar onto /dev/shm" sh -c "mkdir $W/out.xm && tar -C $W/out.xm -xf $W/many-flat.tar"
+measure "strata extract many.tar (166k paths) onto /dev/shm" "$S" extract -q "$W/many.tar" "$W/out.exm"
 if [ "$peers" = "--peers" ]; then
   once "umoci unpack (oci gzip) onto /dev/shm" sh -c "rm -rf $W/umoci && umoci unpack --image $W/oci:bench $W/umoci"
+  measure "strata extract oci (gzip) onto /dev/shm" "$S" extract -q "oci:$W/oci:bench" "$W/out.exo"
   if docker version >/dev/null 2>&1; then
     docker rmi -f bench:latest >/dev/null 2>&1 || true
     once "docker load" docker load -q -i "$W/docker-archive.tar"
@@ -73,3 +78,5 @@ if [ "$peers" = "--peers" ]; then
   [ -d "$W/undocker" ] && echo "- strata vs undocker: $(python3 "$here/compare.py" "$W/undocker" "$W/flat.tar" | head -1)"
   [ -f "$W/sq.tar" ] && echo "- docker-squash output: $(tar -tf "$W/sq.tar" | head -3 | tr '\n' ' ')"
 fi
+# Free /dev/shm (it is RAM): peers' outputs are gigabytes.
+rm -rf "$W/umoci" "$W/undocker" "$W/exported.tar" "$W/sq.tar" "$W/sqtmp" "$W"/out.*

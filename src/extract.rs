@@ -109,6 +109,8 @@ struct Extractor<'a> {
     root: OwnedFd,
     opts: &'a ExtractOptions,
     is_root: bool,
+    /// The effective uid and gid new files get.
+    ids: (u64, u64),
     dirs: Vec<DirAttrs>,
     /// The parent directory of the last entry, kept open.
     cached: Option<(Vec<u8>, OwnedFd)>,
@@ -149,40 +151,41 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
 impl Extractor<'_> {
     /// Open (creating as needed) the directory `rel` inside the root, never leaving it and
     /// never following a symlink.
-    fn dir(&mut self, rel: &[u8]) -> Result<OwnedFd> {
-        if let Some((p, fd)) = &self.cached
+    /// The directory `rel`, opened beneath the root (creating it when children come before
+    /// its own entry). The last one is kept open: entries come grouped by directory.
+    fn take_dir(&mut self, rel: &[u8]) -> Result<OwnedFd> {
+        if let Some((p, _)) = &self.cached
             && p.as_slice() == rel
+            && let Some((_, fd)) = self.cached.take()
         {
-            return rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| fs_err(rel, "dup", e));
+            return Ok(fd);
         }
-        let fd = if rel.is_empty() {
-            rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| fs_err(rel, "dup", e))?
-        } else {
-            match self.open_dir(rel) {
-                Ok(fd) => fd,
-                Err(e) if e == rustix::io::Errno::NOENT => {
-                    // Children can come before their directory's own entry: make it now.
-                    let (parent, base) = split_parent(rel);
-                    let pfd = self.dir(parent)?;
-                    match rustix::fs::mkdirat(&pfd, base, Mode::from_raw_mode(0o700)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                        Err(e) => return Err(fs_err(rel, "creating directory", e)),
-                    }
-                    self.open_dir(rel)
-                        .map_err(|e| fs_err(rel, "opening directory", e))?
+        self.open_or_make(rel)
+    }
+
+    fn open_or_make(&self, rel: &[u8]) -> Result<OwnedFd> {
+        if rel.is_empty() {
+            return rustix::io::fcntl_dupfd_cloexec(&self.root, 0)
+                .map_err(|e| fs_err(rel, "dup", e));
+        }
+        match self.open_dir(rel) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) => {
+                let (parent, base) = split_parent(rel);
+                let pfd = self.open_or_make(parent)?;
+                match rustix::fs::mkdirat(&pfd, base, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(fs_err(rel, "creating directory", e)),
                 }
-                Err(e) => {
-                    return Err(fs_err(
-                        rel,
-                        "opening directory (a symlink or file in the way?)",
-                        e,
-                    ));
-                }
+                self.open_dir(rel)
+                    .map_err(|e| fs_err(rel, "opening directory", e))
             }
-        };
-        let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| fs_err(rel, "dup", e))?;
-        self.cached = Some((rel.to_vec(), dup));
-        Ok(fd)
+            Err(e) => Err(fs_err(
+                rel,
+                "opening directory (a symlink or file in the way?)",
+                e,
+            )),
+        }
     }
 
     fn open_dir(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
@@ -225,7 +228,40 @@ impl Extractor<'_> {
         rd_data: &mut TarReader<R>,
         path: &[u8],
     ) -> Result<()> {
-        let (parent, base) = split_parent(path);
+        let parent = split_parent(path).0;
+        let dir = self.take_dir(parent)?;
+        let r = self.apply_in(&dir, h, rd_data, path);
+        self.cached = Some((parent.to_vec(), dir));
+        r
+    }
+
+    /// Run `create`; if the name is taken (only possible with --force on a non-empty DIR),
+    /// clear it and try once more.
+    fn create_retry(
+        &self,
+        dir: &OwnedFd,
+        base: &[u8],
+        path: &[u8],
+        what: &str,
+        mut create: impl FnMut() -> rustix::io::Result<()>,
+    ) -> Result<()> {
+        match create() {
+            Err(rustix::io::Errno::EXIST) => {
+                self.clear(dir, base, false, path)?;
+                create().map_err(|e| fs_err(path, what, e))
+            }
+            r => r.map_err(|e| fs_err(path, what, e)),
+        }
+    }
+
+    fn apply_in<R: BufRead>(
+        &mut self,
+        dir: &OwnedFd,
+        h: &Header<'_>,
+        rd_data: &mut TarReader<R>,
+        path: &[u8],
+    ) -> Result<()> {
+        let base = split_parent(path).1;
         let kind = h.kind;
         let (mode, uid, gid, mtime) = (h.mode() & 0o7777, h.uid(), h.gid(), h.mtime());
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> = if self.opts.xattrs {
@@ -244,18 +280,26 @@ impl Extractor<'_> {
             crate::tarstream::parse_numeric(&h.main()[329..337]).unwrap_or(0),
             crate::tarstream::parse_numeric(&h.main()[337..345]).unwrap_or(0),
         );
-        let dir = self.dir(parent)?;
         match kind {
             EntryType::Directory => {
-                self.clear(&dir, base, true, path)?;
-                match rustix::fs::mkdirat(&dir, base, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                match rustix::fs::mkdirat(dir, base, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::EXIST) => {
+                        // Keep a directory that is there already; anything else goes.
+                        self.clear(dir, base, true, path)?;
+                        match rustix::fs::mkdirat(dir, base, Mode::from_raw_mode(0o700)) {
+                            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                            Err(e) => return Err(fs_err(path, "creating directory", e)),
+                        }
+                    }
                     Err(e) => return Err(fs_err(path, "creating directory", e)),
                 }
-                let fd = self
-                    .open_dir(path)
-                    .map_err(|e| fs_err(path, "opening directory", e))?;
-                self.set_xattrs(&fd, path, &xattrs);
+                if !xattrs.is_empty() {
+                    let fd = self
+                        .open_dir(path)
+                        .map_err(|e| fs_err(path, "opening directory", e))?;
+                    self.set_xattrs(&fd, path, &xattrs);
+                }
                 self.dirs.push(DirAttrs {
                     path: path.to_vec(),
                     mode,
@@ -265,38 +309,42 @@ impl Extractor<'_> {
                 });
             }
             EntryType::Regular | EntryType::Other(_) => {
-                self.clear(&dir, base, false, path)?;
-                let fd = rustix::fs::openat(
-                    &dir,
-                    base,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| fs_err(path, "creating file", e))?;
+                // Created with its permission bits (the umask is 0 while extracting);
+                // setuid/setgid/sticky only after the owner, which clears them.
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let perm = Mode::from_raw_mode(mode & 0o777);
+                let mut created = None;
+                self.create_retry(dir, base, path, "creating file", || {
+                    created = Some(rustix::fs::openat(dir, base, flags, perm)?);
+                    Ok(())
+                })?;
+                let fd = created.ok_or_else(|| fs_err(path, "creating file", "no descriptor"))?;
                 let mut f = std::fs::File::from(fd);
                 rd_data
                     .copy_data(&mut f)
                     .map_err(|e| fs_err(path, "writing", e))?;
                 self.stats.bytes += h.size;
                 let fd: OwnedFd = f.into();
-                self.set_owner_fd(&fd, path, uid, gid)?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-                    .map_err(|e| fs_err(path, "chmod", e))?;
+                let chowned = self.set_owner_fd(&fd, path, uid, gid)?;
+                if chowned || mode & 0o7000 != 0 {
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                        .map_err(|e| fs_err(path, "chmod", e))?;
+                }
                 self.set_xattrs(&fd, path, &xattrs);
                 rustix::fs::futimens(&fd, &times(mtime))
                     .map_err(|e| fs_err(path, "setting mtime", e))?;
             }
             EntryType::Symlink => {
-                self.clear(&dir, base, false, path)?;
-                rustix::fs::symlinkat(link.as_slice(), &dir, base)
-                    .map_err(|e| fs_err(path, "creating symlink", e))?;
+                self.create_retry(dir, base, path, "creating symlink", || {
+                    rustix::fs::symlinkat(link.as_slice(), dir, base)
+                })?;
                 if self.opts.same_owner {
                     rustix::fs::chownat(
-                        &dir,
+                        dir,
                         base,
                         Some(uid_of(uid)),
                         Some(gid_of(gid)),
@@ -304,7 +352,7 @@ impl Extractor<'_> {
                     )
                     .map_err(|e| fs_err(path, "chown", e))?;
                 }
-                let _ = rustix::fs::utimensat(&dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+                let _ = rustix::fs::utimensat(dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
             EntryType::HardLink => {
                 let target = normalize(&link).map_err(|e| fs_err(path, "hardlink target", e))?;
@@ -313,14 +361,10 @@ impl Extractor<'_> {
                 let tdir = self
                     .open_dir_any(tparent)
                     .map_err(|e| fs_err(path, "hardlink target directory", e))?;
-                self.clear(&dir, base, false, path)?;
                 // linkat(…, 0) does not follow a symlink target: it links the symlink itself.
-                rustix::fs::linkat(&tdir, tbase, &dir, base, AtFlags::empty()).map_err(|e| {
-                    fs_err(
-                        path,
-                        &format!("hardlink to /{}", String::from_utf8_lossy(&target)),
-                        e,
-                    )
+                let what = format!("hardlink to /{}", String::from_utf8_lossy(&target));
+                self.create_retry(dir, base, path, &what, || {
+                    rustix::fs::linkat(&tdir, tbase, dir, base, AtFlags::empty())
                 })?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -337,13 +381,13 @@ impl Extractor<'_> {
                     self.stats.skipped_devices += 1;
                     return Ok(());
                 }
-                self.clear(&dir, base, false, path)?;
+                self.clear(dir, base, false, path)?;
                 let dev = rustix::fs::makedev(devmajor as u32, devminor as u32);
-                rustix::fs::mknodat(&dir, base, ft, Mode::from_raw_mode(mode), dev)
+                rustix::fs::mknodat(dir, base, ft, Mode::from_raw_mode(mode), dev)
                     .map_err(|e| fs_err(path, "creating device node", e))?;
                 if self.opts.same_owner {
                     rustix::fs::chownat(
-                        &dir,
+                        dir,
                         base,
                         Some(uid_of(uid)),
                         Some(gid_of(gid)),
@@ -351,9 +395,9 @@ impl Extractor<'_> {
                     )
                     .map_err(|e| fs_err(path, "chown", e))?;
                 }
-                rustix::fs::chmodat(&dir, base, Mode::from_raw_mode(mode), AtFlags::empty())
+                rustix::fs::chmodat(dir, base, Mode::from_raw_mode(mode), AtFlags::empty())
                     .map_err(|e| fs_err(path, "chmod", e))?;
-                let _ = rustix::fs::utimensat(&dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
+                let _ = rustix::fs::utimensat(dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
         }
         self.stats.entries += 1;
@@ -368,12 +412,14 @@ impl Extractor<'_> {
         self.open_dir(rel)
     }
 
-    fn set_owner_fd(&self, fd: &OwnedFd, path: &[u8], uid: u64, gid: u64) -> Result<()> {
-        if self.opts.same_owner {
-            rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
-                .map_err(|e| fs_err(path, "chown", e))?;
+    /// Set the owner when asked and it differs from the creator's; says whether it did.
+    fn set_owner_fd(&self, fd: &OwnedFd, path: &[u8], uid: u64, gid: u64) -> Result<bool> {
+        if !self.opts.same_owner || (uid == self.ids.0 && gid == self.ids.1) {
+            return Ok(false);
         }
-        Ok(())
+        rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid)))
+            .map_err(|e| fs_err(path, "chown", e))?;
+        Ok(true)
     }
 
     fn set_xattrs(&mut self, fd: &OwnedFd, path: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)]) {
@@ -454,6 +500,18 @@ pub fn extract(layers: &[Layer], dir: &Path, opts: &ExtractOptions) -> Result<Ex
         Mode::empty(),
     )
     .map_err(|e| Error::io(format!("opening {}", dir.display()), e.into()))?;
+    // Files are created with their own permission bits; restored below.
+    let old_umask = rustix::process::umask(Mode::empty());
+    let r = extract_with_umask_zero(layers, root, opts);
+    rustix::process::umask(old_umask);
+    r
+}
+
+fn extract_with_umask_zero(
+    layers: &[Layer],
+    root: OwnedFd,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     let (tx, rx) = sync_channel::<Vec<u8>>(8);
     let mopts = MergeOptions {
         verify: opts.verify,
@@ -478,6 +536,10 @@ pub fn extract(layers: &[Layer], dir: &Path, opts: &ExtractOptions) -> Result<Ex
             root,
             opts,
             is_root: rustix::process::geteuid().is_root(),
+            ids: (
+                rustix::process::geteuid().as_raw() as u64,
+                rustix::process::getegid().as_raw() as u64,
+            ),
             dirs: Vec::new(),
             cached: None,
             stats: ExtractStats::default(),
