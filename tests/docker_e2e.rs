@@ -217,29 +217,9 @@ fn strata_flatten(reference: &str) -> Canon {
 }
 
 fn assert_canon_eq(what: &str, want: &Canon, got: &Canon) {
-    if want == got {
-        return;
+    if let Some(msg) = common::model::diff_report(want, got, "docker", "strata") {
+        panic!("{what}: strata differs from docker export:\n{msg}");
     }
-    let mut msg = String::new();
-    for (p, w) in &want.paths {
-        match got.paths.get(p) {
-            None => msg.push_str(&format!("missing  {p}: {w}\n")),
-            Some(g) if g != w => msg.push_str(&format!("differs  {p}: docker {w}, strata {g}\n")),
-            _ => {}
-        }
-    }
-    for (p, g) in &got.paths {
-        if !want.paths.contains_key(p) {
-            msg.push_str(&format!("extra    {p}: {g}\n"));
-        }
-    }
-    if want.links != got.links {
-        msg.push_str(&format!(
-            "hardlink groups: docker {:?}, strata {:?}\n",
-            want.links, got.links
-        ));
-    }
-    panic!("{what}: strata differs from docker export:\n{msg}");
 }
 
 /// The Dockerfiles: each RUN step is a layer doing one kind of change.

@@ -18,15 +18,7 @@ pub struct ExtractArgs {
 }
 
 pub fn run(img: &Image, args: &ExtractArgs) -> Result<ExtractStats> {
-    let top = match &args.up_to {
-        Some(spec) => img.layer_index(spec)?,
-        None => img.layers.len().saturating_sub(1),
-    };
-    let layers = if img.layers.is_empty() {
-        &img.layers[..]
-    } else {
-        &img.layers[..=top]
-    };
+    let layers = img.layers_up_to(args.up_to.as_deref())?;
     let dir = &args.dir;
     if dir.exists() {
         if !dir.is_dir() {

@@ -34,15 +34,7 @@ pub fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
 }
 
 pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
-    let top = match &args.up_to {
-        Some(spec) => img.layer_index(spec)?,
-        None => img.layers.len().saturating_sub(1),
-    };
-    let layers = if img.layers.is_empty() {
-        &img.layers[..]
-    } else {
-        &img.layers[..=top]
-    };
+    let layers = img.layers_up_to(args.up_to.as_deref())?;
     let mut sink = Sink::create(args.output.as_deref(), args.force)?;
     let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
     let progress = progress_bar(total, args.quiet);

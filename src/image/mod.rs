@@ -148,6 +148,14 @@ impl Image {
             .unwrap_or_default()
     }
 
+    /// The layers from the bottom up to `--up-to` (all of them without one).
+    pub fn layers_up_to(&self, spec: Option<&str>) -> Result<&[Layer]> {
+        match spec {
+            Some(spec) => Ok(&self.layers[..=self.layer_index(spec)?]),
+            None => Ok(&self.layers),
+        }
+    }
+
     /// Resolve `--up-to`: a 0-based index from the bottom, or a digest / diff_id prefix.
     pub fn layer_index(&self, spec: &str) -> Result<usize> {
         if let Ok(n) = spec.parse::<usize>() {

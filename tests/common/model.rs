@@ -362,30 +362,40 @@ pub fn strata_of(layers: &[Vec<u8>]) -> Result<Canon, String> {
     Ok(canon(&read_flat(&out)?))
 }
 
+/// The differences between two trees, readable; `None` when equal.
+pub fn diff_report(want: &Canon, got: &Canon, want_name: &str, got_name: &str) -> Option<String> {
+    if want == got {
+        return None;
+    }
+    let mut msg = String::new();
+    for (p, w) in &want.paths {
+        match got.paths.get(p) {
+            None => msg.push_str(&format!("missing  {p}: {w}\n")),
+            Some(g) if g != w => {
+                msg.push_str(&format!("differs  {p}: {want_name} {w}, {got_name} {g}\n"))
+            }
+            _ => {}
+        }
+    }
+    for (p, g) in &got.paths {
+        if !want.paths.contains_key(p) {
+            msg.push_str(&format!("extra    {p}: {g}\n"));
+        }
+    }
+    if want.links != got.links {
+        msg.push_str(&format!(
+            "hardlink groups: {want_name} {:?}, {got_name} {:?}\n",
+            want.links, got.links
+        ));
+    }
+    Some(msg)
+}
+
 /// Assert strata and the model agree, with a readable diff.
 pub fn assert_same(layers: &[Vec<u8>]) -> Canon {
     let want = model_of(layers).expect("model");
     let got = strata_of(layers).expect("strata");
-    if want != got {
-        let mut msg = String::new();
-        for (p, w) in &want.paths {
-            match got.paths.get(p) {
-                None => msg.push_str(&format!("missing  {p}: {w}\n")),
-                Some(g) if g != w => msg.push_str(&format!("differs  {p}: want {w}, got {g}\n")),
-                _ => {}
-            }
-        }
-        for (p, g) in &got.paths {
-            if !want.paths.contains_key(p) {
-                msg.push_str(&format!("extra    {p}: {g}\n"));
-            }
-        }
-        if want.links != got.links {
-            msg.push_str(&format!(
-                "hardlink groups: want {:?}, got {:?}\n",
-                want.links, got.links
-            ));
-        }
+    if let Some(msg) = diff_report(&want, &got, "want", "got") {
         panic!("strata differs from the model:\n{msg}");
     }
     got
