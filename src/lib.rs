@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod image;
 pub mod layer;
+pub mod listing;
 pub mod merge;
 pub mod output;
 pub mod pathname;

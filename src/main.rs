@@ -70,6 +70,38 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// List every entry of each layer (whiteouts shown as deletions).
+    #[command(
+        after_help = "Examples:\n  strata files app.tar --layer 2\n  strata files oci:./layout --json | jq '.layers[].entries | length'"
+    )]
+    Files {
+        image: String,
+        /// Only this layer: an index from the bottom (0-based) or a digest prefix.
+        #[arg(long, value_name = "N|DIGEST")]
+        layer: Option<String>,
+        /// One JSON document (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// Skip digest verification of the layers.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// What each layer created, changed and deleted relative to the layers below it.
+    #[command(
+        after_help = "Examples:\n  strata diff app.tar\n  strata diff app.tar --layer 3 --json"
+    )]
+    Diff {
+        image: String,
+        /// Only this layer: an index from the bottom (0-based) or a digest prefix.
+        #[arg(long, value_name = "N|DIGEST")]
+        layer: Option<String>,
+        /// One JSON document (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// Skip digest verification of the layers.
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Unpack the merged filesystem of an image into a directory, never writing outside it.
     #[command(
         after_help = "Examples:\n  strata extract app.tar ./rootfs\n  strata extract oci:./layout:v1 /srv/root --up-to 2 --no-same-owner"
@@ -198,6 +230,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.paths,
                 stats.index_bytes / 1024
             );
+        }
+        Command::Files {
+            image,
+            layer,
+            json,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let only = layer.map(|l| img.layer_index(&l)).transpose()?;
+            let report = strata::listing::files(&img, only, !no_verify)
+                .with_context(|| format!("listing {image}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", strata::listing::render_files(&report));
+            }
+        }
+        Command::Diff {
+            image,
+            layer,
+            json,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let only = layer.map(|l| img.layer_index(&l)).transpose()?;
+            let report = strata::listing::diff(&img, only, !no_verify)
+                .with_context(|| format!("diffing {image}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", strata::listing::render_diff(&report));
+            }
         }
         Command::Extract {
             image,

@@ -621,3 +621,74 @@ fn docker_load_type_changes() {
         .build();
     check_hand_built("types", &[l0, l1, l2]);
 }
+
+/// `strata diff` reports what each RUN step of a `docker build` did.
+#[test]
+fn docker_diff_reports_the_run_steps() {
+    let Some(()) = engine() else { return };
+    let steps = IMAGES.iter().find(|(n, _)| *n == "deletes").unwrap().1;
+    let archive = build(workdir(), "deletes-diff", steps);
+    let o = Command::new(common::strata_bin())
+        .args(["diff", "--json", &archive.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let names = |l: &serde_json::Value, k: &str| -> Vec<String> {
+        let mut p: Vec<String> = l[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    let files_only = |l: &serde_json::Value, k: &str| -> Vec<String> {
+        let mut p: Vec<String> = l[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["type"] != "dir")
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    let what = |l: &serde_json::Value, path: &str| -> Vec<String> {
+        l["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .map(|c| {
+                c["what"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_else(|| panic!("{path} not in changed: {}", l["changed"]))
+    };
+    // Layer 1: RUN mkdir -p /d/sub /d/other && echo a > /d/sub/f && echo b > /d/other/g && echo x > /keep && echo gone > /gone
+    let l1 = &layers[1];
+    assert_eq!(
+        files_only(l1, "created"),
+        vec!["/d/other/g", "/d/sub/f", "/gone", "/keep"]
+    );
+    assert!(names(l1, "created").contains(&"/d/sub".to_string()));
+    assert!(l1["deleted"].as_array().unwrap().is_empty());
+    // Layer 2: RUN rm /gone && rm -rf /d/sub && chmod 700 /d && chmod 4755 /keep && chown 12:34 /keep
+    let l2 = &layers[2];
+    assert_eq!(names(l2, "deleted"), vec!["/d/sub", "/d/sub/f", "/gone"]);
+    assert!(files_only(l2, "created").is_empty());
+    assert_eq!(what(l2, "/keep"), vec!["mode", "owner"]);
+    assert_eq!(what(l2, "/d"), vec!["mode"]);
+    // Layer 3 (after ENV): RUN echo overwrite > /keep && touch /d/other/new
+    let l3 = &layers[3];
+    assert_eq!(files_only(l3, "created"), vec!["/d/other/new"]);
+    assert_eq!(what(l3, "/keep"), vec!["content"]);
+    assert!(l3["deleted"].as_array().unwrap().is_empty());
+}

@@ -1,0 +1,235 @@
+//! `strata files` and `strata diff IMAGE`: per-layer listings and classification rules.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+fn json_of(args: &[&str]) -> Value {
+    let o = Command::new(strata_bin()).args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn image(layers: &[Vec<u8>]) -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), layers).display().to_string();
+    (d, p)
+}
+
+fn paths(v: &Value) -> Vec<String> {
+    let mut p: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect();
+    p.sort();
+    p
+}
+
+fn what_of(changed: &Value, path: &str) -> Vec<String> {
+    let c = changed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not changed"));
+    c["what"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn files_json_has_the_documented_shape() {
+    let l0 = LayerBuilder::new()
+        .dir("etc")
+        .file("etc/passwd", "root")
+        .symlink("link", "/etc")
+        .build();
+    let l1 = LayerBuilder::new()
+        .whiteout("etc/passwd")
+        .opaque("etc")
+        .file(".wh..wh.aufs", "")
+        .hardlink("h", "link")
+        .build();
+    let (_d, img) = image(&[l0, l1]);
+    let v = json_of(&["files", "--json", &img]);
+    assert_eq!(v["image"], img.as_str());
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["index"], 0);
+    assert!(
+        layers[0]["diff_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    for e in layers[0]["entries"].as_array().unwrap() {
+        for k in [
+            "path", "type", "size", "mode", "uid", "gid", "mtime", "link", "deleted",
+        ] {
+            assert!(e.get(k).is_some(), "entry lacks {k}: {e}");
+        }
+        assert!(e["path"].as_str().unwrap().starts_with('/'));
+    }
+    let passwd = &layers[0]["entries"][1];
+    assert_eq!(
+        (
+            passwd["path"].as_str(),
+            passwd["type"].as_str(),
+            passwd["size"].as_u64()
+        ),
+        (Some("/etc/passwd"), Some("file"), Some(4))
+    );
+    let top = layers[1]["entries"].as_array().unwrap();
+    assert_eq!(top.len(), 3, "AUFS metadata omitted: {top:?}");
+    assert_eq!(
+        (
+            top[0]["path"].as_str(),
+            top[0]["type"].as_str(),
+            top[0]["deleted"].as_bool()
+        ),
+        (Some("/etc/passwd"), Some("whiteout"), Some(true))
+    );
+    assert_eq!(
+        (
+            top[1]["path"].as_str(),
+            top[1]["type"].as_str(),
+            top[1]["deleted"].as_bool()
+        ),
+        (Some("/etc"), Some("opaque"), Some(true))
+    );
+    assert_eq!(
+        (top[2]["type"].as_str(), top[2]["link"].as_str()),
+        (Some("hardlink"), Some("link"))
+    );
+    // --layer picks one; the text form lists deletions.
+    let one = json_of(&["files", "--json", "--layer", "1", &img]);
+    assert_eq!(one["layers"].as_array().unwrap().len(), 1);
+    let o = Command::new(strata_bin())
+        .args(["files", &img])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("opaque directory")
+            && text.contains("deleted")
+            && text.contains("/etc/passwd"),
+        "{text}"
+    );
+}
+
+#[test]
+fn diff_classifies_each_kind_of_change() {
+    let l0 = LayerBuilder::new()
+        .dir("d")
+        .file("d/x", "x")
+        .dir("d/sub")
+        .file("d/sub/y", "y")
+        .file("same", "s")
+        .file("chmod", "c")
+        .file_meta("chown", b"o", &Meta::default())
+        .symlink("sl", "a")
+        .dir("op")
+        .file("op/old", "o")
+        .file("tofile", "t")
+        .build();
+    let l1 = LayerBuilder::new()
+        .file("new", "n")
+        .file("same", "s2")
+        .file_meta(
+            "chmod",
+            b"c",
+            &Meta {
+                mode: 0o600,
+                ..Meta::default()
+            },
+        )
+        .file_meta(
+            "chown",
+            b"o",
+            &Meta {
+                uid: 7,
+                ..Meta::default()
+            },
+        )
+        .symlink("sl", "b")
+        .whiteout("d")
+        .opaque("op")
+        .file("op/fresh", "f")
+        .file("tofile", "now")
+        .build();
+    let l2 = LayerBuilder::new()
+        .dir("tofile")
+        .file("tofile/in", "i")
+        .file("new", "n")
+        .build();
+    let (_d, img) = image(&[l0, l1, l2]);
+    let v = json_of(&["diff", "--json", &img]);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    let l1 = &layers[1];
+    assert_eq!(l1["index"], 1);
+    assert_eq!(paths(&l1["created"]), vec!["/new", "/op/fresh"]);
+    assert_eq!(what_of(&l1["changed"], "/same"), vec!["content"]);
+    assert_eq!(what_of(&l1["changed"], "/chmod"), vec!["mode"]);
+    assert_eq!(what_of(&l1["changed"], "/chown"), vec!["owner"]);
+    assert_eq!(what_of(&l1["changed"], "/sl"), vec!["link"]);
+    assert_eq!(what_of(&l1["changed"], "/tofile"), vec!["content"]);
+    // What actually disappeared, not only the markers.
+    assert_eq!(
+        paths(&l1["deleted"]),
+        vec!["/d", "/d/sub", "/d/sub/y", "/d/x", "/op/old"]
+    );
+    let l2 = &layers[2];
+    assert_eq!(
+        what_of(&l2["changed"], "/tofile"),
+        vec!["type", "content", "mode"]
+    );
+    assert_eq!(
+        what_of(&l2["changed"], "/new"),
+        Vec::<String>::new(),
+        "same bytes again: listed, nothing differs"
+    );
+    assert_eq!(paths(&l2["created"]), vec!["/tofile/in"]);
+    for c in l2["created"].as_array().unwrap() {
+        assert!(c["type"].is_string() && c["size"].is_u64());
+    }
+}
+
+#[test]
+fn diff_directory_replaced_by_file_lists_the_subtree() {
+    let l0 = LayerBuilder::new()
+        .dir("p")
+        .file("p/a", "1")
+        .dir("p/b")
+        .file("p/b/c", "2")
+        .build();
+    let l1 = LayerBuilder::new().file("p", "file now").build();
+    let (_d, img) = image(&[l0, l1]);
+    let v = json_of(&["diff", "--json", "--layer", "1", &img]);
+    let l = &v["layers"][0];
+    assert_eq!(
+        what_of(&l["changed"], "/p"),
+        vec!["type", "content", "mode"]
+    );
+    assert_eq!(paths(&l["deleted"]), vec!["/p/a", "/p/b", "/p/b/c"]);
+}
+
+#[test]
+fn diff_hardlink_shares_its_targets_content() {
+    let l0 = LayerBuilder::new().file("t", "data").build();
+    let l1 = LayerBuilder::new().hardlink("h", "t").build();
+    let (_d, img) = image(&[l0, l1]);
+    let v = json_of(&["diff", "--json", &img]);
+    let c = &v["layers"][1]["created"][0];
+    assert_eq!(
+        (c["path"].as_str(), c["type"].as_str(), c["size"].as_u64()),
+        (Some("/h"), Some("file"), Some(4))
+    );
+}
