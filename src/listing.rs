@@ -209,15 +209,17 @@ pub fn files(img: &Image, only: Option<usize>, verify: bool) -> Result<FilesRepo
 
 /// A path as it stands after some layers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    kind: String,
-    size: u64,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    link: Option<String>,
-    content: Option<String>,
-    layer: usize,
+pub struct State {
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub link: Option<String>,
+    /// sha256 of a regular file's content.
+    pub content: Option<String>,
+    /// The layer that wrote this version.
+    pub layer: usize,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -247,89 +249,185 @@ pub struct DiffReport {
     pub layers: Vec<LayerDiff>,
 }
 
-type Index = HashMap<Vec<u8>, State>;
+pub type Index = HashMap<Vec<u8>, State>;
 
-/// Remove `p` and everything below it that `doomed` selects; report them.
-fn remove_tree(index: &mut Index, p: &[u8], doomed: impl Fn(&State) -> bool) -> Vec<Change> {
+/// What applying one entry did to the tree.
+pub enum Event<'a> {
+    Created(&'a [u8], &'a State),
+    /// (path, what was there, what is there now)
+    Changed(&'a [u8], &'a State, &'a State),
+    /// (path, what was there) — deleted by a whiteout, an opaque marker, or a directory
+    /// replaced by a non-directory.
+    Deleted(&'a [u8], &'a State),
+}
+
+/// Remove `p` and everything below it that `doomed` selects.
+fn remove_tree(
+    index: &mut Index,
+    p: &[u8],
+    doomed: impl Fn(&[u8], &State) -> bool,
+) -> Vec<(Vec<u8>, State)> {
     let mut prefix = p.to_vec();
     prefix.push(b'/');
-    let keys: Vec<Vec<u8>> = index
+    let mut keys: Vec<Vec<u8>> = index
         .iter()
-        .filter(|(k, s)| (k.as_slice() == p || p.is_empty() || k.starts_with(&prefix)) && doomed(s))
+        .filter(|(k, s)| {
+            (k.as_slice() == p || p.is_empty() || k.starts_with(&prefix)) && doomed(k, s)
+        })
         .map(|(k, _)| k.clone())
         .collect();
-    let mut gone: Vec<Change> = keys
-        .into_iter()
-        .filter_map(|k| {
-            index.remove(&k).map(|s| Change {
-                path: abs(&k),
-                kind: s.kind,
-                size: s.size,
-                what: None,
-            })
-        })
-        .collect();
-    gone.sort_by(|a, b| a.path.cmp(&b.path));
-    gone
+    keys.sort();
+    keys.into_iter()
+        .filter_map(|k| index.remove(&k).map(|s| (k, s)))
+        .collect()
+}
+
+/// Applies layers bottom-up to a path index, reporting each change.
+pub struct Walker {
+    pub index: Index,
+}
+
+impl Walker {
+    pub fn new(index: Index) -> Self {
+        Walker { index }
+    }
+
+    /// Apply `layers` (bottom first), calling `on(layer index, event)` for each change.
+    pub fn walk(
+        &mut self,
+        layers: &[&Layer],
+        verify: bool,
+        on: &mut dyn FnMut(usize, Event<'_>),
+    ) -> Result<()> {
+        let mut current = usize::MAX;
+        let mut opaque: Vec<Vec<u8>> = Vec::new();
+        let index = &mut self.index;
+        each_entry(layers, verify, true, |layer, seen| {
+            if layer != current {
+                if current != usize::MAX {
+                    apply_opaque(index, &mut opaque, current, on);
+                }
+                current = layer;
+            }
+            let e = seen.entry;
+            let p = e.path.trim_start_matches('/').as_bytes().to_vec();
+            match e.kind.as_str() {
+                "opaque" => opaque.push(p),
+                "whiteout" => {
+                    for (k, s) in remove_tree(index, &p, |_, s| s.layer != layer) {
+                        on(layer, Event::Deleted(&k, &s));
+                    }
+                }
+                _ => {
+                    let st = match &seen.hardlink_to {
+                        // A hardlink is its target's file.
+                        Some(t) => {
+                            let target = index.get(t).cloned();
+                            State {
+                                kind: "file".into(),
+                                size: target.as_ref().map(|t| t.size).unwrap_or(0),
+                                mode: e.mode,
+                                uid: e.uid,
+                                gid: e.gid,
+                                link: None,
+                                content: target.and_then(|t| t.content),
+                                layer,
+                            }
+                        }
+                        None => State {
+                            kind: e.kind.clone(),
+                            size: e.size,
+                            mode: e.mode,
+                            uid: e.uid,
+                            gid: e.gid,
+                            link: e.link.clone(),
+                            content: seen.content,
+                            layer,
+                        },
+                    };
+                    record(index, layer, p, st, on);
+                }
+            }
+            Ok(())
+        })?;
+        if current != usize::MAX {
+            apply_opaque(index, &mut opaque, current, on);
+        }
+        Ok(())
+    }
 }
 
 /// Opaque markers of a layer hide the lower-layer children of their directory (wherever the
 /// marker sat, so applied when the layer is done).
-fn apply_opaque(index: &mut Index, opaque: &mut Vec<Vec<u8>>, layer: usize, d: &mut LayerDiff) {
+fn apply_opaque(
+    index: &mut Index,
+    opaque: &mut Vec<Vec<u8>>,
+    layer: usize,
+    on: &mut dyn FnMut(usize, Event<'_>),
+) {
     for dir in opaque.drain(..) {
-        let gone = remove_tree(index, &dir, |s| s.layer != layer);
-        d.deleted
-            .extend(gone.into_iter().filter(|c| c.path != abs(&dir)));
+        for (k, s) in remove_tree(index, &dir, |k, s| s.layer != layer && k != dir.as_slice()) {
+            on(layer, Event::Deleted(&k, &s));
+        }
     }
 }
 
-/// A path written by a layer: created, or changed (with what changed) over what was below.
-fn record(index: &mut Index, d: &mut LayerDiff, path: Vec<u8>, st: State) {
-    match index.get(&path) {
+/// A path written by a layer: created, or changed over what was below.
+fn record(
+    index: &mut Index,
+    layer: usize,
+    path: Vec<u8>,
+    st: State,
+    on: &mut dyn FnMut(usize, Event<'_>),
+) {
+    match index.remove(&path) {
         Some(old) => {
-            let mut what = Vec::new();
-            if old.kind != st.kind {
-                what.push("type".to_string());
-            }
-            if old.content != st.content || (st.kind == "file" && old.size != st.size) {
-                what.push("content".into());
-            }
-            if old.mode != st.mode {
-                what.push("mode".into());
-            }
-            if old.uid != st.uid || old.gid != st.gid {
-                what.push("owner".into());
-            }
-            if old.link != st.link {
-                what.push("link".into());
-            }
-            d.changed.push(Change {
-                path: abs(&path),
-                kind: st.kind.clone(),
-                size: st.size,
-                what: Some(what),
-            });
+            on(layer, Event::Changed(&path, &old, &st));
             if old.kind == "dir" && st.kind != "dir" {
                 // A directory replaced by a non-directory takes its whole subtree along.
-                let mut gone = remove_tree(index, &path, |_| true);
-                gone.retain(|c| c.path != abs(&path));
-                d.deleted.extend(gone);
+                for (k, s) in remove_tree(index, &path, |k, _| k != path.as_slice()) {
+                    on(layer, Event::Deleted(&k, &s));
+                }
             }
         }
-        None => d.created.push(Change {
-            path: abs(&path),
-            kind: st.kind.clone(),
-            size: st.size,
-            what: None,
-        }),
+        None => on(layer, Event::Created(&path, &st)),
     }
     index.insert(path, st);
+}
+
+/// What differs between two states of a path.
+fn what_changed(old: &State, new: &State) -> Vec<String> {
+    let mut what = Vec::new();
+    if old.kind != new.kind {
+        what.push("type".to_string());
+    }
+    if old.content != new.content || (new.kind == "file" && old.size != new.size) {
+        what.push("content".into());
+    }
+    if old.mode != new.mode {
+        what.push("mode".into());
+    }
+    if old.uid != new.uid || old.gid != new.gid {
+        what.push("owner".into());
+    }
+    if old.link != new.link {
+        what.push("link".into());
+    }
+    what
+}
+
+fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
+    Change {
+        path: abs(path),
+        kind: s.kind.clone(),
+        size: s.size,
+        what,
+    }
 }
 
 /// Per-layer changes, in one bottom-up pass.
 pub fn diff(img: &Image, only: Option<usize>, verify: bool) -> Result<DiffReport> {
     let all: Vec<&Layer> = img.layers.iter().collect();
-    let mut index: HashMap<Vec<u8>, State> = HashMap::new();
     let mut out: Vec<LayerDiff> = img
         .layers
         .iter()
@@ -342,58 +440,16 @@ pub fn diff(img: &Image, only: Option<usize>, verify: bool) -> Result<DiffReport
             deleted: vec![],
         })
         .collect();
-    let mut current = usize::MAX;
-    let mut opaque: Vec<Vec<u8>> = Vec::new();
-    each_entry(&all, verify, true, |layer, seen| {
-        if layer != current {
-            if current != usize::MAX {
-                apply_opaque(&mut index, &mut opaque, current, &mut out[current]);
+    Walker::new(Index::new()).walk(&all, verify, &mut |layer, ev| {
+        let d = &mut out[layer];
+        match ev {
+            Event::Created(p, s) => d.created.push(change(p, s, None)),
+            Event::Changed(p, old, new) => {
+                d.changed.push(change(p, new, Some(what_changed(old, new))))
             }
-            current = layer;
+            Event::Deleted(p, old) => d.deleted.push(change(p, old, None)),
         }
-        let e = seen.entry;
-        let p = e.path.trim_start_matches('/').as_bytes().to_vec();
-        match e.kind.as_str() {
-            "opaque" => opaque.push(p),
-            "whiteout" => {
-                let gone = remove_tree(&mut index, &p, |s| s.layer != layer);
-                out[layer].deleted.extend(gone);
-            }
-            _ => {
-                let st = match &seen.hardlink_to {
-                    // A hardlink is its target's file.
-                    Some(t) => {
-                        let target = index.get(t).cloned();
-                        State {
-                            kind: "file".into(),
-                            size: target.as_ref().map(|t| t.size).unwrap_or(0),
-                            mode: e.mode,
-                            uid: e.uid,
-                            gid: e.gid,
-                            link: None,
-                            content: target.and_then(|t| t.content),
-                            layer,
-                        }
-                    }
-                    None => State {
-                        kind: e.kind.clone(),
-                        size: e.size,
-                        mode: e.mode,
-                        uid: e.uid,
-                        gid: e.gid,
-                        link: e.link.clone(),
-                        content: seen.content,
-                        layer,
-                    },
-                };
-                record(&mut index, &mut out[layer], p, st);
-            }
-        }
-        Ok(())
     })?;
-    if current != usize::MAX {
-        apply_opaque(&mut index, &mut opaque, current, &mut out[current]);
-    }
     let layers = out
         .into_iter()
         .filter(|d| only.is_none_or(|o| o == d.index))
@@ -402,6 +458,251 @@ pub fn diff(img: &Image, only: Option<usize>, verify: bool) -> Result<DiffReport
         image: img.reference.clone(),
         layers,
     })
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct TreeSummary {
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    /// Bytes of regular files in each merged tree.
+    pub size_a: u64,
+    pub size_b: u64,
+    /// Bottom layers the two images share (same diff_id), read once.
+    pub shared_layers: usize,
+}
+
+#[derive(Serialize, Debug)]
+pub struct TreeDiff {
+    pub image_a: String,
+    pub image_b: String,
+    pub added: Vec<Change>,
+    pub removed: Vec<Change>,
+    pub modified: Vec<Change>,
+    pub summary: TreeSummary,
+}
+
+/// The difference between two images' merged trees. Shared bottom layers are read once.
+pub fn diff_images(a: &Image, b: &Image, verify: bool) -> Result<TreeDiff> {
+    let shared = a
+        .layers
+        .iter()
+        .zip(&b.layers)
+        .take_while(|(x, y)| x.diff_id.is_some() && x.diff_id == y.diff_id)
+        .count();
+    let mut base = Walker::new(Index::new());
+    let common: Vec<&Layer> = a.layers[..shared].iter().collect();
+    base.walk(&common, verify, &mut |_, _| {})?;
+    let mut wa = Walker::new(base.index.clone());
+    wa.walk(
+        &a.layers[shared..].iter().collect::<Vec<_>>(),
+        verify,
+        &mut |_, _| {},
+    )?;
+    let mut wb = Walker::new(base.index);
+    wb.walk(
+        &b.layers[shared..].iter().collect::<Vec<_>>(),
+        verify,
+        &mut |_, _| {},
+    )?;
+    let file_bytes = |i: &Index| {
+        i.values()
+            .filter(|s| s.kind == "file")
+            .map(|s| s.size)
+            .sum::<u64>()
+    };
+    let mut summary = TreeSummary {
+        size_a: file_bytes(&wa.index),
+        size_b: file_bytes(&wb.index),
+        shared_layers: shared,
+        ..Default::default()
+    };
+    let (mut added, mut removed, mut modified) = (vec![], vec![], vec![]);
+    let mut keys: Vec<&Vec<u8>> = wa.index.keys().chain(wb.index.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        match (wa.index.get(k), wb.index.get(k)) {
+            (None, Some(s)) => {
+                summary.added_bytes += s.size;
+                added.push(change(k, s, None));
+            }
+            (Some(s), None) => {
+                summary.removed_bytes += s.size;
+                removed.push(change(k, s, None));
+            }
+            (Some(x), Some(y)) => {
+                let what = what_changed(x, y);
+                if !what.is_empty() {
+                    modified.push(change(k, y, Some(what)));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    summary.added = added.len();
+    summary.removed = removed.len();
+    summary.modified = modified.len();
+    Ok(TreeDiff {
+        image_a: a.reference.clone(),
+        image_b: b.reference.clone(),
+        added,
+        removed,
+        modified,
+        summary,
+    })
+}
+
+#[derive(Serialize, Debug)]
+pub struct WastedPath {
+    pub path: String,
+    pub wasted_bytes: u64,
+    /// Layers holding copies that do not survive.
+    pub layers: Vec<usize>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct WasteReport {
+    pub image: String,
+    /// Bytes of file content in lower layers that the final tree does not show: overwritten,
+    /// deleted, hidden by an opaque directory or a type change.
+    pub wasted_bytes: u64,
+    /// Of those, bytes overwritten by identical content (the same file added twice).
+    pub duplicate_bytes: u64,
+    /// Bytes of file content across all layers.
+    pub total_bytes: u64,
+    /// (total − wasted) / total; 1 for an image without file content.
+    pub efficiency: f64,
+    pub top: Vec<WastedPath>,
+}
+
+/// Wasted space: every file version that a higher layer overwrites or removes.
+pub fn waste(img: &Image, verify: bool, top_n: usize) -> Result<WasteReport> {
+    let all: Vec<&Layer> = img.layers.iter().collect();
+    let mut total = 0u64;
+    let mut wasted = 0u64;
+    let mut dup = 0u64;
+    let mut per_path: HashMap<Vec<u8>, (u64, Vec<usize>)> = HashMap::new();
+    let lost = |p: &[u8], s: &State, per_path: &mut HashMap<Vec<u8>, (u64, Vec<usize>)>| {
+        if s.kind == "file" && s.size > 0 {
+            let e = per_path.entry(p.to_vec()).or_default();
+            e.0 += s.size;
+            e.1.push(s.layer);
+        }
+    };
+    Walker::new(Index::new()).walk(&all, verify, &mut |_, ev| match ev {
+        Event::Created(_, s) => {
+            if s.kind == "file" {
+                total += s.size;
+            }
+        }
+        Event::Changed(p, old, new) => {
+            if new.kind == "file" {
+                total += new.size;
+            }
+            if old.kind == "file" {
+                wasted += old.size;
+                if new.kind == "file" && old.content == new.content {
+                    dup += old.size;
+                }
+                lost(p, old, &mut per_path);
+            }
+        }
+        Event::Deleted(p, old) => {
+            if old.kind == "file" {
+                wasted += old.size;
+                lost(p, old, &mut per_path);
+            }
+        }
+    })?;
+    let mut top: Vec<WastedPath> = per_path
+        .into_iter()
+        .map(|(p, (b, mut layers))| {
+            layers.sort();
+            layers.dedup();
+            WastedPath {
+                path: abs(&p),
+                wasted_bytes: b,
+                layers,
+            }
+        })
+        .collect();
+    top.sort_by(|a, b| {
+        b.wasted_bytes
+            .cmp(&a.wasted_bytes)
+            .then(a.path.cmp(&b.path))
+    });
+    top.truncate(top_n);
+    let efficiency = if total == 0 {
+        1.0
+    } else {
+        (total - wasted) as f64 / total as f64
+    };
+    Ok(WasteReport {
+        image: img.reference.clone(),
+        wasted_bytes: wasted,
+        duplicate_bytes: dup,
+        total_bytes: total,
+        efficiency,
+        top,
+    })
+}
+
+pub fn render_tree_diff(d: &TreeDiff) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for c in &d.added {
+        let _ = writeln!(s, "+ {:<7} {:>12} {}", c.kind, c.size, c.path);
+    }
+    for c in &d.removed {
+        let _ = writeln!(s, "- {:<7} {:>12} {}", c.kind, c.size, c.path);
+    }
+    for c in &d.modified {
+        let what = c.what.as_ref().map(|w| w.join(", ")).unwrap_or_default();
+        let _ = writeln!(s, "~ {:<7} {:>12} {} ({what})", c.kind, c.size, c.path);
+    }
+    let m = &d.summary;
+    let _ = writeln!(
+        s,
+        "{} added ({} bytes), {} removed ({} bytes), {} modified; files: {} bytes in A, {} bytes in B; {} shared layers read once",
+        m.added,
+        m.added_bytes,
+        m.removed,
+        m.removed_bytes,
+        m.modified,
+        m.size_a,
+        m.size_b,
+        m.shared_layers
+    );
+    s
+}
+
+pub fn render_waste(w: &WasteReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "Total file bytes:  {}", w.total_bytes);
+    let _ = writeln!(
+        s,
+        "Wasted bytes:      {} ({} of them identical re-additions)",
+        w.wasted_bytes, w.duplicate_bytes
+    );
+    let _ = writeln!(s, "Efficiency:        {:.2}%", w.efficiency * 100.0);
+    if !w.top.is_empty() {
+        let _ = writeln!(s, "Top wasted paths:");
+        for t in &w.top {
+            let layers: Vec<String> = t.layers.iter().map(|l| l.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  {:>12}  {}  (layers {})",
+                t.wasted_bytes,
+                t.path,
+                layers.join(", ")
+            );
+        }
+    }
+    s
 }
 
 fn mode_string(kind: &str, mode: u32) -> String {
@@ -519,4 +820,66 @@ pub fn render_diff(r: &DiffReport) -> String {
         }
     }
     s
+}
+
+/// A size like `5000`, `20MB`, `1.5GiB`.
+fn parse_bytes(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// The `--ci` thresholds a report crosses (empty: it passes).
+pub fn ci_failures(
+    w: &WasteReport,
+    max_wasted: Option<&str>,
+    min_efficiency: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(m) = max_wasted {
+        let limit = match m.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|p| p / 100.0 * w.total_bytes as f64),
+            None => parse_bytes(m),
+        }
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--max-wasted {m:?}: expected bytes (20MB, 1GiB) or a percentage (10%)"
+            ))
+        })?;
+        if w.wasted_bytes as f64 > limit {
+            out.push(format!("{} wasted bytes exceed {m}", w.wasted_bytes));
+        }
+    }
+    if let Some(e) = min_efficiency {
+        let pct: f64 = e.trim().trim_end_matches('%').parse().map_err(|_| {
+            Error::Usage(format!(
+                "--min-efficiency {e:?}: expected a percentage like 95"
+            ))
+        })?;
+        if w.efficiency * 100.0 < pct {
+            out.push(format!(
+                "efficiency {:.2}% is below {pct}%",
+                w.efficiency * 100.0
+            ));
+        }
+    }
+    Ok(out)
 }

@@ -86,18 +86,47 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
-    /// What each layer created, changed and deleted relative to the layers below it.
+    /// What each layer created, changed and deleted relative to the layers below it; with two
+    /// images, how their merged trees differ.
     #[command(
-        after_help = "Examples:\n  strata diff app.tar\n  strata diff app.tar --layer 3 --json"
+        after_help = "Examples:\n  strata diff app.tar\n  strata diff app.tar --layer 3 --json\n  strata diff old.tar oci:./new-layout --json"
     )]
     Diff {
         image: String,
+        /// A second image: compare the two merged trees.
+        image_b: Option<String>,
         /// Only this layer: an index from the bottom (0-based) or a digest prefix.
         #[arg(long, value_name = "N|DIGEST")]
         layer: Option<String>,
         /// One JSON document (schema in the README).
         #[arg(long)]
         json: bool,
+        /// Skip digest verification of the layers.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Bytes carried by lower layers but overwritten, deleted or hidden above, and an efficiency
+    /// score; `--ci` turns thresholds into a failing exit code.
+    #[command(
+        after_help = "Examples:\n  strata waste app.tar\n  strata waste app.tar --ci --max-wasted 20MB --min-efficiency 95"
+    )]
+    Waste {
+        image: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Exit with status 3 when a threshold below is crossed.
+        #[arg(long)]
+        ci: bool,
+        /// Most wasted space allowed: bytes (`20MB`, `1GiB`, `5000`) or a share of all file bytes (`10%`).
+        #[arg(long, value_name = "BYTES|PCT")]
+        max_wasted: Option<String>,
+        /// Least efficiency allowed, in percent.
+        #[arg(long, value_name = "PCT")]
+        min_efficiency: Option<String>,
+        /// How many of the most wasteful paths to list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
         /// Skip digest verification of the layers.
         #[arg(long)]
         no_verify: bool,
@@ -188,7 +217,7 @@ fn open(image: &str, platform: &str) -> anyhow::Result<strata::image::Image> {
     Ok(r.open(&platform)?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect { image, json } => {
             let img = open(&image, &cli.platform)?;
@@ -252,6 +281,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Diff {
             image,
+            image_b: Some(other),
+            layer: _,
+            json,
+            no_verify,
+        } => {
+            let a = open(&image, &cli.platform)?;
+            let b = open(&other, &cli.platform)?;
+            let d = strata::listing::diff_images(&a, &b, !no_verify)
+                .with_context(|| format!("comparing {image} with {other}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", strata::listing::render_tree_diff(&d));
+            }
+        }
+        Command::Waste {
+            image,
+            json,
+            ci,
+            max_wasted,
+            min_efficiency,
+            top,
+            no_verify,
+        } => {
+            let img = open(&image, &cli.platform)?;
+            let w = strata::listing::waste(&img, !no_verify, top)
+                .with_context(|| format!("measuring {image}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&w).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", strata::listing::render_waste(&w));
+            }
+            if ci {
+                let failures = strata::listing::ci_failures(
+                    &w,
+                    max_wasted.as_deref(),
+                    min_efficiency.as_deref(),
+                )?;
+                if !failures.is_empty() {
+                    eprintln!("strata: waste check failed: {}", failures.join("; "));
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        }
+        Command::Diff {
+            image,
+            image_b: None,
             layer,
             json,
             no_verify,
@@ -329,14 +411,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line: the chain of contexts, outermost first.
             let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();

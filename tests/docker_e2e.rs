@@ -692,3 +692,69 @@ fn docker_diff_reports_the_run_steps() {
     assert_eq!(what(l3, "/keep"), vec!["content"]);
     assert!(l3["deleted"].as_array().unwrap().is_empty());
 }
+
+/// `strata diff A B` between two built images matches the difference of their exports.
+#[test]
+fn docker_diff_between_images_matches_exports() {
+    let Some(()) = engine() else { return };
+    let find = |n: &str| IMAGES.iter().find(|(name, _)| *name == n).unwrap().1;
+    let a = build(workdir(), "pair-a", find("deletes"));
+    let b = build(workdir(), "pair-b", find("replace"));
+    let ea = exported("strata-e2e-pair-a:1");
+    let eb = exported("strata-e2e-pair-b:1");
+    let o = Command::new(common::strata_bin())
+        .args([
+            "diff",
+            "--json",
+            &a.display().to_string(),
+            &b.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runtime = |p: &str| {
+        ["etc", "dev", "proc", "sys", ".dockerenv"]
+            .iter()
+            .any(|r| p == *r || p.starts_with(&format!("{r}/")))
+    };
+    let set = |k: &str| -> Vec<String> {
+        let mut p: Vec<String> = v[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["path"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .filter(|p| !runtime(p))
+            .collect();
+        p.sort();
+        p
+    };
+    let keys = |c: &Canon| {
+        c.paths
+            .keys()
+            .filter(|p| !runtime(p))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (ka, kb) = (keys(&ea), keys(&eb));
+    let added: Vec<String> = kb.difference(&ka).cloned().collect();
+    let removed: Vec<String> = ka.difference(&kb).cloned().collect();
+    let modified: Vec<String> = ka
+        .intersection(&kb)
+        .filter(|p| ea.paths[*p] != eb.paths[*p])
+        .cloned()
+        .collect();
+    assert_eq!(set("added"), added);
+    assert_eq!(set("removed"), removed);
+    assert_eq!(set("modified"), modified);
+    assert!(
+        v["summary"]["shared_layers"].as_u64().unwrap() >= 1,
+        "the imported base is shared"
+    );
+}

@@ -233,3 +233,112 @@ fn diff_hardlink_shares_its_targets_content() {
         (Some("/h"), Some("file"), Some(4))
     );
 }
+
+#[test]
+fn waste_counts_overwritten_deleted_and_hidden_bytes() {
+    let l0 = LayerBuilder::new()
+        .file("a", &"A".repeat(100))
+        .dir("d")
+        .file("d/x", &"x".repeat(50))
+        .dir("o")
+        .file("o/y", &"y".repeat(30))
+        .file("dup", "same")
+        .build();
+    let l1 = LayerBuilder::new()
+        .file("a", &"B".repeat(10))
+        .whiteout("d")
+        .opaque("o")
+        .file("dup", "same")
+        .build();
+    let (_d, img) = image(&[l0, l1]);
+    let v = json_of(&["waste", "--json", &img]);
+    // wasted: a (100) + d/x (50) + o/y (30) + dup (4); total: 100 + 50 + 30 + 4 + 10 + 4.
+    assert_eq!(v["wasted_bytes"], 184);
+    assert_eq!(v["duplicate_bytes"], 4);
+    assert_eq!(v["total_bytes"], 198);
+    let eff = v["efficiency"].as_f64().unwrap();
+    assert!((eff - 14.0 / 198.0).abs() < 1e-9, "{eff}");
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top[0]["path"], "/a");
+    assert_eq!(top[0]["wasted_bytes"], 100);
+    assert_eq!(top[0]["layers"], serde_json::json!([0]));
+    assert!(
+        top.iter().any(|t| t["path"] == "/o/y"),
+        "opaque-hidden bytes count: {top:?}"
+    );
+    // CI mode: thresholds turn into exit status 3.
+    let run = |args: &[&str]| Command::new(strata_bin()).args(args).output().unwrap();
+    assert_eq!(
+        run(&["waste", &img, "--ci", "--max-wasted", "1KB"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&["waste", &img, "--ci", "--max-wasted", "100"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("184 wasted bytes exceed 100"));
+    assert_eq!(
+        run(&["waste", &img, "--ci", "--max-wasted", "95%"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["waste", &img, "--ci", "--min-efficiency", "50"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        run(&["waste", &img, "--ci", "--max-wasted", "lots"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn diff_between_two_images_shares_the_base() {
+    let base = LayerBuilder::new()
+        .dir("etc")
+        .file("etc/conf", "v1")
+        .file("keep", "k")
+        .file("gone", "g")
+        .build();
+    let a_top = LayerBuilder::new().file("app", "one").build();
+    let b_top = LayerBuilder::new()
+        .file("app", "two")
+        .file("new", "n")
+        .whiteout("gone")
+        .file_meta(
+            "keep",
+            b"k",
+            &Meta {
+                mode: 0o600,
+                ..Meta::default()
+            },
+        )
+        .build();
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    let b = d.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let a = write_docker_archive(&a, &[base.clone(), a_top])
+        .display()
+        .to_string();
+    let b = write_oci_dir(&b, &[base, b_top], Comp::Gzip)
+        .display()
+        .to_string();
+    let v = json_of(&["diff", "--json", &a, &format!("oci:{b}")]);
+    assert_eq!(paths(&v["added"]), vec!["/new"]);
+    assert_eq!(paths(&v["removed"]), vec!["/gone"]);
+    assert_eq!(what_of(&v["modified"], "/app"), vec!["content"]);
+    assert_eq!(what_of(&v["modified"], "/keep"), vec!["mode"]);
+    assert_eq!(
+        v["summary"]["shared_layers"], 1,
+        "the common base layer is read once"
+    );
+    assert_eq!(v["summary"]["added"], 1);
+    assert_eq!(v["summary"]["removed_bytes"], 1);
+}
