@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// One entry of a layer, as `files --json` reports it.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     /// Absolute path (`/etc/passwd`).
     pub path: String,
@@ -52,25 +52,180 @@ fn abs(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(p))
 }
 
-/// One entry, owned: what `files` shows, plus what `diff` needs.
+/// One entry, owned: what `files` shows, plus what `diff` needs. Also the unit of the cache.
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
 struct Seen {
     entry: FileEntry,
     /// Normalized hardlink target.
     hardlink_to: Option<Vec<u8>>,
-    /// sha256 of the content (regular files, when asked).
+    /// sha256 of the content (regular files).
     content: Option<String>,
 }
 
-/// Call `f` for each entry of the chosen layers (bottom first) with the layer's index; with
-/// `hash`, regular files' content digests are computed on the way.
+/// Per-layer listings kept on disk, keyed by the layer's digest (content-addressed, so they
+/// never go stale). Written to a temp name and renamed; unreadable entries are rebuilt.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    dir: Option<std::path::PathBuf>,
+}
+
+const CACHE_VERSION: u32 = 1;
+
+#[derive(Serialize, serde::Deserialize)]
+struct CachedListing {
+    version: u32,
+    key: String,
+    entries: Vec<Seen>,
+}
+
+impl Cache {
+    /// `dir`: `--cache-dir`, else `$XDG_CACHE_HOME/strata`, else `~/.cache/strata`.
+    pub fn new(dir: Option<std::path::PathBuf>, enabled: bool) -> Cache {
+        if !enabled {
+            return Cache { dir: None };
+        }
+        let dir = dir.or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|x| std::path::PathBuf::from(x).join("strata"))
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| std::path::PathBuf::from(h).join(".cache/strata"))
+                })
+        });
+        Cache { dir }
+    }
+
+    pub fn disabled() -> Cache {
+        Cache { dir: None }
+    }
+
+    fn key(layer: &Layer) -> Option<String> {
+        layer.diff_id.clone().or_else(|| layer.digest.clone())
+    }
+
+    fn path(&self, key: &str) -> Option<std::path::PathBuf> {
+        let name = key.replace(':', "-");
+        if name.contains('/') {
+            return None;
+        }
+        Some(
+            self.dir
+                .as_ref()?
+                .join("listings")
+                .join(format!("{name}.json")),
+        )
+    }
+
+    fn load(&self, layer: &Layer) -> Option<Vec<Seen>> {
+        let key = Self::key(layer)?;
+        let path = self.path(&key)?;
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice::<CachedListing>(&bytes) {
+            Ok(c) if c.version == CACHE_VERSION && c.key == key => Some(c.entries),
+            _ => {
+                tracing::warn!(
+                    "cache entry {} is unreadable; rebuilding it",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn store(&self, layer: &Layer, entries: Vec<Seen>) {
+        let (Some(key), Some(dir)) = (Self::key(layer), self.dir.as_ref()) else {
+            return;
+        };
+        let Some(path) = self.path(&key) else { return };
+        let listing = CachedListing {
+            version: CACHE_VERSION,
+            key,
+            entries,
+        };
+        let r = (|| -> std::io::Result<()> {
+            let parent = dir.join("listings");
+            std::fs::create_dir_all(&parent)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&parent)?;
+            serde_json::to_writer(std::io::BufWriter::new(tmp.as_file_mut()), &listing)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            tracing::warn!("could not write cache entry {}: {e}", path.display());
+        }
+    }
+}
+
+/// Every entry of one layer's stream, content hashed, read to the stream's true end.
+fn read_listing(layer: &Layer, stream: crate::layer::LayerStream) -> Result<Vec<Seen>> {
+    let mut rd = TarReader::new(stream);
+    let tar_err = |e: crate::tarstream::TarError| Error::Layer {
+        layer: layer.label(),
+        message: e.to_string(),
+    };
+    let mut listing: Vec<Seen> = Vec::new();
+    while let Some(h) = rd.next_entry().map_err(tar_err)? {
+        let norm = normalize(h.path).map_err(|e| Error::Entry {
+            layer: layer.label(),
+            path: String::from_utf8_lossy(h.path).into_owned(),
+            message: e.to_string(),
+        })?;
+        let path = trim_dir(&norm).to_vec();
+        let Some(entry) = entry_of(&h, &path) else {
+            continue;
+        };
+        let kind = h.kind;
+        let hardlink_to = (kind == EntryType::HardLink).then(|| {
+            normalize(h.link)
+                .map(|t| trim_dir(&t).to_vec())
+                .unwrap_or_default()
+        });
+        let mut content = None;
+        if kind == EntryType::Regular && !entry.deleted {
+            let mut hw = HashSink(Sha256::new());
+            rd.copy_data(&mut hw).map_err(tar_err)?;
+            content = Some(hex::encode(hw.0.finalize()));
+        }
+        listing.push(Seen {
+            entry,
+            hardlink_to,
+            content,
+        });
+    }
+    rd.drain().map_err(tar_err)?;
+    Ok(listing)
+}
+
+/// Call `f` for each entry of the chosen layers (bottom first) with the layer's index.
+/// Listings come from the cache when it has them (no layer data is read then); others are
+/// read (verified, content digests computed) and stored in it.
 fn each_entry(
     layers: &[&Layer],
     verify: bool,
-    hash: bool,
+    cache: &Cache,
     mut f: impl FnMut(usize, Seen) -> Result<()>,
 ) -> Result<()> {
-    let mut pipeline = Pipeline::new(layers.to_vec(), verify, None);
-    for (i, layer) in layers.iter().enumerate() {
+    let mut cached: HashMap<usize, Vec<Seen>> = HashMap::new();
+    for l in layers {
+        if let Some(entries) = cache.load(l) {
+            cached.insert(l.index, entries);
+        }
+    }
+    let to_read: Vec<&Layer> = layers
+        .iter()
+        .copied()
+        .filter(|l| !cached.contains_key(&l.index))
+        .collect();
+    let mut pipeline = Pipeline::new(to_read.clone(), verify, None);
+    let mut read_i = 0;
+    for layer in layers {
+        if let Some(entries) = cached.remove(&layer.index) {
+            for seen in entries {
+                f(layer.index, seen)?;
+            }
+            continue;
+        }
         let stream = pipeline
             .next_stream()
             .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?
@@ -78,47 +233,28 @@ fn each_entry(
                 layer: layer.label(),
                 message: format!("read error: {e}"),
             })?;
-        let mut rd = TarReader::new(stream);
-        let tar_err = |e: crate::tarstream::TarError| Error::Layer {
-            layer: layer.label(),
-            message: e.to_string(),
-        };
-        while let Some(h) = rd.next_entry().map_err(tar_err)? {
-            let norm = normalize(h.path).map_err(|e| Error::Entry {
-                layer: layer.label(),
-                path: String::from_utf8_lossy(h.path).into_owned(),
-                message: e.to_string(),
-            })?;
-            let path = trim_dir(&norm).to_vec();
-            let Some(entry) = entry_of(&h, &path) else {
-                continue;
-            };
-            let kind = h.kind;
-            let hardlink_to = (kind == EntryType::HardLink).then(|| {
-                normalize(h.link)
-                    .map(|t| trim_dir(&t).to_vec())
-                    .unwrap_or_default()
-            });
-            let mut content = None;
-            if hash && kind == EntryType::Regular && !entry.deleted {
-                let mut hw = HashSink(Sha256::new());
-                rd.copy_data(&mut hw).map_err(tar_err)?;
-                content = Some(hex::encode(hw.0.finalize()));
+        let listing = match read_listing(layer, stream) {
+            Ok(l) => l,
+            Err(e) => {
+                // A corrupt blob usually shows up as a parse error first: name the root cause.
+                pipeline.verified(read_i).map_err(|message| Error::Layer {
+                    layer: layer.label(),
+                    message,
+                })?;
+                return Err(e);
             }
-            f(
-                layer.index,
-                Seen {
-                    entry,
-                    hardlink_to,
-                    content,
-                },
-            )?;
-        }
-        rd.drain().map_err(tar_err)?;
-        pipeline.verified(i).map_err(|message| Error::Layer {
+        };
+        pipeline.verified(read_i).map_err(|message| Error::Layer {
             layer: layer.label(),
             message,
         })?;
+        read_i += 1;
+        if cache.dir.is_some() {
+            cache.store(layer, listing.clone());
+        }
+        for seen in listing {
+            f(layer.index, seen)?;
+        }
     }
     Ok(())
 }
@@ -181,7 +317,7 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<FileEntry> 
 }
 
 /// Every entry of the chosen layers (all when `only` is `None`).
-pub fn files(img: &Image, only: Option<usize>, verify: bool) -> Result<FilesReport> {
+pub fn files(img: &Image, only: Option<usize>, verify: bool, cache: &Cache) -> Result<FilesReport> {
     let chosen: Vec<&Layer> = img
         .layers
         .iter()
@@ -189,7 +325,7 @@ pub fn files(img: &Image, only: Option<usize>, verify: bool) -> Result<FilesRepo
         .collect();
     let mut by_layer: BTreeMap<usize, Vec<FileEntry>> =
         chosen.iter().map(|l| (l.index, Vec::new())).collect();
-    each_entry(&chosen, verify, false, |i, seen| {
+    each_entry(&chosen, verify, cache, |i, seen| {
         by_layer.entry(i).or_default().push(seen.entry);
         Ok(())
     })?;
@@ -297,12 +433,13 @@ impl Walker {
         &mut self,
         layers: &[&Layer],
         verify: bool,
+        cache: &Cache,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) -> Result<()> {
         let mut current = usize::MAX;
         let mut opaque: Vec<Vec<u8>> = Vec::new();
         let index = &mut self.index;
-        each_entry(layers, verify, true, |layer, seen| {
+        each_entry(layers, verify, cache, |layer, seen| {
             if layer != current {
                 if current != usize::MAX {
                     apply_opaque(index, &mut opaque, current, on);
@@ -426,7 +563,7 @@ fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
 }
 
 /// Per-layer changes, in one bottom-up pass.
-pub fn diff(img: &Image, only: Option<usize>, verify: bool) -> Result<DiffReport> {
+pub fn diff(img: &Image, only: Option<usize>, verify: bool, cache: &Cache) -> Result<DiffReport> {
     let all: Vec<&Layer> = img.layers.iter().collect();
     let mut out: Vec<LayerDiff> = img
         .layers
@@ -440,7 +577,7 @@ pub fn diff(img: &Image, only: Option<usize>, verify: bool) -> Result<DiffReport
             deleted: vec![],
         })
         .collect();
-    Walker::new(Index::new()).walk(&all, verify, &mut |layer, ev| {
+    Walker::new(Index::new()).walk(&all, verify, cache, &mut |layer, ev| {
         let d = &mut out[layer];
         match ev {
             Event::Created(p, s) => d.created.push(change(p, s, None)),
@@ -485,7 +622,7 @@ pub struct TreeDiff {
 }
 
 /// The difference between two images' merged trees. Shared bottom layers are read once.
-pub fn diff_images(a: &Image, b: &Image, verify: bool) -> Result<TreeDiff> {
+pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<TreeDiff> {
     let shared = a
         .layers
         .iter()
@@ -494,17 +631,19 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool) -> Result<TreeDiff> {
         .count();
     let mut base = Walker::new(Index::new());
     let common: Vec<&Layer> = a.layers[..shared].iter().collect();
-    base.walk(&common, verify, &mut |_, _| {})?;
+    base.walk(&common, verify, cache, &mut |_, _| {})?;
     let mut wa = Walker::new(base.index.clone());
     wa.walk(
         &a.layers[shared..].iter().collect::<Vec<_>>(),
         verify,
+        cache,
         &mut |_, _| {},
     )?;
     let mut wb = Walker::new(base.index);
     wb.walk(
         &b.layers[shared..].iter().collect::<Vec<_>>(),
         verify,
+        cache,
         &mut |_, _| {},
     )?;
     let file_bytes = |i: &Index| {
@@ -579,7 +718,7 @@ pub struct WasteReport {
 }
 
 /// Wasted space: every file version that a higher layer overwrites or removes.
-pub fn waste(img: &Image, verify: bool, top_n: usize) -> Result<WasteReport> {
+pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<WasteReport> {
     let all: Vec<&Layer> = img.layers.iter().collect();
     let mut total = 0u64;
     let mut wasted = 0u64;
@@ -592,7 +731,7 @@ pub fn waste(img: &Image, verify: bool, top_n: usize) -> Result<WasteReport> {
             e.1.push(s.layer);
         }
     };
-    Walker::new(Index::new()).walk(&all, verify, &mut |_, ev| match ev {
+    Walker::new(Index::new()).walk(&all, verify, cache, &mut |_, ev| match ev {
         Event::Created(_, s) => {
             if s.kind == "file" {
                 total += s.size;

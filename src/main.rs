@@ -29,6 +29,12 @@ struct Cli {
         value_name = "OS/ARCH[/VARIANT]"
     )]
     platform: String,
+    /// Cache of per-layer listings for files/diff/waste (default: $XDG_CACHE_HOME/strata).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the listing cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -218,6 +224,7 @@ fn open(image: &str, platform: &str) -> anyhow::Result<strata::image::Image> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cache = strata::listing::Cache::new(cli.cache_dir.clone(), !cli.no_cache);
     match cli.command {
         Command::Inspect { image, json } => {
             let img = open(&image, &cli.platform)?;
@@ -268,7 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &cli.platform)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            let report = strata::listing::files(&img, only, !no_verify)
+            let report = strata::listing::files(&img, only, !no_verify, &cache)
                 .with_context(|| format!("listing {image}"))?;
             if json {
                 println!(
@@ -288,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let a = open(&image, &cli.platform)?;
             let b = open(&other, &cli.platform)?;
-            let d = strata::listing::diff_images(&a, &b, !no_verify)
+            let d = strata::listing::diff_images(&a, &b, !no_verify, &cache)
                 .with_context(|| format!("comparing {image} with {other}"))?;
             if json {
                 println!(
@@ -309,7 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_verify,
         } => {
             let img = open(&image, &cli.platform)?;
-            let w = strata::listing::waste(&img, !no_verify, top)
+            let w = strata::listing::waste(&img, !no_verify, top, &cache)
                 .with_context(|| format!("measuring {image}"))?;
             if json {
                 println!(
@@ -340,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &cli.platform)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            let report = strata::listing::diff(&img, only, !no_verify)
+            let report = strata::listing::diff(&img, only, !no_verify, &cache)
                 .with_context(|| format!("diffing {image}"))?;
             if json {
                 println!(

@@ -7,7 +7,11 @@ use serde_json::Value;
 use std::process::Command;
 
 fn json_of(args: &[&str]) -> Value {
-    let o = Command::new(strata_bin()).args(args).output().unwrap();
+    let o = Command::new(strata_bin())
+        .args(args)
+        .arg("--no-cache")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -341,4 +345,106 @@ fn diff_between_two_images_shares_the_base() {
     );
     assert_eq!(v["summary"]["added"], 1);
     assert_eq!(v["summary"]["removed_bytes"], 1);
+}
+
+#[test]
+fn second_run_reads_listings_from_the_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let layers = vec![
+        LayerBuilder::new()
+            .dir("etc")
+            .file("etc/conf", "v1")
+            .file("bin", "x")
+            .build(),
+        LayerBuilder::new()
+            .file("etc/conf", "v2")
+            .whiteout("bin")
+            .build(),
+    ];
+    let dir = write_oci_dir(d.path(), &layers, Comp::None);
+    let reference = format!("oci:{}", dir.display());
+    let run = |cmd: &str, extra: &[&str]| {
+        Command::new(strata_bin())
+            .args([
+                cmd,
+                "--json",
+                &reference,
+                "--cache-dir",
+                &cache.display().to_string(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let cold: Vec<Vec<u8>> = ["files", "diff", "waste"]
+        .iter()
+        .map(|c| run(c, &[]).stdout)
+        .collect();
+    assert!(cold.iter().all(|o| !o.is_empty()));
+    let entries: Vec<_> = std::fs::read_dir(cache.join("listings")).unwrap().collect();
+    assert_eq!(entries.len(), 2, "one listing per layer");
+    // Scribble over the layer blobs (same size): a warm run must not read them.
+    for l in &layers {
+        let p = dir.join(format!("blobs/sha256/{}", sha256_hex(l)));
+        std::fs::write(&p, vec![b'#'; l.len()]).unwrap();
+    }
+    for (i, c) in ["files", "diff", "waste"].iter().enumerate() {
+        let warm = run(c, &[]);
+        assert!(
+            warm.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&warm.stderr)
+        );
+        assert_eq!(warm.stdout, cold[i], "{c}: warm output differs");
+    }
+    // Without the cache the damage shows.
+    let o = run("files", &["--no-cache"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn corrupt_cache_entries_are_rebuilt() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let layers = vec![LayerBuilder::new().file("a", "1").build()];
+    let img = write_docker_archive(d.path(), &layers)
+        .display()
+        .to_string();
+    let run = || {
+        Command::new(strata_bin())
+            .args([
+                "files",
+                "--json",
+                &img,
+                "--cache-dir",
+                &cache.display().to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success());
+    let entry = std::fs::read_dir(cache.join("listings"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, &good[..good.len() / 2]).unwrap(); // a torn write
+    let second = run();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(second.stdout, first.stdout);
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        good,
+        "the entry was rebuilt"
+    );
 }
