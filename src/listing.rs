@@ -356,6 +356,8 @@ pub struct State {
     pub content: Option<String>,
     /// The layer that wrote this version.
     pub layer: usize,
+    /// A hardlink: its bytes belong to the file it shares, not counted again.
+    pub hardlink: bool,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -469,6 +471,7 @@ impl Walker {
                                 link: None,
                                 content: target.and_then(|t| t.content),
                                 layer,
+                                hardlink: true,
                             }
                         }
                         None => State {
@@ -480,6 +483,7 @@ impl Walker {
                             link: e.link.clone(),
                             content: seen.content,
                             layer,
+                            hardlink: false,
                         },
                     };
                     record(index, layer, p, st, on);
@@ -724,36 +728,28 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
     let mut wasted = 0u64;
     let mut dup = 0u64;
     let mut per_path: HashMap<Vec<u8>, (u64, Vec<usize>)> = HashMap::new();
+    // Bytes of a file's own data (a hardlink's belong to the file it shares).
+    let bytes = |s: &State| if s.kind == "file" && !s.hardlink { s.size } else { 0 };
     let lost = |p: &[u8], s: &State, per_path: &mut HashMap<Vec<u8>, (u64, Vec<usize>)>| {
-        if s.kind == "file" && s.size > 0 {
+        if s.kind == "file" && !s.hardlink && s.size > 0 {
             let e = per_path.entry(p.to_vec()).or_default();
             e.0 += s.size;
             e.1.push(s.layer);
         }
     };
     Walker::new(Index::new()).walk(&all, verify, cache, &mut |_, ev| match ev {
-        Event::Created(_, s) => {
-            if s.kind == "file" {
-                total += s.size;
-            }
-        }
+        Event::Created(_, s) => total += bytes(s),
         Event::Changed(p, old, new) => {
-            if new.kind == "file" {
-                total += new.size;
+            total += bytes(new);
+            wasted += bytes(old);
+            if bytes(old) > 0 && new.kind == "file" && old.content == new.content {
+                dup += old.size;
             }
-            if old.kind == "file" {
-                wasted += old.size;
-                if new.kind == "file" && old.content == new.content {
-                    dup += old.size;
-                }
-                lost(p, old, &mut per_path);
-            }
+            lost(p, old, &mut per_path);
         }
         Event::Deleted(p, old) => {
-            if old.kind == "file" {
-                wasted += old.size;
-                lost(p, old, &mut per_path);
-            }
+            wasted += bytes(old);
+            lost(p, old, &mut per_path);
         }
     })?;
     let mut top: Vec<WastedPath> = per_path
