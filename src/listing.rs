@@ -729,7 +729,13 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
     let mut dup = 0u64;
     let mut per_path: HashMap<Vec<u8>, (u64, Vec<usize>)> = HashMap::new();
     // Bytes of a file's own data (a hardlink's belong to the file it shares).
-    let bytes = |s: &State| if s.kind == "file" && !s.hardlink { s.size } else { 0 };
+    let bytes = |s: &State| {
+        if s.kind == "file" && !s.hardlink {
+            s.size
+        } else {
+            0
+        }
+    };
     let lost = |p: &[u8], s: &State, per_path: &mut HashMap<Vec<u8>, (u64, Vec<usize>)>| {
         if s.kind == "file" && !s.hardlink && s.size > 0 {
             let e = per_path.entry(p.to_vec()).or_default();
