@@ -403,4 +403,12 @@ impl<'a> Pipeline<'a> {
     pub fn verified(&mut self, i: usize) -> Result<(), String> {
         self.verifier.wait(i)
     }
+
+    /// The same, as the library error naming `layer`.
+    pub fn check(&mut self, i: usize, layer: &Layer) -> crate::Result<()> {
+        self.verified(i).map_err(|message| crate::Error::Layer {
+            layer: layer.label(),
+            message,
+        })
+    }
 }

@@ -237,17 +237,11 @@ fn each_entry(
             Ok(l) => l,
             Err(e) => {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
-                pipeline.verified(read_i).map_err(|message| Error::Layer {
-                    layer: layer.label(),
-                    message,
-                })?;
+                pipeline.check(read_i, layer)?;
                 return Err(e);
             }
         };
-        pipeline.verified(read_i).map_err(|message| Error::Layer {
-            layer: layer.label(),
-            message,
-        })?;
+        pipeline.check(read_i, layer)?;
         read_i += 1;
         if cache.dir.is_some() {
             cache.store(layer, listing.clone());

@@ -201,6 +201,23 @@ enum Command {
     },
 }
 
+/// Print a report as pretty JSON or as its text rendering.
+fn print_report<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("rendering JSON")?
+        );
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
+}
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -229,14 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { image, json } => {
             let img = open(&image, &cli.platform)?;
             let report = inspect::report(&img)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("rendering JSON")?
-                );
-            } else {
-                print!("{}", inspect::render_text(&report));
-            }
+            print_report(json, &report, inspect::render_text)?;
         }
         Command::Flatten {
             image,
@@ -277,14 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             let report = strata::listing::files(&img, only, !no_verify, &cache)
                 .with_context(|| format!("listing {image}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("rendering JSON")?
-                );
-            } else {
-                print!("{}", strata::listing::render_files(&report));
-            }
+            print_report(json, &report, strata::listing::render_files)?;
         }
         Command::Diff {
             image,
@@ -297,14 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let b = open(&other, &cli.platform)?;
             let d = strata::listing::diff_images(&a, &b, !no_verify, &cache)
                 .with_context(|| format!("comparing {image} with {other}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&d).context("rendering JSON")?
-                );
-            } else {
-                print!("{}", strata::listing::render_tree_diff(&d));
-            }
+            print_report(json, &d, strata::listing::render_tree_diff)?;
         }
         Command::Waste {
             image,
@@ -318,14 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let img = open(&image, &cli.platform)?;
             let w = strata::listing::waste(&img, !no_verify, top, &cache)
                 .with_context(|| format!("measuring {image}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&w).context("rendering JSON")?
-                );
-            } else {
-                print!("{}", strata::listing::render_waste(&w));
-            }
+            print_report(json, &w, strata::listing::render_waste)?;
             if ci {
                 let failures = strata::listing::ci_failures(
                     &w,
@@ -349,14 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             let report = strata::listing::diff(&img, only, !no_verify, &cache)
                 .with_context(|| format!("diffing {image}"))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("rendering JSON")?
-                );
-            } else {
-                print!("{}", strata::listing::render_diff(&report));
-            }
+            print_report(json, &report, strata::listing::render_diff)?;
         }
         Command::Extract {
             image,

@@ -215,16 +215,10 @@ impl<'w> Merger<'w> {
                 })?;
             if let Err(e) = self.merge_layer(layer, stream) {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
-                pipeline.verified(i).map_err(|message| Error::Layer {
-                    layer: layer.label(),
-                    message,
-                })?;
+                pipeline.check(i, layer)?;
                 return Err(e);
             }
-            pipeline.verified(i).map_err(|message| Error::Layer {
-                layer: layer.label(),
-                message,
-            })?;
+            pipeline.check(i, layer)?;
             self.stats.layers += 1;
         }
         if let Some(layer) = order.last() {
