@@ -11,8 +11,8 @@ use crate::pathname::{normalize, split_parent, trim_dir};
 use crate::tarstream::{EntryType, TarReader};
 use crate::whiteout::{self, Marker};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use xxhash_rust::xxh3::Xxh3;
 
 /// One entry of a layer, as `files --json` reports it.
 #[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ struct Seen {
     entry: FileEntry,
     /// Normalized hardlink target.
     hardlink_to: Option<Vec<u8>>,
-    /// sha256 of the content (regular files).
+    /// Fingerprint (xxh3-128) of the content (regular files).
     content: Option<String>,
 }
 
@@ -69,7 +69,7 @@ pub struct Cache {
     dir: Option<std::path::PathBuf>,
 }
 
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 #[derive(Serialize, serde::Deserialize)]
 struct CachedListing {
@@ -183,9 +183,9 @@ fn read_listing(layer: &Layer, stream: crate::layer::LayerStream) -> Result<Vec<
         });
         let mut content = None;
         if kind == EntryType::Regular && !entry.deleted {
-            let mut hw = HashSink(Sha256::new());
+            let mut hw = HashSink(Xxh3::new());
             rd.copy_data(&mut hw).map_err(tar_err)?;
-            content = Some(hex::encode(hw.0.finalize()));
+            content = Some(format!("{:032x}", hw.0.digest128()));
         }
         listing.push(Seen {
             entry,
@@ -253,7 +253,10 @@ fn each_entry(
     Ok(())
 }
 
-struct HashSink(Sha256);
+/// Content fingerprints only tell versions of a file apart (the blob digests are what is
+/// verified), so a fast 128-bit hash does: xxh3 runs at memory speed where SHA-256 would
+/// double a cold listing's time.
+struct HashSink(Xxh3);
 
 impl std::io::Write for HashSink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -346,7 +349,7 @@ pub struct State {
     pub uid: u64,
     pub gid: u64,
     pub link: Option<String>,
-    /// sha256 of a regular file's content.
+    /// Fingerprint (xxh3-128) of a regular file's content.
     pub content: Option<String>,
     /// The layer that wrote this version.
     pub layer: usize,
