@@ -399,6 +399,16 @@ impl<'a> Pipeline<'a> {
         s
     }
 
+    /// The next stream, which must be `layer`'s, with errors as the library error naming it.
+    pub fn next_for(&mut self, layer: &Layer) -> crate::Result<LayerStream> {
+        self.next_stream()
+            .ok_or_else(|| crate::Error::Format("layer pipeline ended early".into()))?
+            .map_err(|e| crate::Error::Layer {
+                layer: layer.label(),
+                message: format!("read error: {e}"),
+            })
+    }
+
     /// The background blob check of the `i`-th layer in processing order.
     pub fn verified(&mut self, i: usize) -> Result<(), String> {
         self.verifier.wait(i)

@@ -226,13 +226,7 @@ fn each_entry(
             }
             continue;
         }
-        let stream = pipeline
-            .next_stream()
-            .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?
-            .map_err(|e| Error::Layer {
-                layer: layer.label(),
-                message: format!("read error: {e}"),
-            })?;
+        let stream = pipeline.next_for(layer)?;
         let listing = match read_listing(layer, stream) {
             Ok(l) => l,
             Err(e) => {

@@ -206,13 +206,7 @@ impl<'w> Merger<'w> {
         let order: Vec<&Layer> = layers.iter().rev().collect();
         let mut pipeline = Pipeline::new(order.clone(), opts.verify, opts.progress.clone());
         for (i, layer) in order.iter().enumerate() {
-            let stream = pipeline
-                .next_stream()
-                .ok_or_else(|| Error::Format("layer pipeline ended early".into()))?
-                .map_err(|e| Error::Layer {
-                    layer: layer.label(),
-                    message: format!("read error: {e}"),
-                })?;
+            let stream = pipeline.next_for(layer)?;
             if let Err(e) = self.merge_layer(layer, stream) {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
                 pipeline.check(i, layer)?;
