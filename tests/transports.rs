@@ -422,3 +422,37 @@ fn output_file_gets_ordinary_permissions() {
     let mode = std::fs::metadata(&o).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
 }
+
+#[test]
+fn docker_save_layer_symlinks_resolve_in_any_order() {
+    // docker save dedups a layer shared by two images with a symlink, which may come before
+    // the file it points at.
+    let ls = layers();
+    let config = config_json(&ls);
+    let cfg_name = format!("{}.json", sha256_hex(&config));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_ustar();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    b.append_link(&mut link, "aaaa/layer.tar", "../real0/layer.tar")
+        .unwrap();
+    for (name, data) in [
+        ("real0/layer.tar".to_string(), ls[0].clone()),
+        ("real1/layer.tar".to_string(), ls[1].clone()),
+        (cfg_name.clone(), config),
+        (
+            "manifest.json".to_string(),
+            serde_json::to_vec(&serde_json::json!([{"Config": cfg_name, "RepoTags": ["s:1"], "Layers": ["aaaa/layer.tar", "real1/layer.tar"]}])).unwrap(),
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("linked.tar");
+    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    assert_eq!(via(&p.display().to_string()), model_of(&ls).unwrap());
+}

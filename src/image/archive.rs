@@ -27,6 +27,7 @@ impl ArchiveIndex {
             .map_err(|e| Error::io(format!("reading {shown}"), e))?
             .len();
         let mut members = HashMap::new();
+        let mut links: Vec<(String, String)> = Vec::new();
         let mut pos = 0u64;
         let mut chunk = 4096usize;
         loop {
@@ -67,7 +68,8 @@ impl ArchiveIndex {
                 members.insert(name, (data_at, size));
             } else if matches!(h.kind, EntryType::Symlink | EntryType::HardLink) {
                 // docker save writes layer symlinks (`<id>/layer.tar -> ../<other>/layer.tar`)
-                // when two images share a layer: resolve them against what we have seen.
+                // when two images share a layer: resolved once every member is known (the
+                // target may come later in the archive).
                 let dir = pathname::split_parent(pathname::trim_dir(h.path)).0;
                 let mut target = Vec::from(if h.kind == EntryType::Symlink {
                     dir
@@ -82,16 +84,26 @@ impl ArchiveIndex {
                     (pathname::normalize(h.path), pathname::normalize(&target))
                 {
                     let t = String::from_utf8_lossy(&t).into_owned();
-                    if let Some(&loc) = members.get(&t) {
-                        members.insert(
-                            String::from_utf8_lossy(pathname::trim_dir(&name)).into_owned(),
-                            loc,
-                        );
-                    }
+                    links.push((
+                        String::from_utf8_lossy(pathname::trim_dir(&name)).into_owned(),
+                        t,
+                    ));
                 }
             }
             pos = data_at + padded(size);
             chunk = 4096;
+        }
+        // Links to links resolve in a few rounds; a loop simply stays unresolved.
+        for _ in 0..8 {
+            let before = members.len();
+            for (name, target) in &links {
+                if let Some(&loc) = members.get(target) {
+                    members.entry(name.clone()).or_insert(loc);
+                }
+            }
+            if members.len() == before {
+                break;
+            }
         }
         Ok(ArchiveIndex {
             file: Arc::new(file),
