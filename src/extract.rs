@@ -342,16 +342,7 @@ impl Extractor<'_> {
                 self.create_retry(dir, base, path, "creating symlink", || {
                     rustix::fs::symlinkat(link.as_slice(), dir, base)
                 })?;
-                if self.opts.same_owner {
-                    rustix::fs::chownat(
-                        dir,
-                        base,
-                        Some(uid_of(uid)),
-                        Some(gid_of(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| fs_err(path, "chown", e))?;
-                }
+                self.chown_at(dir, base, path, uid, gid)?;
                 let _ = rustix::fs::utimensat(dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
             EntryType::HardLink => {
@@ -381,26 +372,32 @@ impl Extractor<'_> {
                     self.stats.skipped_devices += 1;
                     return Ok(());
                 }
-                self.clear(dir, base, false, path)?;
                 let dev = rustix::fs::makedev(devmajor as u32, devminor as u32);
-                rustix::fs::mknodat(dir, base, ft, Mode::from_raw_mode(mode), dev)
-                    .map_err(|e| fs_err(path, "creating device node", e))?;
-                if self.opts.same_owner {
-                    rustix::fs::chownat(
-                        dir,
-                        base,
-                        Some(uid_of(uid)),
-                        Some(gid_of(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| fs_err(path, "chown", e))?;
-                }
+                self.create_retry(dir, base, path, "creating device node", || {
+                    rustix::fs::mknodat(dir, base, ft, Mode::from_raw_mode(mode), dev)
+                })?;
+                self.chown_at(dir, base, path, uid, gid)?;
                 rustix::fs::chmodat(dir, base, Mode::from_raw_mode(mode), AtFlags::empty())
                     .map_err(|e| fs_err(path, "chmod", e))?;
                 let _ = rustix::fs::utimensat(dir, base, &times(mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
         }
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Set the owner of a name in `dir` (not following a symlink), when owners are kept.
+    fn chown_at(&self, dir: &OwnedFd, base: &[u8], path: &[u8], uid: u64, gid: u64) -> Result<()> {
+        if self.opts.same_owner {
+            rustix::fs::chownat(
+                dir,
+                base,
+                Some(uid_of(uid)),
+                Some(gid_of(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| fs_err(path, "chown", e))?;
+        }
         Ok(())
     }
 

@@ -95,7 +95,7 @@ impl ImageWriter for DockerArchive<'_> {
         Ok(layer_out(&d))
     }
 
-    fn finish(&mut self, config: &[u8], layers: &[LayerOut], tags: &[String]) -> Result<()> {
+    fn finish(&mut self, config: &[u8], _layers: &[LayerOut], tags: &[String]) -> Result<()> {
         let cfg_hex = hex::encode(Sha256::digest(config));
         let cfg: Value =
             serde_json::from_slice(config).map_err(|e| Error::Format(format!("config: {e}")))?;
@@ -142,7 +142,6 @@ impl ImageWriter for DockerArchive<'_> {
             "repositories",
             &serde_json::to_vec(&Value::Object(repos)).unwrap_or_default(),
         )?;
-        let _ = layers;
         self.out.finish()
     }
 }
