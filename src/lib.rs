@@ -5,6 +5,7 @@
 //! file regions) → [`layer`] turns each into a verified, decompressed stream → [`merge`] applies
 //! the [`whiteout`] rules newest-first → an [`output::Sink`].
 
+pub mod build;
 pub mod commands;
 pub mod compression;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod reference;
 pub mod sink;
 pub mod squash;
 pub mod tarstream;
+pub mod timestamp;
 pub mod whiteout;
 
 pub use error::{Error, Result};

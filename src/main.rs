@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strata::commands::{extract, flatten, inspect, squash};
+use strata::commands::{build, extract, flatten, inspect, squash};
 use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
 use strata::reference::Reference;
@@ -161,6 +161,12 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Build an image from directories: one layer per --layer, reproducibly (same inputs, same
+    /// digests), to a file, an OCI directory or a pipe — nothing staged on disk.
+    #[command(
+        after_help = "Examples:\n  strata build --layer ./rootfs:/ --cmd /bin/sh --tag demo:1 -o - | docker load\n  strata build --from base.tar --layer ./app:/app --entrypoint '[\"/app/run\"]' -o app.tar\n  strata build --layers-from layers.json --format oci --compress zstd -o ./layout"
+    )]
+    Build(Box<build::BuildArgs>),
     /// Merge the layers of an image (or its top ones) into one, as a loadable image.
     #[command(
         after_help = "Examples:\n  strata squash app.tar -o squashed.tar && docker load -i squashed.tar\n  strata squash app.tar --last 3 --tag app:slim -o - | docker load\n  strata squash oci:./layout --format oci --compress zstd -o ./squashed"
@@ -362,6 +368,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stats = extract::run(&img, &args).with_context(|| format!("extracting {image}"))?;
             tracing::info!("{} entries, {} bytes written", stats.entries, stats.bytes);
         }
+        Command::Build(args) => {
+            let base = args
+                .from
+                .as_deref()
+                .map(|f| open(f, &cli.platform))
+                .transpose()?;
+            let report =
+                build::run(&args, base.as_ref(), cli.quiet).context("building the image")?;
+            if !cli.quiet {
+                let id = strata::image::sha256_hex(&report.config);
+                let shown = match args.output.as_deref() {
+                    Some(p) if p != std::path::Path::new("-") => p.display().to_string(),
+                    _ => "stdout".into(),
+                };
+                eprintln!(
+                    "strata: built sha256:{id} ({} layers) to {shown}",
+                    report.layers.len()
+                );
+            }
+        }
         Command::Squash {
             image,
             output,
@@ -410,8 +436,19 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the chain of contexts, outermost first.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("strata: error: {}", msg.join(": "));
+            // (A cause already printed by its parent's message is not repeated.)
+            let mut msg = String::new();
+            for c in e.chain() {
+                let c = c.to_string();
+                if msg.ends_with(&c) {
+                    continue;
+                }
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&c);
+            }
+            eprintln!("strata: error: {msg}");
             ExitCode::FAILURE
         }
     }

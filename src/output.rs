@@ -113,3 +113,45 @@ pub fn finish<W: Write>(enc: Encoder<BufWriter<W>>) -> Result<()> {
         .map_err(|e| Error::io("finishing the compressed stream", e))?;
     buf.flush().map_err(|e| Error::io("writing output", e))
 }
+
+/// Write a directory at `dest`: built under a temp name beside it by `f`, moved into place only
+/// when `f` succeeds (else removed). An existing `dest` is refused unless `force`.
+pub fn write_dir<R>(dest: &Path, force: bool, f: impl FnOnce(&Path) -> Result<R>) -> Result<R> {
+    if dest.exists() && !force {
+        return Err(Error::Usage(format!(
+            "{} already exists; use --force to replace it",
+            dest.display()
+        )));
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-out.")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            Error::io(
+                format!("creating a temp directory in {}", parent.display()),
+                e,
+            )
+        })?;
+    let r = f(tmp.path())?;
+    if dest.exists() {
+        let removed = if dest.is_dir() {
+            std::fs::remove_dir_all(dest)
+        } else {
+            std::fs::remove_file(dest)
+        };
+        removed.map_err(|e| Error::io(format!("replacing {}", dest.display()), e))?;
+    }
+    let kept = tmp.keep();
+    std::fs::rename(&kept, dest).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&kept);
+        Error::io(
+            format!("moving the output into place at {}", dest.display()),
+            e,
+        )
+    })?;
+    Ok(r)
+}

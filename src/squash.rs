@@ -13,6 +13,8 @@ use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use std::io::{self, BufWriter, Write};
 
+pub use crate::timestamp::rfc3339_from_epoch;
+
 pub struct SquashOptions {
     /// Index of the first squashed layer (0: everything).
     pub from: usize,
@@ -92,7 +94,7 @@ pub fn squash(
 }
 
 /// A kept layer's diff_id: from the config, or (legacy archives without one) by hashing.
-fn diff_id_of(layer: &Layer) -> Result<String> {
+pub(crate) fn diff_id_of(layer: &Layer) -> Result<String> {
     if let Some(d) = &layer.diff_id {
         return Ok(d.clone());
     }
@@ -186,38 +188,4 @@ fn squashed_config(
     kept_hist.push(entry);
     cfg.insert("history".into(), Value::Array(kept_hist));
     serde_json::to_vec(&Value::Object(cfg)).map_err(|e| Error::Format(e.to_string()))
-}
-
-/// `SOURCE_DATE_EPOCH` (seconds) as RFC 3339, UTC.
-pub fn rfc3339_from_epoch(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_to_rfc3339() {
-        assert_eq!(rfc3339_from_epoch(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_from_epoch(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339_from_epoch(951_782_400), "2000-02-29T00:00:00Z");
-    }
 }

@@ -634,23 +634,79 @@ pub fn file_header(path: &[u8], mode: u32, size: u64) -> Vec<u8> {
 }
 
 fn new_header(path: &[u8], flag: u8, mode: u32, size: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    entry_header(
+        &NewEntry {
+            path,
+            flag,
+            mode,
+            size,
+            ..NewEntry::default()
+        },
+        &mut out,
+    );
+    out
+}
+
+/// An extended attribute: name (`user.x`, `security.capability`) and value.
+pub type Xattr = (Box<[u8]>, Box<[u8]>);
+
+/// Everything a freshly made entry's header says.
+#[derive(Default)]
+pub struct NewEntry<'a> {
+    /// Relative path; directories end in `/`.
+    pub path: &'a [u8],
+    /// Type flag: `0` file, `1` hardlink, `2` symlink, `3` char, `4` block, `5` dir, `6` fifo.
+    pub flag: u8,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+    pub link: &'a [u8],
+    /// Device major and minor (char and block devices).
+    pub device: (u32, u32),
+    /// Extended attributes, written as `SCHILY.xattr.NAME` PAX records in the given order.
+    pub xattrs: &'a [Xattr],
+}
+
+/// Append the header of `e` to `out`: a PAX extended header when a name or link does not fit
+/// ustar (over 100 bytes or not ASCII) or there are xattrs, then the ustar block. Nothing
+/// varies but what `e` holds — no atime/ctime, no user or group names — so equal input gives
+/// equal bytes.
+pub fn entry_header(e: &NewEntry<'_>, out: &mut Vec<u8>) {
     let mut main = [0u8; BLOCK];
-    write_octal(&mut main[100..108], mode as u64);
-    write_octal(&mut main[108..116], 0);
-    write_octal(&mut main[116..124], 0);
-    write_octal(&mut main[124..136], size);
-    write_octal(&mut main[136..148], 0);
-    main[156] = flag;
+    write_octal(&mut main[100..108], e.mode as u64);
+    write_octal(&mut main[108..116], e.uid);
+    write_octal(&mut main[116..124], e.gid);
+    write_octal(&mut main[124..136], e.size);
+    write_octal(&mut main[136..148], e.mtime);
+    main[156] = e.flag;
     main[257..263].copy_from_slice(b"ustar\0");
     main[263..265].copy_from_slice(b"00");
-    let mut out = Vec::new();
-    if path.len() <= 100 && path.is_ascii() {
-        main[..path.len()].copy_from_slice(path);
-    } else {
-        let mut pax = Vec::new();
-        pax_record(&mut pax, b"path", path);
-        let cut = path.len().min(100);
-        main[..cut].copy_from_slice(&path[..cut]);
+    if matches!(e.flag, b'3' | b'4') {
+        write_octal(&mut main[329..337], e.device.0 as u64);
+        write_octal(&mut main[337..345], e.device.1 as u64);
+    }
+    let mut pax = Vec::new();
+    let fits = |b: &[u8]| b.len() <= 100 && b.is_ascii();
+    if !fits(e.path) {
+        pax_record(&mut pax, b"path", e.path);
+    }
+    let cut = e.path.len().min(100);
+    main[..cut].copy_from_slice(&e.path[..cut]);
+    if !fits(e.link) {
+        pax_record(&mut pax, b"linkpath", e.link);
+    }
+    let cut = e.link.len().min(100);
+    main[157..157 + cut].copy_from_slice(&e.link[..cut]);
+    for (k, v) in e.xattrs {
+        let mut key = b"SCHILY.xattr.".to_vec();
+        key.extend_from_slice(k);
+        pax_record(&mut pax, &key, v);
+    }
+    set_checksum(&mut main);
+    if !pax.is_empty() {
         out.extend_from_slice(&pax_header_block(pax.len() as u64, &main));
         out.extend_from_slice(&pax);
         out.resize(
@@ -658,9 +714,7 @@ fn new_header(path: &[u8], flag: u8, mode: u32, size: u64) -> Vec<u8> {
             0,
         );
     }
-    set_checksum(&mut main);
     out.extend_from_slice(&main);
-    out
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One module per subcommand; `main.rs` only parses arguments and calls these.
 
+pub mod build;
 pub mod extract;
 pub mod flatten;
 pub mod inspect;

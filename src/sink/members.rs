@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::image::FileRegion;
 use crate::tarstream::{self, BLOCK, padded};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -163,8 +164,16 @@ impl<T: Write + Seek> WriteSeek for T {}
 
 /// Members of an outer tar.
 pub enum TarMembers<'a> {
-    Seekable { w: &'a mut dyn WriteSeek, pos: u64 },
-    Stream { w: &'a mut dyn Write },
+    Seekable {
+        w: &'a mut dyn WriteSeek,
+        pos: u64,
+    },
+    /// To a pipe. `known`: the first passes of the produced members, already done by a
+    /// [`Measure`] run of the same image; without them each member is produced twice here.
+    Stream {
+        w: &'a mut dyn Write,
+        known: VecDeque<Digested>,
+    },
 }
 
 impl<'a> TarMembers<'a> {
@@ -174,13 +183,24 @@ impl<'a> TarMembers<'a> {
     }
 
     pub fn stream(w: &'a mut dyn Write) -> Self {
-        TarMembers::Stream { w }
+        TarMembers::Stream {
+            w,
+            known: VecDeque::new(),
+        }
+    }
+
+    /// A stream whose produced members were measured beforehand, in this order.
+    pub fn replay(w: &'a mut dyn Write, measured: Measure) -> Self {
+        TarMembers::Stream {
+            w,
+            known: measured.produced.into(),
+        }
     }
 
     fn writer(&mut self) -> &mut dyn Write {
         match self {
             TarMembers::Seekable { w, .. } => *w,
-            TarMembers::Stream { w } => *w,
+            TarMembers::Stream { w, .. } => *w,
         }
     }
 
@@ -255,11 +275,16 @@ impl Members for TarMembers<'_> {
                 *pos = end;
                 Ok(d)
             }
-            TarMembers::Stream { w } => {
-                // Pass 1: count and hash only.
-                let mut counter = HashWriter::new(io::sink());
-                produce(&mut counter)?;
-                let (_, first) = counter.finish();
+            TarMembers::Stream { w, known } => {
+                // Pass 1: count and hash only (unless a Measure run did it).
+                let first = match known.pop_front() {
+                    Some(d) => d,
+                    None => {
+                        let mut counter = HashWriter::new(io::sink());
+                        produce(&mut counter)?;
+                        counter.finish().1
+                    }
+                };
                 let name = name_of(&first);
                 w.write_all(&header(&name, first.size)).map_err(wio)?;
                 // Pass 2: the real bytes, which must be the same.
@@ -338,6 +363,51 @@ impl Members for DirMembers {
         let dest = self.path(&name_of(&d))?;
         std::fs::rename(&tmp, &dest)
             .map_err(|e| Error::io(format!("renaming to {}", dest.display()), e))?;
+        Ok(d)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A dry run: produced members are produced once, counted and hashed, and nothing is written.
+/// Running a whole image through it before streaming it to a pipe does every first pass up
+/// front — so any error (an unreadable file, a corrupt layer) comes before the first byte out.
+#[derive(Default)]
+pub struct Measure {
+    produced: Vec<Digested>,
+}
+
+impl Members for Measure {
+    fn add_bytes(&mut self, _name: &str, _data: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn add_region(
+        &mut self,
+        name: &str,
+        region: &FileRegion,
+        known: Option<&str>,
+    ) -> Result<Digested> {
+        match known {
+            Some(sha) => Ok(Digested {
+                size: region.len,
+                sha256: sha.to_string(),
+            }),
+            None => copy_region(name, region, None, &mut io::sink()),
+        }
+    }
+
+    fn add_produced(
+        &mut self,
+        _name_of: &dyn Fn(&Digested) -> String,
+        produce: &mut Produce<'_>,
+    ) -> Result<Digested> {
+        let mut counter = HashWriter::new(io::sink());
+        produce(&mut counter)?;
+        let d = counter.finish().1;
+        self.produced.push(d.clone());
         Ok(d)
     }
 

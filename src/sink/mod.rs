@@ -6,9 +6,12 @@ pub mod members;
 pub mod oci_layout;
 
 use crate::compression::Compression;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::Layer;
-use members::Produce;
+use crate::output::{Sink, write_dir};
+use members::{DirMembers, Measure, Members, Produce, TarMembers};
+use std::io::BufWriter;
+use std::path::Path;
 
 /// One layer as written.
 #[derive(Clone, Debug)]
@@ -39,4 +42,85 @@ pub fn oci_layer_media_type(c: Compression) -> &'static str {
         Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
         _ => "application/vnd.oci.image.layer.v1.tar",
     }
+}
+
+/// The on-disk formats an image can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// What `docker save` writes and `docker load` reads (a tar).
+    DockerArchive,
+    /// An OCI image layout directory.
+    Oci,
+    /// An OCI image layout in a tar.
+    OciArchive,
+}
+
+/// Where and how to write an image.
+pub struct Target<'a> {
+    pub format: Format,
+    /// A file, a directory (oci), or `-`/`None` for stdout.
+    pub path: Option<&'a Path>,
+    pub force: bool,
+    /// Compression of new layers (oci, oci-archive).
+    pub compression: Compression,
+    pub level: Option<u32>,
+    /// To a pipe: run the whole image once through [`Measure`] first, so every member's
+    /// first pass (and every error) comes before the first byte written. Without it each
+    /// member is produced twice in a row as it comes.
+    pub measure_first: bool,
+}
+
+fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn ImageWriter + 'm> {
+    match t.format {
+        Format::DockerArchive => Box::new(docker_archive::DockerArchive::new(members)),
+        Format::Oci | Format::OciArchive => {
+            Box::new(oci_layout::OciLayout::new(members, t.compression, t.level))
+        }
+    }
+}
+
+/// Write an image: `go` writes it through the writer it is given (and may be called twice,
+/// for a measured stream). Files and directories appear only when complete.
+pub fn write_image<R>(
+    t: &Target<'_>,
+    mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
+) -> Result<R> {
+    if t.format == Format::DockerArchive && t.compression != Compression::None {
+        return Err(Error::Usage(
+            "docker-archive layers are uncompressed tars; --compress applies to oci and oci-archive"
+                .into(),
+        ));
+    }
+    if t.format == Format::Oci {
+        let dir = t.path.filter(|p| *p != Path::new("-")).ok_or_else(|| {
+            Error::Usage("--format oci writes a directory: give it with -o DIR".into())
+        })?;
+        return write_dir(dir, t.force, |root| {
+            let mut members = DirMembers {
+                root: root.to_path_buf(),
+            };
+            go(writer_for(t, &mut members).as_mut())
+        });
+    }
+    let mut sink = Sink::create(t.path, t.force)?;
+    let r = match &mut sink {
+        Sink::Stdout(w) => {
+            if t.measure_first {
+                let mut m = Measure::default();
+                go(writer_for(t, &mut m).as_mut())?;
+                go(writer_for(t, &mut TarMembers::replay(w, m)).as_mut())?
+            } else {
+                go(writer_for(t, &mut TarMembers::stream(w)).as_mut())?
+            }
+        }
+        Sink::File { tmp, .. } => {
+            let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            let r = go(writer_for(t, &mut TarMembers::seekable(&mut bw)?).as_mut())?;
+            bw.into_inner()
+                .map_err(|e| Error::io("writing output", e.into_error()))?;
+            r
+        }
+    };
+    sink.commit()?;
+    Ok(r)
 }

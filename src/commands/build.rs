@@ -1,0 +1,210 @@
+//! `strata build`: a layered image from directories, reproducibly, to a file, a directory or
+//! a pipe.
+
+use super::flatten::progress_bar;
+use crate::build::config::{ConfigChanges, parse_command};
+use crate::build::plan::{LayerSpec, parse_layer_arg, parse_layers_json};
+use crate::build::walk::WalkOptions;
+use crate::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, build, plan};
+use crate::compression::Compression;
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::sink::{Format, Target, write_image};
+use crate::timestamp::{parse_rfc3339, parse_time, rfc3339_from_epoch, source_date_epoch};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// One layer: the tree under SRC placed at DEST (default: SRC's own absolute path).
+    /// Several sources share a layer with commas. Repeat for more layers, bottom first.
+    #[arg(long = "layer", value_name = "SRC[:DEST][,SRC2[:DEST2]…]")]
+    pub layers: Vec<String>,
+    /// Layers from JSON: `[[{"src": "…", "dest": "/…"}, …], …]`, relative sources taken from
+    /// the file's directory. They come before any --layer.
+    #[arg(long, value_name = "FILE.json")]
+    pub layers_from: Option<PathBuf>,
+    /// Put the new layers on top of this image (its layers are copied through unchanged).
+    #[arg(long, value_name = "IMAGE")]
+    pub from: Option<String>,
+    /// Entrypoint: a JSON list (`["/app", "--serve"]`) or words split on spaces; "" clears.
+    /// Like a Dockerfile's ENTRYPOINT, it clears the base's Cmd unless --cmd is given.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Cmd: a JSON list or words split on spaces; "" clears.
+    #[arg(long, value_name = "CMD")]
+    pub cmd: Option<String>,
+    /// Environment variable (replaces the base's value of KEY).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory (relative: against the base's).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User (and group) to run as: `name`, `uid`, `uid:gid`.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Label (added to the base's).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Exposed port.
+    #[arg(long, value_name = "PORT[/PROTO]")]
+    pub expose: Vec<String>,
+    /// Volume mount point.
+    #[arg(long = "volume", value_name = "PATH")]
+    pub volumes: Vec<String>,
+    /// Signal that stops a container (`SIGTERM`, `15`).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Architecture (default: the base's, else this machine's).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Operating system (default: the base's, else linux).
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Architecture variant (`v8`, `v7`).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// A config to start from: a whole image config, or only its `config` part. The flags
+    /// above are applied on top.
+    #[arg(long = "config", value_name = "FILE.json")]
+    pub config_file: Option<PathBuf>,
+    /// `created` of the image, RFC 3339 (default: SOURCE_DATE_EPOCH, else the --mtime time).
+    #[arg(long, value_name = "RFC3339")]
+    pub created: Option<String>,
+    /// The mtime of every entry: RFC 3339 or @SECONDS (default: SOURCE_DATE_EPOCH, else
+    /// 1970-01-01T00:00:01Z). Every entry gets it, whatever the files' own times.
+    #[arg(long, value_name = "TIME")]
+    pub mtime: Option<String>,
+    /// Keep the files' numeric owners (default: everything owned by 0:0).
+    #[arg(long)]
+    pub owner: bool,
+    /// Keep extended attributes (file capabilities, user.*); security.selinux never.
+    #[arg(long)]
+    pub xattrs: bool,
+    /// Tag(s) of the new image.
+    #[arg(long = "tag", value_name = "NAME:TAG")]
+    pub tags: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "docker-archive")]
+    pub format: Format,
+    /// Compression of the new layers (oci, oci-archive; default gzip).
+    #[arg(long, value_enum)]
+    pub compress: Option<Compression>,
+    /// Compression level.
+    #[arg(long)]
+    pub level: Option<u32>,
+    /// Output file (or directory for --format oci), or `-` for stdout.
+    #[arg(short, long, value_name = "FILE|DIR|-")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn layer_specs(args: &BuildArgs) -> Result<Vec<LayerSpec>> {
+    let mut specs = Vec::new();
+    if let Some(f) = &args.layers_from {
+        let bytes =
+            std::fs::read(f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?;
+        specs.extend(parse_layers_json(&bytes, f)?);
+    }
+    for l in &args.layers {
+        specs.push(parse_layer_arg(l)?);
+    }
+    if specs.is_empty() && args.from.is_none() {
+        return Err(Error::Usage(
+            "nothing to build: give at least one --layer SRC[:DEST] (or --layers-from, or --from)"
+                .into(),
+        ));
+    }
+    Ok(specs)
+}
+
+fn read_config_file(p: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+    crate::image::parse_json(&bytes, &p.display().to_string())
+}
+
+fn changes(args: &BuildArgs) -> Result<ConfigChanges> {
+    Ok(ConfigChanges {
+        config_file: args
+            .config_file
+            .as_deref()
+            .map(read_config_file)
+            .transpose()?,
+        entrypoint: args
+            .entrypoint
+            .as_deref()
+            .map(|s| parse_command(s, "--entrypoint"))
+            .transpose()?,
+        cmd: args
+            .cmd
+            .as_deref()
+            .map(|s| parse_command(s, "--cmd"))
+            .transpose()?,
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        labels: args.labels.clone(),
+        expose: args.expose.clone(),
+        volumes: args.volumes.clone(),
+        stop_signal: args.stop_signal.clone(),
+        arch: args.arch.clone(),
+        os: args.os.clone(),
+        variant: args.variant.clone(),
+    })
+}
+
+/// Entry mtime and image `created`: the flags, else SOURCE_DATE_EPOCH, else 1970-01-01T00:00:01Z.
+fn times(args: &BuildArgs) -> Result<(i64, String)> {
+    let epoch = source_date_epoch()?;
+    let mtime = match &args.mtime {
+        Some(t) => parse_time(t).map_err(|e| Error::Usage(format!("--mtime: {e}")))?,
+        None => epoch.unwrap_or(DEFAULT_EPOCH),
+    };
+    let created = match &args.created {
+        Some(c) => {
+            parse_rfc3339(c).map_err(|e| Error::Usage(format!("--created: {e}")))?;
+            c.clone()
+        }
+        None => rfc3339_from_epoch(epoch.unwrap_or(mtime)),
+    };
+    Ok((mtime, created))
+}
+
+/// Plan and write the image. `base` is the opened `--from` image.
+pub fn run(args: &BuildArgs, base: Option<&Image>, quiet: bool) -> Result<BuildReport> {
+    let specs = layer_specs(args)?;
+    let (mtime, created) = times(args)?;
+    let walk_opts = WalkOptions {
+        keep_owner: args.owner,
+        xattrs: args.xattrs,
+    };
+    let base_layers = base.map_or(0, |b| b.layers.len());
+    let trees = plan(&specs, &walk_opts, base_layers)?;
+    let target = Target {
+        format: args.format,
+        path: args.output.as_deref(),
+        force: args.force,
+        compression: args.compress.unwrap_or(match args.format {
+            Format::DockerArchive => Compression::None,
+            _ => Compression::Gzip,
+        }),
+        level: args.level,
+        measure_first: true,
+    };
+    let to_pipe =
+        args.format != Format::Oci && args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();
+    let progress = progress_bar(if to_pipe { 2 * bytes } else { bytes }, quiet);
+    let opts = BuildOptions {
+        mtime,
+        created,
+        config: changes(args)?,
+        progress: progress.clone(),
+    };
+    let report = write_image(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    Ok(report)
+}
