@@ -21,6 +21,9 @@ pub struct Report {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    pub labels: serde_json::Map<String, Value>,
+    pub exposed_ports: Vec<String>,
+    pub volumes: Vec<String>,
     pub layers: Vec<LayerReport>,
     /// History entries that made no layer (ENV, CMD, …), with the layer they sit above.
     pub empty_history: Vec<EmptyHistory>,
@@ -124,9 +127,24 @@ pub fn report(img: &Image) -> Result<Report> {
             .unwrap_or_default(),
         working_dir: str_at(&cfg, "/WorkingDir"),
         user: str_at(&cfg, "/User"),
+        labels: cfg
+            .get("Labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        exposed_ports: keys(&cfg, "ExposedPorts"),
+        volumes: keys(&cfg, "Volumes"),
         layers,
         empty_history,
     })
+}
+
+/// The keys of an object-valued config field (`ExposedPorts`, `Volumes`).
+fn keys(cfg: &Value, field: &str) -> Vec<String> {
+    cfg.get(field)
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 trait ReadHead {
@@ -193,6 +211,18 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(s, "Env:");
     for e in &r.env {
         let _ = writeln!(s, "  {e}");
+    }
+    if !r.labels.is_empty() {
+        let _ = writeln!(s, "Labels:");
+        for (k, v) in &r.labels {
+            let _ = writeln!(s, "  {k}={}", v.as_str().unwrap_or(&v.to_string()));
+        }
+    }
+    if !r.exposed_ports.is_empty() {
+        let _ = writeln!(s, "Ports:       {}", r.exposed_ports.join(" "));
+    }
+    if !r.volumes.is_empty() {
+        let _ = writeln!(s, "Volumes:     {}", r.volumes.join(" "));
     }
     let total: u64 = r.layers.iter().map(|l| l.size).sum();
     let _ = writeln!(s, "Layers ({}, {} stored):", r.layers.len(), human(total));
