@@ -233,7 +233,7 @@ fn owners_are_root_unless_asked() {
     let d = tempfile::tempdir().unwrap();
     write(&d.path().join("t/f"), b"f", 0o644);
     rustix::fs::chown(
-        &d.path().join("t/f"),
+        d.path().join("t/f"),
         Some(rustix::process::Uid::from_raw(1234)),
         Some(rustix::process::Gid::from_raw(5678)),
     )
