@@ -473,7 +473,11 @@ fn from_an_image_keeps_its_layers_and_extends_its_config() {
     for p in ["etc/base", "etc/second", "app/run"] {
         assert!(got.paths.contains_key(p), "{p}");
     }
-    assert_eq!(after["env"], serde_json::json!(["PATH=/bin", "X=1"]), "the base's env is kept");
+    assert_eq!(
+        after["env"],
+        serde_json::json!(["PATH=/bin", "X=1"]),
+        "the base's env is kept"
+    );
     assert_eq!(after["labels"], serde_json::json!({"k": "v"}));
     assert_eq!(after["user"], "1000:1000");
     assert_eq!(after["working_dir"], "/app");

@@ -758,3 +758,231 @@ fn docker_diff_between_images_matches_exports() {
         "the imported base is shared"
     );
 }
+
+/// `strata build … -o - | docker load`.
+fn build_into_docker(args: &[&str]) {
+    let mut b = Command::new(common::strata_bin())
+        .arg("-q")
+        .arg("build")
+        .args(args)
+        .args(["-o", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new("docker")
+        .args(["load", "-q"])
+        .env("DOCKER_HOST", docker_host())
+        .stdin(b.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    let built = b.wait_with_output().unwrap();
+    assert!(
+        built.status.success(),
+        "strata build {args:?}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(
+        load.status.success(),
+        "docker load of strata build {args:?}: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+}
+
+/// A directory with Debian's busybox-static, a script and data files, as three layers.
+fn app_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let w = |p: &str, data: &[u8], mode: u32| {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w("bin/busybox", &std::fs::read(busybox()).unwrap(), 0o755);
+    for app in ["sh", "cat", "id", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    w(
+        "app/run.sh",
+        b"#!/bin/sh\necho \"$GREETING from $(pwd) as $(id -u):$(id -g)\"\ncat message.txt\nls /data/more\n",
+        0o755,
+    );
+    w("data/message.txt", b"payload 42\n", 0o644);
+    w("data/more/one", b"1", 0o644);
+    w("data/more/two", b"2", 0o600);
+    for d in ["", "bin", "app", "data", "data/more"] {
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn docker_runs_a_built_image() {
+    let Some(()) = engine() else { return };
+    let root = workdir().join("built-app");
+    app_tree(&root);
+    let r = |p: &str| root.join(p).display().to_string();
+    let tag = "strata-e2e-built:1";
+    build_into_docker(&[
+        "--layer",
+        &format!("{}:/bin", r("bin")),
+        "--layer",
+        &format!("{}:/app,{}:/data", r("app"), r("data")),
+        "--entrypoint",
+        r#"["/bin/sh", "/app/run.sh"]"#,
+        "--env",
+        "GREETING=hello",
+        "--env",
+        "PATH=/bin",
+        "--workdir",
+        "/data",
+        "--user",
+        "1000:1000",
+        "--label",
+        "org.example.built-by=strata",
+        "--expose",
+        "8080",
+        "--tag",
+        tag,
+    ]);
+    let out = docker(&["run", "--rm", "--network=none", tag]);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "hello from /data as 1000:1000\npayload 42\none\ntwo\n"
+    );
+    let v = inspect_json(tag);
+    let c = &v["Config"];
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hello"),
+        "{c}"
+    );
+    assert_eq!(c["WorkingDir"], "/data");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Labels"]["org.example.built-by"], "strata");
+    assert!(c["ExposedPorts"].get("8080/tcp").is_some(), "{c}");
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    // What Docker made of the layers is what strata says the image holds.
+    let saved = workdir().join("built-app.tar");
+    docker(&["save", "-o", &saved.display().to_string(), tag]);
+    let mut want = exported(tag);
+    // The image has no /etc: the runtime made it for hosts/hostname/resolv.conf.
+    want.paths.remove("etc");
+    assert_canon_eq(
+        "built image",
+        &want,
+        &strata_flatten(&format!("docker-archive:{}", saved.display())),
+    );
+    assert!(want.paths.contains_key("data/more/two"));
+}
+
+#[test]
+fn docker_build_from_a_docker_built_image_keeps_its_layers() {
+    let Some(()) = engine() else { return };
+    let base = build(
+        workdir(),
+        "buildbase",
+        "RUN echo one > /etc/one\nRUN mkdir /opt && echo two > /opt/two\nENV FROM_BASE=yes",
+    );
+    let extra = workdir().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("three"), "three\n").unwrap();
+    let tag = "strata-e2e-built-from:1";
+    build_into_docker(&[
+        "--from",
+        &format!("docker-archive:{}", base.display()),
+        "--layer",
+        &format!("{}:/opt/extra", extra.display()),
+        "--cmd",
+        "cat /etc/one /opt/two /opt/extra/three",
+        "--tag",
+        tag,
+    ]);
+    let before = inspect_json("strata-e2e-buildbase:1");
+    let after = inspect_json(tag);
+    let (b, a) = (
+        before["RootFS"]["Layers"].as_array().unwrap(),
+        after["RootFS"]["Layers"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len() + 1);
+    assert_eq!(&a[..b.len()], &b[..], "base layers keep their digests");
+    assert!(
+        after["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "FROM_BASE=yes")
+    );
+    let out = docker(&["run", "--rm", "--network=none", tag]);
+    assert_eq!(String::from_utf8_lossy(&out), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn built_oci_layouts_satisfy_skopeo_and_umoci() {
+    let Some(()) = engine() else { return };
+    if !which("umoci") || !which("skopeo") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "umoci and skopeo are needed under CI"
+        );
+        eprintln!("SKIPPED: umoci or skopeo missing");
+        return;
+    }
+    let root = workdir().join("oci-app");
+    app_tree(&root);
+    std::fs::hard_link(root.join("data/message.txt"), root.join("data/again.txt")).unwrap();
+    let layout = workdir().join("built-oci");
+    strata(&[
+        "build",
+        "-q",
+        "--layer",
+        &format!("{}:/", root.display()),
+        "--cmd",
+        "/bin/sh",
+        "--format",
+        "oci",
+        "--tag",
+        "v1",
+        "-o",
+        &layout.display().to_string(),
+    ]);
+    let o = Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}:v1", layout.display())])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
+    let bundle = workdir().join("built-oci-bundle");
+    let o = Command::new("umoci")
+        .args([
+            "unpack",
+            "--image",
+            &format!("{}:v1", layout.display()),
+            &bundle.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut src = common::model::read_dir_tree(&root);
+    for n in src.nodes.values_mut() {
+        n.uid = 0;
+        n.gid = 0;
+    }
+    let unpacked = common::model::read_dir_tree(&bundle.join("rootfs"));
+    if let Some(msg) =
+        common::model::diff_report(&canon(&src), &canon(&unpacked), "source", "umoci")
+    {
+        panic!("umoci's unpack of the built layout differs from the source:\n{msg}");
+    }
+}
