@@ -69,6 +69,16 @@ impl ImageWriter for OciLayout<'_> {
 
     fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut> {
         let (compression, level) = (self.compression, self.level);
+        if compression == Compression::None {
+            // The blob is the tar: one hash gives both digests.
+            let d = self.out.add_produced(&blob_name, produce)?;
+            return Ok(LayerOut {
+                diff_id: d.digest(),
+                digest: d.digest(),
+                size: d.size,
+                media_type: oci_layer_media_type(compression).to_string(),
+            });
+        }
         let mut diff: Option<Digested> = None;
         let d = self.out.add_produced(&blob_name, &mut |w| {
             let enc = Encoder::new(compression, level, w)
