@@ -494,6 +494,7 @@ fn bad_builds_fail_in_one_line_and_write_nothing() {
     let d = tempfile::tempdir().unwrap();
     write(&d.path().join("t/f"), b"f", 0o644);
     write(&d.path().join("u/f/inner"), b"i", 0o644);
+    write(&d.path().join("w/.wh.gone"), b"", 0o644);
     let cases: &[(&[&str], &str)] = &[
         (&["--layer", "missing:/x"], "missing"),
         (&["--layer", "t:relative"], "not absolute"),
@@ -503,6 +504,7 @@ fn bad_builds_fail_in_one_line_and_write_nothing() {
         (&["--layer", "t/f:/app", "--layer", "t:/app"], "type"),
         (&["--layer", "t:/x", "--layer", "u:/x"], "type"),
         (&["--layer", "t:/x", "--env", "NOEQUALS"], "KEY=VALUE"),
+        (&["--layer", "w:/w"], "deletions"),
         (
             &[
                 "--layer",
@@ -541,7 +543,7 @@ fn bad_builds_fail_in_one_line_and_write_nothing() {
             let left: Vec<_> = std::fs::read_dir(d.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "t" && n != "u")
+                .filter(|n| !["t", "u", "w"].contains(&n.as_str()))
                 .collect();
             assert!(left.is_empty(), "{args:?}: left behind {left:?}");
         }

@@ -278,6 +278,15 @@ fn entry(
     meta: &Metadata,
     opts: &WalkOptions,
 ) -> Result<Option<Entry>> {
+    let name = image_path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    if name.starts_with(crate::whiteout::PREFIX) {
+        // A layer cannot hold such a name: every reader would take it for a deletion.
+        return Err(Error::Usage(format!(
+            "{}: names starting with {} mean deletions in image layers and cannot be stored",
+            path.display(),
+            String::from_utf8_lossy(crate::whiteout::PREFIX)
+        )));
+    }
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         Kind::File
