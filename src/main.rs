@@ -224,6 +224,19 @@ fn print_report<T: serde::Serialize>(
     Ok(())
 }
 
+fn style(json: bool) -> strata::listing::Style {
+    if json {
+        strata::listing::Style::Json
+    } else {
+        strata::listing::Style::Text
+    }
+}
+
+/// Buffered stdout for reports written as they are produced.
+fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock())
+}
+
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -291,9 +304,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &cli.platform)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            let report = strata::listing::files(&img, only, !no_verify, &cache)
-                .with_context(|| format!("listing {image}"))?;
-            print_report(json, &report, strata::listing::render_files)?;
+            strata::listing::write_files(
+                &img,
+                only,
+                !no_verify,
+                &cache,
+                style(json),
+                &mut stdout(),
+            )
+            .with_context(|| format!("listing {image}"))?;
         }
         Command::Diff {
             image,
@@ -342,9 +361,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &cli.platform)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            let report = strata::listing::diff(&img, only, !no_verify, &cache)
+            strata::listing::write_diff(&img, only, !no_verify, &cache, style(json), &mut stdout())
                 .with_context(|| format!("diffing {image}"))?;
-            print_report(json, &report, strata::listing::render_diff)?;
         }
         Command::Extract {
             image,

@@ -1,0 +1,612 @@
+//! What each layer holds (`files`) and what it changed relative to the layers below (`diff`).
+//!
+//! `files` reads each layer's entries as they are, whiteouts shown as deletions. `diff` makes
+//! one bottom-up pass over all layers with a path index (path → type, size, mode, owner, link
+//! target, content digest): O(total entries), however deep the history.
+
+use crate::error::{Error, Result};
+use crate::image::{Image, Layer};
+use crate::layer::Pipeline;
+use crate::pathname::{normalize, split_parent, trim_dir};
+use crate::tarstream::{EntryType, TarReader};
+use crate::whiteout::{self, Marker};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use xxhash_rust::xxh3::Xxh3;
+
+mod cache;
+pub mod render;
+pub mod walker;
+
+pub use cache::Cache;
+pub use render::{ci_failures, render_tree_diff, render_waste};
+use walker::{Event, Index, State, Walker, what_changed};
+
+/// One entry of a layer, as `files --json` reports it.
+#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Absolute path (`/etc/passwd`).
+    pub path: String,
+    /// file, dir, symlink, hardlink, char, block, fifo, other; `whiteout` or `opaque` for
+    /// deletions.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    /// Symlink or hardlink target (`null` otherwise).
+    pub link: Option<String>,
+    /// A whiteout (the path is deleted) or an opaque marker (the directory's lower contents are).
+    pub deleted: bool,
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Text,
+    /// One JSON document (the shapes are in the README), written as it is produced.
+    Json,
+}
+
+fn wio(e: std::io::Error) -> Error {
+    Error::io("writing output", e)
+}
+
+fn json_str(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn abs(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+/// One entry, owned: what `files` shows, plus what `diff` needs. Also the unit of the cache.
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
+pub(crate) struct Seen {
+    pub entry: FileEntry,
+    /// Normalized hardlink target.
+    pub hardlink_to: Option<Vec<u8>>,
+    /// Fingerprint (xxh3-128, hex) of the content (regular files).
+    pub content: Option<String>,
+}
+
+/// What [`each_entry`] hands over, in order: per layer, `Start`, its entries, `End`.
+pub(crate) enum Item<'a> {
+    Start(&'a Layer),
+    Entry(&'a Layer, Seen),
+    End(&'a Layer),
+}
+
+/// Every entry of one layer's stream, content fingerprinted, read to the stream's true end.
+fn read_listing(
+    layer: &Layer,
+    stream: crate::layer::LayerStream,
+    f: &mut dyn FnMut(Seen) -> Result<()>,
+) -> Result<()> {
+    let mut rd = TarReader::new(stream);
+    let tar_err = |e: crate::tarstream::TarError| Error::Layer {
+        layer: layer.label(),
+        message: e.to_string(),
+    };
+    while let Some(h) = rd.next_entry().map_err(tar_err)? {
+        let norm = normalize(h.path).map_err(|e| Error::Entry {
+            layer: layer.label(),
+            path: String::from_utf8_lossy(h.path).into_owned(),
+            message: e.to_string(),
+        })?;
+        let path = trim_dir(&norm).to_vec();
+        let Some(entry) = entry_of(&h, &path) else {
+            continue;
+        };
+        let kind = h.kind;
+        let hardlink_to = (kind == EntryType::HardLink).then(|| {
+            normalize(h.link)
+                .map(|t| trim_dir(&t).to_vec())
+                .unwrap_or_default()
+        });
+        let mut content = None;
+        if kind == EntryType::Regular && !entry.deleted {
+            let mut hw = HashSink(Xxh3::new());
+            rd.copy_data(&mut hw).map_err(tar_err)?;
+            content = Some(format!("{:032x}", hw.0.digest128()));
+        }
+        f(Seen {
+            entry,
+            hardlink_to,
+            content,
+        })?;
+    }
+    rd.drain().map_err(tar_err)
+}
+
+/// Feed `f` the entries of the chosen layers, bottom first, one at a time. Listings come from
+/// the cache when it has them (no layer data is read then); other layers are read (verified,
+/// contents fingerprinted) and their listings written to the cache on the way. Memory does
+/// not grow with the layers: nothing is collected here.
+pub(crate) fn each_entry(
+    layers: &[&Layer],
+    verify: bool,
+    cache: &Cache,
+    f: &mut dyn FnMut(Item<'_>) -> Result<()>,
+) -> Result<()> {
+    let found: Vec<Option<cache::Cached>> = layers.iter().map(|l| cache.find(l)).collect();
+    let to_read: Vec<&Layer> = layers
+        .iter()
+        .zip(&found)
+        .filter(|(_, c)| c.is_none())
+        .map(|(l, _)| *l)
+        .collect();
+    let mut pipeline = Pipeline::new(to_read, verify, None);
+    let mut read_i = 0;
+    for (layer, cached) in layers.iter().zip(&found) {
+        f(Item::Start(layer))?;
+        match cached {
+            Some(c) => cache.replay(c, &mut |seen| f(Item::Entry(layer, seen)))?,
+            None => {
+                let stream = pipeline.next_for(layer)?;
+                let mut writer = cache.writer(layer);
+                let r = read_listing(layer, stream, &mut |seen| {
+                    if let Some(w) = &mut writer
+                        && let Err(e) = w.add(&seen)
+                    {
+                        tracing::warn!("cannot write cache entry {}: {e}", w.dest().display());
+                        writer = None;
+                    }
+                    f(Item::Entry(layer, seen))
+                });
+                if let Err(e) = r {
+                    // A corrupt blob usually shows up as a parse error first: name the root cause.
+                    pipeline.check(read_i, layer)?;
+                    return Err(e);
+                }
+                pipeline.check(read_i, layer)?;
+                read_i += 1;
+                if let Some(w) = writer {
+                    w.finish();
+                }
+            }
+        }
+        f(Item::End(layer))?;
+    }
+    Ok(())
+}
+
+/// Content fingerprints only tell versions of a file apart (the blob digests are what is
+/// verified), so a fast 128-bit hash does: xxh3 runs at memory speed where SHA-256 would
+/// double a cold listing's time.
+struct HashSink(Xxh3);
+
+impl std::io::Write for HashSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<FileEntry> {
+    if path.is_empty() || whiteout::in_aufs_meta_dir(path) {
+        return None;
+    }
+    let (dir, base) = split_parent(path);
+    let link = match h.kind {
+        EntryType::Symlink | EntryType::HardLink => {
+            Some(String::from_utf8_lossy(h.link).into_owned())
+        }
+        _ => None,
+    };
+    let mut e = FileEntry {
+        path: abs(path),
+        kind: h.kind.name().to_string(),
+        size: h.size,
+        mode: h.mode() & 0o7777,
+        uid: h.uid(),
+        gid: h.gid(),
+        mtime: h.mtime(),
+        link,
+        deleted: false,
+    };
+    match whiteout::classify(base) {
+        Ok(Marker::AufsMeta) => return None,
+        Ok(Marker::Opaque) => {
+            e.path = abs(dir);
+            e.kind = "opaque".into();
+            e.deleted = true;
+        }
+        Ok(Marker::Whiteout(name)) => {
+            let mut p = dir.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            e.path = abs(&p);
+            e.kind = "whiteout".into();
+            e.deleted = true;
+            e.size = 0;
+        }
+        _ => {}
+    }
+    Some(e)
+}
+
+/// `files`: every entry of the chosen layers (all when `only` is `None`), written to `out`
+/// as the layers are read — one JSON line per entry, or a table per layer.
+pub fn write_files(
+    img: &Image,
+    only: Option<usize>,
+    verify: bool,
+    cache: &Cache,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let chosen: Vec<&Layer> = img
+        .layers
+        .iter()
+        .filter(|l| only.is_none_or(|o| o == l.index))
+        .collect();
+    if style == Style::Json {
+        write!(
+            out,
+            "{{\"image\": {}, \"layers\": [",
+            json_str(&img.reference)
+        )
+        .map_err(wio)?;
+    }
+    let mut first_layer = true;
+    let mut first_entry = true;
+    // Text needs the entry count first: one layer's table is buffered.
+    let mut table: Vec<FileEntry> = Vec::new();
+    each_entry(&chosen, verify, cache, &mut |item| {
+        match (item, style) {
+            (Item::Start(l), Style::Json) => {
+                let sep = if first_layer { "" } else { "," };
+                first_layer = false;
+                first_entry = true;
+                write!(
+                    out,
+                    "{sep}\n {{\"index\": {}, \"digest\": {}, \"diff_id\": {}, \"entries\": [",
+                    l.index,
+                    json_str(&l.digest),
+                    json_str(&l.diff_id)
+                )
+                .map_err(wio)?;
+            }
+            (Item::Entry(_, seen), Style::Json) => {
+                let sep = if first_entry { "" } else { "," };
+                first_entry = false;
+                write!(out, "{sep}\n  {}", json_str(&seen.entry)).map_err(wio)?;
+            }
+            (Item::End(_), Style::Json) => {
+                let nl = if first_entry { "" } else { "\n " };
+                write!(out, "{nl}]}}").map_err(wio)?;
+            }
+            (Item::Start(_), Style::Text) => table.clear(),
+            (Item::Entry(_, seen), Style::Text) => table.push(seen.entry),
+            (Item::End(l), Style::Text) => {
+                out.write_all(
+                    render::files_layer(l.index, &l.digest, &l.diff_id, &table).as_bytes(),
+                )
+                .map_err(wio)?;
+                table.clear();
+            }
+        }
+        Ok(())
+    })?;
+    if style == Style::Json {
+        let nl = if first_layer { "" } else { "\n" };
+        writeln!(out, "{nl}]}}").map_err(wio)?;
+    }
+    out.flush().map_err(wio)
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    /// For `changed`: what differs from below (content, mode, owner, type, link).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct LayerDiff {
+    pub index: usize,
+    pub digest: Option<String>,
+    pub diff_id: Option<String>,
+    pub created: Vec<Change>,
+    pub changed: Vec<Change>,
+    pub deleted: Vec<Change>,
+}
+
+fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
+    Change {
+        path: abs(path),
+        kind: s.kind.to_string(),
+        size: s.size,
+        what,
+    }
+}
+
+/// `diff`: what each layer created, changed and deleted, in one bottom-up pass over all layers
+/// (the chosen one needs those below it), each layer written out when it is done.
+pub fn write_diff(
+    img: &Image,
+    only: Option<usize>,
+    verify: bool,
+    cache: &Cache,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let all: Vec<&Layer> = img.layers.iter().collect();
+    let fresh = |l: &Layer| LayerDiff {
+        index: l.index,
+        digest: l.digest.clone(),
+        diff_id: l.diff_id.clone(),
+        created: vec![],
+        changed: vec![],
+        deleted: vec![],
+    };
+    if style == Style::Json {
+        write!(
+            out,
+            "{{\"image\": {}, \"layers\": [",
+            json_str(&img.reference)
+        )
+        .map_err(wio)?;
+    }
+    let mut current = all.first().map(|l| fresh(l));
+    let mut written = 0usize;
+    let mut failed: Option<Error> = None;
+    let wanted = |i: usize| only.is_none_or(|o| o == i);
+    Walker::new(Index::new()).walk(&all, verify, cache, &mut |layer, ev| {
+        let Some(d) = current.as_mut() else { return };
+        if !wanted(layer) {
+            if let Event::LayerDone(i) = ev {
+                current = all.get(i + 1).map(|l| fresh(l));
+            }
+            return;
+        }
+        match ev {
+            Event::Created(p, s) => d.created.push(change(p, s, None)),
+            Event::Changed(p, old, new) => {
+                d.changed.push(change(p, new, Some(what_changed(old, new))))
+            }
+            Event::Deleted(p, old) => d.deleted.push(change(p, old, None)),
+            Event::LayerDone(i) => {
+                let r = match style {
+                    Style::Json => {
+                        let sep = if written == 0 { "\n" } else { ",\n" };
+                        out.write_all(sep.as_bytes()).and_then(|_| {
+                            serde_json::to_writer_pretty(&mut *out, &*d)
+                                .map_err(std::io::Error::other)
+                        })
+                    }
+                    Style::Text => out.write_all(render::diff_layer(d).as_bytes()),
+                };
+                written += 1;
+                if let Err(e) = r
+                    && failed.is_none()
+                {
+                    failed = Some(wio(e));
+                }
+                current = all.get(i + 1).map(|l| fresh(l));
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if style == Style::Json {
+        let nl = if written == 0 { "" } else { "\n" };
+        writeln!(out, "{nl}]}}").map_err(wio)?;
+    }
+    out.flush().map_err(wio)
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct TreeSummary {
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    pub added_bytes: u64,
+    pub removed_bytes: u64,
+    /// Bytes of regular files in each merged tree.
+    pub size_a: u64,
+    pub size_b: u64,
+    /// Bottom layers the two images share (same diff_id), read once.
+    pub shared_layers: usize,
+}
+
+#[derive(Serialize, Debug)]
+pub struct TreeDiff {
+    pub image_a: String,
+    pub image_b: String,
+    pub added: Vec<Change>,
+    pub removed: Vec<Change>,
+    pub modified: Vec<Change>,
+    pub summary: TreeSummary,
+}
+
+/// The difference between two images' merged trees. Shared bottom layers are read once.
+pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<TreeDiff> {
+    let shared = a
+        .layers
+        .iter()
+        .zip(&b.layers)
+        .take_while(|(x, y)| x.diff_id.is_some() && x.diff_id == y.diff_id)
+        .count();
+    let mut base = Walker::new(Index::new());
+    let common: Vec<&Layer> = a.layers[..shared].iter().collect();
+    base.walk(&common, verify, cache, &mut |_, _| {})?;
+    let mut wa = Walker::new(base.index.clone());
+    wa.walk(
+        &a.layers[shared..].iter().collect::<Vec<_>>(),
+        verify,
+        cache,
+        &mut |_, _| {},
+    )?;
+    let mut wb = Walker::new(base.index);
+    wb.walk(
+        &b.layers[shared..].iter().collect::<Vec<_>>(),
+        verify,
+        cache,
+        &mut |_, _| {},
+    )?;
+    let file_bytes = |i: &Index| {
+        i.values()
+            .filter(|s| s.kind == "file")
+            .map(|s| s.size)
+            .sum::<u64>()
+    };
+    let mut summary = TreeSummary {
+        size_a: file_bytes(&wa.index),
+        size_b: file_bytes(&wb.index),
+        shared_layers: shared,
+        ..Default::default()
+    };
+    let (mut added, mut removed, mut modified) = (vec![], vec![], vec![]);
+    // Both indexes are ordered by path: one merge-join.
+    let mut ia = wa.index.iter().peekable();
+    let mut ib = wb.index.iter().peekable();
+    loop {
+        let order = match (ia.peek(), ib.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            std::cmp::Ordering::Greater => {
+                let Some((k, s)) = ib.next() else { break };
+                summary.added_bytes += s.size;
+                added.push(change(k, s, None));
+            }
+            std::cmp::Ordering::Less => {
+                let Some((k, s)) = ia.next() else { break };
+                summary.removed_bytes += s.size;
+                removed.push(change(k, s, None));
+            }
+            std::cmp::Ordering::Equal => {
+                let (Some((k, x)), Some((_, y))) = (ia.next(), ib.next()) else {
+                    break;
+                };
+                let what = what_changed(x, y);
+                if !what.is_empty() {
+                    modified.push(change(k, y, Some(what)));
+                }
+            }
+        }
+    }
+    summary.added = added.len();
+    summary.removed = removed.len();
+    summary.modified = modified.len();
+    Ok(TreeDiff {
+        image_a: a.reference.clone(),
+        image_b: b.reference.clone(),
+        added,
+        removed,
+        modified,
+        summary,
+    })
+}
+
+#[derive(Serialize, Debug)]
+pub struct WastedPath {
+    pub path: String,
+    pub wasted_bytes: u64,
+    /// Layers holding copies that do not survive.
+    pub layers: Vec<usize>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct WasteReport {
+    pub image: String,
+    /// Bytes of file content in lower layers that the final tree does not show: overwritten,
+    /// deleted, hidden by an opaque directory or a type change.
+    pub wasted_bytes: u64,
+    /// Of those, bytes overwritten by identical content (the same file added twice).
+    pub duplicate_bytes: u64,
+    /// Bytes of file content across all layers.
+    pub total_bytes: u64,
+    /// (total − wasted) / total; 1 for an image without file content.
+    pub efficiency: f64,
+    pub top: Vec<WastedPath>,
+}
+
+/// Wasted space: every file version that a higher layer overwrites or removes.
+pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<WasteReport> {
+    let all: Vec<&Layer> = img.layers.iter().collect();
+    let mut total = 0u64;
+    let mut wasted = 0u64;
+    let mut dup = 0u64;
+    let mut per_path: HashMap<Vec<u8>, (u64, Vec<usize>)> = HashMap::new();
+    // Bytes of a file's own data (a hardlink's belong to the file it shares).
+    let bytes = |s: &State| {
+        if s.kind == "file" && !s.hardlink {
+            s.size
+        } else {
+            0
+        }
+    };
+    let lost = |p: &[u8], s: &State, per_path: &mut HashMap<Vec<u8>, (u64, Vec<usize>)>| {
+        if s.kind == "file" && !s.hardlink && s.size > 0 {
+            let e = per_path.entry(p.to_vec()).or_default();
+            e.0 += s.size;
+            e.1.push(s.layer as usize);
+        }
+    };
+    Walker::new(Index::new()).walk(&all, verify, cache, &mut |_, ev| match ev {
+        Event::Created(_, s) => total += bytes(s),
+        Event::Changed(p, old, new) => {
+            total += bytes(new);
+            wasted += bytes(old);
+            if bytes(old) > 0 && new.kind == "file" && old.content == new.content {
+                dup += old.size;
+            }
+            lost(p, old, &mut per_path);
+        }
+        Event::Deleted(p, old) => {
+            wasted += bytes(old);
+            lost(p, old, &mut per_path);
+        }
+        Event::LayerDone(_) => {}
+    })?;
+    let mut top: Vec<WastedPath> = per_path
+        .into_iter()
+        .map(|(p, (b, mut layers))| {
+            layers.sort();
+            layers.dedup();
+            WastedPath {
+                path: abs(&p),
+                wasted_bytes: b,
+                layers,
+            }
+        })
+        .collect();
+    top.sort_by(|a, b| {
+        b.wasted_bytes
+            .cmp(&a.wasted_bytes)
+            .then(a.path.cmp(&b.path))
+    });
+    top.truncate(top_n);
+    let efficiency = if total == 0 {
+        1.0
+    } else {
+        (total - wasted) as f64 / total as f64
+    };
+    Ok(WasteReport {
+        image: img.reference.clone(),
+        wasted_bytes: wasted,
+        duplicate_bytes: dup,
+        total_bytes: total,
+        efficiency,
+        top,
+    })
+}

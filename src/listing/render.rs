@@ -1,0 +1,238 @@
+//! Text renderings of the listing reports, and the `waste --ci` thresholds.
+
+use super::{Change, FileEntry, LayerDiff, TreeDiff, WasteReport};
+use crate::error::{Error, Result};
+
+pub fn render_tree_diff(d: &TreeDiff) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for c in &d.added {
+        let _ = writeln!(s, "+ {:<7} {:>12} {}", c.kind, c.size, c.path);
+    }
+    for c in &d.removed {
+        let _ = writeln!(s, "- {:<7} {:>12} {}", c.kind, c.size, c.path);
+    }
+    for c in &d.modified {
+        let what = c.what.as_ref().map(|w| w.join(", ")).unwrap_or_default();
+        let _ = writeln!(s, "~ {:<7} {:>12} {} ({what})", c.kind, c.size, c.path);
+    }
+    let m = &d.summary;
+    let _ = writeln!(
+        s,
+        "{} added ({} bytes), {} removed ({} bytes), {} modified; files: {} bytes in A, {} bytes in B; {} shared layers read once",
+        m.added,
+        m.added_bytes,
+        m.removed,
+        m.removed_bytes,
+        m.modified,
+        m.size_a,
+        m.size_b,
+        m.shared_layers
+    );
+    s
+}
+
+pub fn render_waste(w: &WasteReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "Total file bytes:  {}", w.total_bytes);
+    let _ = writeln!(
+        s,
+        "Wasted bytes:      {} ({} of them identical re-additions)",
+        w.wasted_bytes, w.duplicate_bytes
+    );
+    let _ = writeln!(s, "Efficiency:        {:.2}%", w.efficiency * 100.0);
+    if !w.top.is_empty() {
+        let _ = writeln!(s, "Top wasted paths:");
+        for t in &w.top {
+            let layers: Vec<String> = t.layers.iter().map(|l| l.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  {:>12}  {}  (layers {})",
+                t.wasted_bytes,
+                t.path,
+                layers.join(", ")
+            );
+        }
+    }
+    s
+}
+
+fn mode_string(kind: &str, mode: u32) -> String {
+    let t = match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "hardlink" => 'h',
+        "char" => 'c',
+        "block" => 'b',
+        "fifo" => 'p',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        let bit = 1 << (8 - i);
+        let special = match i {
+            2 if mode & 0o4000 != 0 => Some('s'),
+            5 if mode & 0o2000 != 0 => Some('s'),
+            8 if mode & 0o1000 != 0 => Some('t'),
+            _ => None,
+        };
+        s.push(match (special, mode & bit != 0) {
+            (Some(c), true) => c,
+            (Some(c), false) => c.to_ascii_uppercase(),
+            (None, true) => c,
+            (None, false) => '-',
+        });
+    }
+    s
+}
+
+fn layer_title(index: usize, digest: &Option<String>, diff_id: &Option<String>) -> String {
+    let id = digest
+        .as_deref()
+        .or(diff_id.as_deref())
+        .map(crate::image::short_digest)
+        .unwrap_or("-");
+    format!("layer {index} ({id})")
+}
+
+/// One layer of `files`, `ls -l`-like.
+pub fn files_layer(
+    index: usize,
+    digest: &Option<String>,
+    diff_id: &Option<String>,
+    entries: &[FileEntry],
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} entries",
+        layer_title(index, digest, diff_id),
+        entries.len()
+    );
+    for e in entries {
+        if e.deleted {
+            let what = if e.kind == "opaque" {
+                "opaque directory"
+            } else {
+                "deleted"
+            };
+            let _ = writeln!(s, "  {what:<38} {}", e.path);
+            continue;
+        }
+        let link = match (&e.link, e.kind.as_str()) {
+            (Some(l), "hardlink") => format!(
+                " link to /{}",
+                l.trim_start_matches("./").trim_start_matches('/')
+            ),
+            (Some(l), _) => format!(" -> {l}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  {} {:>5}/{:<5} {:>12} {}{}",
+            mode_string(&e.kind, e.mode),
+            e.uid,
+            e.gid,
+            e.size,
+            e.path,
+            link
+        );
+    }
+    s
+}
+
+/// One layer of `diff`.
+pub fn diff_layer(l: &LayerDiff) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} created, {} changed, {} deleted",
+        layer_title(l.index, &l.digest, &l.diff_id),
+        l.created.len(),
+        l.changed.len(),
+        l.deleted.len()
+    );
+    let line = |s: &mut String, sign: char, c: &Change, tail: &str| {
+        let _ = writeln!(s, "  {sign} {:<7} {:>12} {}{tail}", c.kind, c.size, c.path);
+    };
+    for c in &l.created {
+        line(&mut s, '+', c, "");
+    }
+    for c in &l.changed {
+        let what = match c.what.as_deref() {
+            Some([]) => "metadata".to_string(),
+            Some(w) => w.join(", "),
+            None => String::new(),
+        };
+        line(&mut s, '~', c, &format!(" ({what})"));
+    }
+    for c in &l.deleted {
+        line(&mut s, '-', c, "");
+    }
+    s
+}
+
+/// A size like `5000`, `20MB`, `1.5GiB`.
+fn parse_bytes(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// The `--ci` thresholds a report crosses (empty: it passes).
+pub fn ci_failures(
+    w: &WasteReport,
+    max_wasted: Option<&str>,
+    min_efficiency: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(m) = max_wasted {
+        let limit = match m.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|p| p / 100.0 * w.total_bytes as f64),
+            None => parse_bytes(m),
+        }
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--max-wasted {m:?}: expected bytes (20MB, 1GiB) or a percentage (10%)"
+            ))
+        })?;
+        if w.wasted_bytes as f64 > limit {
+            out.push(format!("{} wasted bytes exceed {m}", w.wasted_bytes));
+        }
+    }
+    if let Some(e) = min_efficiency {
+        let pct: f64 = e.trim().trim_end_matches('%').parse().map_err(|_| {
+            Error::Usage(format!(
+                "--min-efficiency {e:?}: expected a percentage like 95"
+            ))
+        })?;
+        if w.efficiency * 100.0 < pct {
+            out.push(format!(
+                "efficiency {:.2}% is below {pct}%",
+                w.efficiency * 100.0
+            ));
+        }
+    }
+    Ok(out)
+}
