@@ -129,7 +129,9 @@ impl PathTree {
         let name_len = u16::try_from(name.len()).map_err(|_| TreeError::ComponentTooLong)?;
         let name_off = u32::try_from(self.names.len()).map_err(|_| TreeError::TooLarge)?;
         let id = NodeId::try_from(self.nodes.len()).map_err(|_| TreeError::TooLarge)?;
+        grow(&mut self.names, name.len());
         self.names.extend_from_slice(name);
+        grow(&mut self.nodes, 1);
         self.nodes.push(Node {
             parent,
             name_off,
@@ -220,6 +222,14 @@ impl PathTree {
 
     pub fn ids(&self) -> impl Iterator<Item = NodeId> {
         1..self.nodes.len() as NodeId
+    }
+}
+
+/// Make room for `more` items, growing by a quarter rather than doubling: on a big image the
+/// slack of a doubled vector would be as large as the index itself.
+pub fn grow<T>(v: &mut Vec<T>, more: usize) {
+    if v.capacity() - v.len() < more {
+        v.reserve_exact(more.max(v.capacity() / 4).max(1024));
     }
 }
 

@@ -21,7 +21,7 @@ pub mod walker;
 
 pub use cache::Cache;
 pub use render::{ci_failures, render_tree_diff, render_waste};
-use walker::{Event, Index, State, Walker, what_changed};
+use walker::{Event, Kind, Node, Paths, State, Walker, what_changed};
 
 /// One entry of a layer, as `files --json` reports it.
 #[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -315,22 +315,99 @@ pub struct Change {
     pub what: Option<Vec<String>>,
 }
 
-#[derive(Serialize, Debug)]
-pub struct LayerDiff {
-    pub index: usize,
-    pub digest: Option<String>,
-    pub diff_id: Option<String>,
-    pub created: Vec<Change>,
-    pub changed: Vec<Change>,
-    pub deleted: Vec<Change>,
-}
-
 fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
     Change {
         path: abs(path),
-        kind: s.kind.to_string(),
+        kind: s.kind.as_str().to_string(),
         size: s.size,
         what,
+    }
+}
+
+/// A change of the layer being walked, kept small until the layer is written: the path is a
+/// node of the walk's tree, named only when written.
+struct Pending {
+    id: crate::pathtree::NodeId,
+    kind: Kind,
+    size: u64,
+    what: Vec<String>,
+}
+
+/// One layer's changes, buffered as [`Pending`] records.
+#[derive(Default)]
+struct PendingLayer {
+    created: Vec<Pending>,
+    changed: Vec<Pending>,
+    deleted: Vec<Pending>,
+}
+
+impl PendingLayer {
+    fn change(p: &Pending, paths: &Paths, changed: bool) -> Change {
+        Change {
+            path: abs(&paths.path_of(p.id)),
+            kind: p.kind.as_str().to_string(),
+            size: p.size,
+            what: changed.then(|| p.what.clone()),
+        }
+    }
+
+    /// Write the layer — JSON with one change per line, or text — and empty the buffers.
+    fn write(
+        &mut self,
+        l: &Layer,
+        paths: &Paths,
+        style: Style,
+        first: bool,
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let lists = [
+            ("created", std::mem::take(&mut self.created), false),
+            ("changed", std::mem::take(&mut self.changed), true),
+            ("deleted", std::mem::take(&mut self.deleted), false),
+        ];
+        match style {
+            Style::Json => {
+                let sep = if first { "\n" } else { ",\n" };
+                write!(
+                    out,
+                    "{sep} {{\"index\": {}, \"digest\": {}, \"diff_id\": {}",
+                    l.index,
+                    json_str(&l.digest),
+                    json_str(&l.diff_id)
+                )?;
+                for (name, list, changed) in &lists {
+                    write!(out, ", \"{name}\": [")?;
+                    for (i, p) in list.iter().enumerate() {
+                        let sep = if i == 0 { "" } else { "," };
+                        write!(
+                            out,
+                            "{sep}\n  {}",
+                            json_str(&Self::change(p, paths, *changed))
+                        )?;
+                    }
+                    let nl = if list.is_empty() { "" } else { "\n " };
+                    write!(out, "{nl}]")?;
+                }
+                write!(out, "}}")
+            }
+            Style::Text => {
+                let counts = format!(
+                    "{}: {} created, {} changed, {} deleted\n",
+                    render::layer_title(l.index, &l.digest, &l.diff_id),
+                    lists[0].1.len(),
+                    lists[1].1.len(),
+                    lists[2].1.len()
+                );
+                out.write_all(counts.as_bytes())?;
+                for ((_, list, changed), sign) in lists.iter().zip(['+', '~', '-']) {
+                    for p in list {
+                        let line = render::change_line(sign, &Self::change(p, paths, *changed));
+                        out.write_all(line.as_bytes())?;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -345,14 +422,6 @@ pub fn write_diff(
     out: &mut dyn Write,
 ) -> Result<()> {
     let all: Vec<&Layer> = img.layers.iter().collect();
-    let fresh = |l: &Layer| LayerDiff {
-        index: l.index,
-        digest: l.digest.clone(),
-        diff_id: l.diff_id.clone(),
-        created: vec![],
-        changed: vec![],
-        deleted: vec![],
-    };
     if style == Style::Json {
         write!(
             out,
@@ -361,47 +430,39 @@ pub fn write_diff(
         )
         .map_err(wio)?;
     }
-    let mut current = all.first().map(|l| fresh(l));
+    let mut pending = PendingLayer::default();
     let mut written = 0usize;
-    let mut failed: Option<Error> = None;
+    let mut failed: Option<std::io::Error> = None;
     let wanted = |i: usize| only.is_none_or(|o| o == i);
-    Walker::new(Index::new()).walk(&all, verify, cache, &mut |layer, ev| {
-        let Some(d) = current.as_mut() else { return };
+    let mut paths = Paths::new();
+    Walker::new().walk(&mut paths, &all, verify, cache, &mut |layer, ev| {
         if !wanted(layer) {
-            if let Event::LayerDone(i) = ev {
-                current = all.get(i + 1).map(|l| fresh(l));
-            }
             return;
         }
+        let rec = |n: Node<'_>, s: &State, what: Vec<String>| Pending {
+            id: n.id,
+            kind: s.kind,
+            size: s.size,
+            what,
+        };
         match ev {
-            Event::Created(p, s) => d.created.push(change(p, s, None)),
-            Event::Changed(p, old, new) => {
-                d.changed.push(change(p, new, Some(what_changed(old, new))))
+            Event::Created(n, s) => pending.created.push(rec(n, s, vec![])),
+            Event::Changed(n, old, new) => {
+                pending.changed.push(rec(n, new, what_changed(old, new)))
             }
-            Event::Deleted(p, old) => d.deleted.push(change(p, old, None)),
-            Event::LayerDone(i) => {
-                let r = match style {
-                    Style::Json => {
-                        let sep = if written == 0 { "\n" } else { ",\n" };
-                        out.write_all(sep.as_bytes()).and_then(|_| {
-                            serde_json::to_writer_pretty(&mut *out, &*d)
-                                .map_err(std::io::Error::other)
-                        })
-                    }
-                    Style::Text => out.write_all(render::diff_layer(d).as_bytes()),
-                };
-                written += 1;
-                if let Err(e) = r
-                    && failed.is_none()
+            Event::Deleted(n, old) => pending.deleted.push(rec(n, old, vec![])),
+            Event::LayerDone(i, paths) => {
+                if failed.is_none()
+                    && let Err(e) = pending.write(all[i], paths, style, written == 0, out)
                 {
-                    failed = Some(wio(e));
+                    failed = Some(e);
                 }
-                current = all.get(i + 1).map(|l| fresh(l));
+                written += 1;
             }
         }
     })?;
     if let Some(e) = failed {
-        return Err(e);
+        return Err(wio(e));
     }
     if style == Style::Json {
         let nl = if written == 0 { "" } else { "\n" };
@@ -442,67 +503,45 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<
         .zip(&b.layers)
         .take_while(|(x, y)| x.diff_id.is_some() && x.diff_id == y.diff_id)
         .count();
-    let mut base = Walker::new(Index::new());
+    // One tree of paths for both images: the same path is the same node.
+    let mut paths = Paths::new();
+    let mut base = Walker::new();
     let common: Vec<&Layer> = a.layers[..shared].iter().collect();
-    base.walk(&common, verify, cache, &mut |_, _| {})?;
-    let mut wa = Walker::new(base.index.clone());
-    wa.walk(
-        &a.layers[shared..].iter().collect::<Vec<_>>(),
-        verify,
-        cache,
-        &mut |_, _| {},
-    )?;
-    let mut wb = Walker::new(base.index);
-    wb.walk(
-        &b.layers[shared..].iter().collect::<Vec<_>>(),
-        verify,
-        cache,
-        &mut |_, _| {},
-    )?;
-    let file_bytes = |i: &Index| {
-        i.values()
-            .filter(|s| s.kind == "file")
-            .map(|s| s.size)
-            .sum::<u64>()
-    };
+    base.walk(&mut paths, &common, verify, cache, &mut |_, _| {})?;
+    let mut wa = base.clone();
+    let rest_a: Vec<&Layer> = a.layers[shared..].iter().collect();
+    wa.walk(&mut paths, &rest_a, verify, cache, &mut |_, _| {})?;
+    let mut wb = base;
+    let rest_b: Vec<&Layer> = b.layers[shared..].iter().collect();
+    wb.walk(&mut paths, &rest_b, verify, cache, &mut |_, _| {})?;
     let mut summary = TreeSummary {
-        size_a: file_bytes(&wa.index),
-        size_b: file_bytes(&wb.index),
+        size_a: wa.file_bytes(),
+        size_b: wb.file_bytes(),
         shared_layers: shared,
         ..Default::default()
     };
     let (mut added, mut removed, mut modified) = (vec![], vec![], vec![]);
-    // Both indexes are ordered by path: one merge-join.
-    let mut ia = wa.index.iter().peekable();
-    let mut ib = wb.index.iter().peekable();
-    loop {
-        let order = match (ia.peek(), ib.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-        };
-        match order {
-            std::cmp::Ordering::Greater => {
-                let Some((k, s)) = ib.next() else { break };
+    for id in 1..paths.len() as crate::pathtree::NodeId {
+        match (wa.state(id), wb.state(id)) {
+            (None, Some(s)) => {
                 summary.added_bytes += s.size;
-                added.push(change(k, s, None));
+                added.push(change(&paths.path_of(id), s, None));
             }
-            std::cmp::Ordering::Less => {
-                let Some((k, s)) = ia.next() else { break };
+            (Some(s), None) => {
                 summary.removed_bytes += s.size;
-                removed.push(change(k, s, None));
+                removed.push(change(&paths.path_of(id), s, None));
             }
-            std::cmp::Ordering::Equal => {
-                let (Some((k, x)), Some((_, y))) = (ia.next(), ib.next()) else {
-                    break;
-                };
+            (Some(x), Some(y)) => {
                 let what = what_changed(x, y);
                 if !what.is_empty() {
-                    modified.push(change(k, y, Some(what)));
+                    modified.push(change(&paths.path_of(id), y, Some(what)));
                 }
             }
+            (None, None) => {}
         }
+    }
+    for list in [&mut added, &mut removed, &mut modified] {
+        list.sort_by(|x, y| x.path.cmp(&y.path));
     }
     summary.added = added.len();
     summary.removed = removed.len();
@@ -546,28 +585,32 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
     let mut total = 0u64;
     let mut wasted = 0u64;
     let mut dup = 0u64;
-    let mut per_path: HashMap<Vec<u8>, (u64, Vec<usize>)> = HashMap::new();
+    // Wasted bytes by node, and which layer lost what (8 bytes an event); paths and layer
+    // lists are made only for the top ones.
+    let mut per_path: HashMap<crate::pathtree::NodeId, u64> = HashMap::new();
+    let mut losses: Vec<(crate::pathtree::NodeId, u16)> = Vec::new();
     // Bytes of a file's own data (a hardlink's belong to the file it shares).
     let bytes = |s: &State| {
-        if s.kind == "file" && !s.hardlink {
+        if s.kind == Kind::File && !s.hardlink {
             s.size
         } else {
             0
         }
     };
-    let lost = |p: &[u8], s: &State, per_path: &mut HashMap<Vec<u8>, (u64, Vec<usize>)>| {
-        if s.kind == "file" && !s.hardlink && s.size > 0 {
-            let e = per_path.entry(p.to_vec()).or_default();
-            e.0 += s.size;
-            e.1.push(s.layer as usize);
-        }
-    };
-    Walker::new(Index::new()).walk(&all, verify, cache, &mut |_, ev| match ev {
+    let mut lost =
+        |n: Node<'_>, s: &State, per_path: &mut HashMap<crate::pathtree::NodeId, u64>| {
+            if s.kind == Kind::File && !s.hardlink && s.size > 0 {
+                *per_path.entry(n.id).or_default() += s.size;
+                losses.push((n.id, s.layer));
+            }
+        };
+    let mut paths = Paths::new();
+    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| match ev {
         Event::Created(_, s) => total += bytes(s),
         Event::Changed(p, old, new) => {
             total += bytes(new);
             wasted += bytes(old);
-            if bytes(old) > 0 && new.kind == "file" && old.content == new.content {
+            if bytes(old) > 0 && new.kind == Kind::File && old.content == new.content {
                 dup += old.size;
             }
             lost(p, old, &mut per_path);
@@ -576,15 +619,30 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
             wasted += bytes(old);
             lost(p, old, &mut per_path);
         }
-        Event::LayerDone(_) => {}
+        Event::LayerDone(..) => {}
     })?;
-    let mut top: Vec<WastedPath> = per_path
+
+    let mut by_bytes: Vec<(u64, crate::pathtree::NodeId)> =
+        per_path.into_iter().map(|(id, b)| (b, id)).collect();
+    by_bytes.sort_by_key(|c| std::cmp::Reverse(c.0));
+    // Name only the candidates (ties at the cut included, ordered by path below).
+    let cut = by_bytes.get(top_n.saturating_sub(1)).map_or(0, |c| c.0);
+    by_bytes.retain(|c| top_n > 0 && c.0 >= cut);
+    let mut layers_of: HashMap<crate::pathtree::NodeId, Vec<usize>> =
+        by_bytes.iter().map(|c| (c.1, Vec::new())).collect();
+    for (id, layer) in &losses {
+        if let Some(v) = layers_of.get_mut(id) {
+            v.push(*layer as usize);
+        }
+    }
+    let mut top: Vec<WastedPath> = by_bytes
         .into_iter()
-        .map(|(p, (b, mut layers))| {
+        .map(|(b, id)| {
+            let mut layers = layers_of.remove(&id).unwrap_or_default();
             layers.sort();
             layers.dedup();
             WastedPath {
-                path: abs(&p),
+                path: abs(&paths.path_of(id)),
                 wasted_bytes: b,
                 layers,
             }

@@ -1,6 +1,6 @@
 //! Text renderings of the listing reports, and the `waste --ci` thresholds.
 
-use super::{Change, FileEntry, LayerDiff, TreeDiff, WasteReport};
+use super::{Change, FileEntry, TreeDiff, WasteReport};
 use crate::error::{Error, Result};
 
 pub fn render_tree_diff(d: &TreeDiff) -> String {
@@ -87,7 +87,7 @@ fn mode_string(kind: &str, mode: u32) -> String {
     s
 }
 
-fn layer_title(index: usize, digest: &Option<String>, diff_id: &Option<String>) -> String {
+pub fn layer_title(index: usize, digest: &Option<String>, diff_id: &Option<String>) -> String {
     let id = digest
         .as_deref()
         .or(diff_id.as_deref())
@@ -143,36 +143,14 @@ pub fn files_layer(
     s
 }
 
-/// One layer of `diff`.
-pub fn diff_layer(l: &LayerDiff) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{}: {} created, {} changed, {} deleted",
-        layer_title(l.index, &l.digest, &l.diff_id),
-        l.created.len(),
-        l.changed.len(),
-        l.deleted.len()
-    );
-    let line = |s: &mut String, sign: char, c: &Change, tail: &str| {
-        let _ = writeln!(s, "  {sign} {:<7} {:>12} {}{tail}", c.kind, c.size, c.path);
+/// One line of a layer's `diff`: `+` created, `~` changed (and what), `-` deleted.
+pub fn change_line(sign: char, c: &Change) -> String {
+    let tail = match c.what.as_deref() {
+        Some([]) => " (metadata)".to_string(),
+        Some(w) => format!(" ({})", w.join(", ")),
+        None => String::new(),
     };
-    for c in &l.created {
-        line(&mut s, '+', c, "");
-    }
-    for c in &l.changed {
-        let what = match c.what.as_deref() {
-            Some([]) => "metadata".to_string(),
-            Some(w) => w.join(", "),
-            None => String::new(),
-        };
-        line(&mut s, '~', c, &format!(" ({what})"));
-    }
-    for c in &l.deleted {
-        line(&mut s, '-', c, "");
-    }
-    s
+    format!("  {sign} {:<7} {:>12} {}{tail}\n", c.kind, c.size, c.path)
 }
 
 /// A size like `5000`, `20MB`, `1.5GiB`.

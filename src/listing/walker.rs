@@ -1,161 +1,244 @@
 //! The bottom-up walk behind `diff` and `waste`: each layer's entries applied to a path index,
 //! reporting every creation, change and deletion — including what a whiteout, an opaque marker
-//! or a directory replaced by a non-directory takes along. O(total entries): deletions visit
-//! only the subtree they remove (the index is ordered by path).
+//! or a directory replaced by a non-directory takes along. O(total entries): a deletion visits
+//! only the subtree it removes.
+//!
+//! Memory is what a big image needs most here, so the index is compact: paths live in the
+//! merge's [`PathTree`] (16 bytes a node plus the component name), with child links, and the
+//! state of each path is a 56-byte [`State`] in a vector indexed by node — about 90 bytes per
+//! path in all, where a map of path strings to states costs 200+.
 
 use super::{Cache, Item, each_entry};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::Layer;
-use std::collections::BTreeMap;
+use crate::pathtree::{NodeId, PathTree, ROOT, grow};
 
-/// A path as it stands after some layers. Kept small: one per path of the image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct State {
-    /// file, dir, symlink, char, block, fifo (a hardlink is the `file` it shares).
-    pub kind: &'static str,
-    /// A hardlink: its bytes belong to the file it shares, not counted again.
-    pub hardlink: bool,
-    pub mode: u32,
-    /// The layer that wrote this version.
-    pub layer: u32,
-    pub size: u64,
-    pub uid: u32,
-    pub gid: u32,
-    pub link: Option<Box<str>>,
-    /// Fingerprint (xxh3-128) of a regular file's content.
-    pub content: Option<(u64, u64)>,
+/// Entry types as the walk keeps them (a hardlink is the `File` it shares).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Other,
 }
 
-pub type Index = BTreeMap<Box<[u8]>, State>;
+impl Kind {
+    pub fn parse(k: &str) -> Kind {
+        match k {
+            "file" | "hardlink" => Kind::File,
+            "dir" => Kind::Dir,
+            "symlink" => Kind::Symlink,
+            "char" => Kind::Char,
+            "block" => Kind::Block,
+            "fifo" => Kind::Fifo,
+            _ => Kind::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Char => "char",
+            Kind::Block => "block",
+            Kind::Fifo => "fifo",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// A path as it stands after some layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub size: u64,
+    /// Fingerprint (low 64 bits of xxh3-128) of a regular file's content.
+    pub content: Option<u64>,
+    pub link: Option<Box<str>>,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    /// The layer that wrote this version.
+    pub layer: u16,
+    pub kind: Kind,
+    /// A hardlink: its bytes belong to the file it shares, not counted again.
+    pub hardlink: bool,
+}
+
+/// Every path any layer named, as a tree with child links. Shared by the walks of two images
+/// (`diff A B`), so the same path is the same node in both.
+pub struct Paths {
+    tree: PathTree,
+    /// (first child, next sibling) per node; 0 = none (the root is nobody's child).
+    links: Vec<(NodeId, NodeId)>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Paths {
+    pub fn new() -> Self {
+        Paths {
+            tree: PathTree::new(),
+            links: vec![(0, 0)],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
+        self.tree.lookup(path)
+    }
+
+    /// The path of a node, no leading slash.
+    pub fn path_of(&self, id: NodeId) -> Vec<u8> {
+        self.tree.path_of(id)
+    }
+
+    fn insert(&mut self, path: &[u8]) -> Result<NodeId> {
+        let mut id = ROOT;
+        for comp in path.split(|&b| b == b'/') {
+            let before = self.tree.len();
+            let child = self
+                .tree
+                .child_or_insert(id, comp)
+                .map_err(|e| Error::Format(format!("/{}: {e}", String::from_utf8_lossy(path))))?;
+            if self.tree.len() > before {
+                let first = self.links[id as usize].0;
+                grow(&mut self.links, 1);
+                self.links.push((0, first));
+                self.links[id as usize].0 = child;
+            }
+            id = child;
+        }
+        Ok(id)
+    }
+}
+
+/// A node in an event, with the tree to name it.
+#[derive(Clone, Copy)]
+pub struct Node<'a> {
+    pub id: NodeId,
+    pub paths: &'a Paths,
+}
+
+impl Node<'_> {
+    pub fn path(&self) -> Vec<u8> {
+        self.paths.path_of(self.id)
+    }
+}
 
 /// What applying one entry did to the tree.
 pub enum Event<'a> {
-    Created(&'a [u8], &'a State),
+    Created(Node<'a>, &'a State),
     /// (path, what was there, what is there now)
-    Changed(&'a [u8], &'a State, &'a State),
+    Changed(Node<'a>, &'a State, &'a State),
     /// (path, what was there) — deleted by a whiteout, an opaque marker, or a directory
     /// replaced by a non-directory.
-    Deleted(&'a [u8], &'a State),
+    Deleted(Node<'a>, &'a State),
     /// Every change of this layer has been reported.
-    LayerDone(usize),
+    LayerDone(usize, &'a Paths),
 }
 
-/// The names a listing uses for entry types, as static strings.
-pub fn static_kind(k: &str) -> &'static str {
-    match k {
-        "file" => "file",
-        "dir" => "dir",
-        "symlink" => "symlink",
-        "hardlink" => "hardlink",
-        "char" => "char",
-        "block" => "block",
-        "fifo" => "fifo",
-        _ => "other",
-    }
-}
-
-/// Remove `p` (unless `keep_root`) and everything below it that `doomed` selects, in path
-/// order.
-fn remove_tree(
-    index: &mut Index,
-    p: &[u8],
-    keep_root: bool,
-    doomed: impl Fn(&State) -> bool,
-) -> Vec<(Box<[u8]>, State)> {
-    let mut keys: Vec<Box<[u8]>> = Vec::new();
-    if !keep_root && !p.is_empty() && index.get(p).is_some_and(&doomed) {
-        keys.push(p.into());
-    }
-    // Children of `p` are exactly the keys in ["p/", "p0"): '0' follows '/'.
-    let (lo, hi): (Vec<u8>, Option<Vec<u8>>) = if p.is_empty() {
-        (Vec::new(), None)
-    } else {
-        ([p, b"/"].concat(), Some([p, b"0"].concat()))
-    };
-    let range = match &hi {
-        Some(hi) => index.range::<[u8], _>((
-            std::ops::Bound::Included(lo.as_slice()),
-            std::ops::Bound::Excluded(hi.as_slice()),
-        )),
-        None => index.range::<[u8], _>(..),
-    };
-    keys.extend(range.filter(|(_, s)| doomed(s)).map(|(k, _)| k.clone()));
-    keys.sort();
-    keys.into_iter()
-        .filter_map(|k| index.remove(&k).map(|s| (k, s)))
-        .collect()
-}
-
-/// Applies layers bottom-up to a path index, reporting each change.
+/// The state of every path of one image, by node.
+#[derive(Clone, Default)]
 pub struct Walker {
-    pub index: Index,
+    states: Vec<Option<State>>,
 }
 
 impl Walker {
-    pub fn new(index: Index) -> Self {
-        Walker { index }
+    pub fn new() -> Self {
+        Walker::default()
+    }
+
+    pub fn state(&self, id: NodeId) -> Option<&State> {
+        self.states.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn slot(&mut self, id: NodeId) -> &mut Option<State> {
+        let i = id as usize;
+        if self.states.len() <= i {
+            let more = i + 1 - self.states.len();
+            grow(&mut self.states, more);
+            self.states.resize(i + 1, None);
+        }
+        &mut self.states[i]
     }
 
     /// Apply `layers` (bottom first), calling `on(layer index, event)` for each change.
     pub fn walk(
         &mut self,
+        paths: &mut Paths,
         layers: &[&Layer],
         verify: bool,
         cache: &Cache,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) -> Result<()> {
-        let mut opaque: Vec<Vec<u8>> = Vec::new();
-        let index = &mut self.index;
+        let mut opaque: Vec<NodeId> = Vec::new();
         each_entry(layers, verify, cache, &mut |item| {
             match item {
                 Item::Start(_) => {}
                 Item::End(l) => {
-                    apply_opaque(index, &mut opaque, l.index, on);
-                    on(l.index, Event::LayerDone(l.index));
+                    for dir in opaque.drain(..) {
+                        self.remove_tree(paths, dir, true, l.index, true, on);
+                    }
+                    on(l.index, Event::LayerDone(l.index, paths));
                 }
                 Item::Entry(l, seen) => {
                     let layer = l.index;
                     let e = seen.entry;
                     let p = e.path.trim_start_matches('/').as_bytes();
                     match e.kind.as_str() {
-                        "opaque" => opaque.push(p.to_vec()),
+                        "opaque" => opaque.push(paths.insert(p)?),
                         "whiteout" => {
-                            for (k, s) in
-                                remove_tree(index, p, false, |s| s.layer as usize != layer)
-                            {
-                                on(layer, Event::Deleted(&k, &s));
+                            if let Some(id) = paths.lookup(p) {
+                                self.remove_tree(paths, id, false, layer, true, on);
                             }
                         }
                         _ => {
                             let st = match &seen.hardlink_to {
                                 // A hardlink is its target's file.
                                 Some(t) => {
-                                    let target = index.get(t.as_slice());
+                                    let target = paths.lookup(t).and_then(|id| self.state(id));
                                     State {
-                                        kind: "file",
-                                        hardlink: true,
-                                        mode: e.mode,
-                                        layer: layer as u32,
                                         size: target.map(|t| t.size).unwrap_or(0),
+                                        content: target.and_then(|t| t.content),
+                                        link: None,
                                         uid: e.uid as u32,
                                         gid: e.gid as u32,
-                                        link: None,
-                                        content: target.and_then(|t| t.content),
+                                        mode: e.mode,
+                                        layer: layer as u16,
+                                        kind: Kind::File,
+                                        hardlink: true,
                                     }
                                 }
                                 None => State {
-                                    kind: static_kind(&e.kind),
-                                    hardlink: false,
-                                    mode: e.mode,
-                                    layer: layer as u32,
                                     size: e.size,
+                                    content: seen.content.as_deref().and_then(fingerprint),
+                                    link: e.link.map(String::into_boxed_str),
                                     uid: e.uid as u32,
                                     gid: e.gid as u32,
-                                    link: e.link.map(String::into_boxed_str),
-                                    content: seen.content.as_deref().and_then(parse_fingerprint),
+                                    mode: e.mode,
+                                    layer: layer as u16,
+                                    kind: Kind::parse(&e.kind),
+                                    hardlink: false,
                                 },
                             };
-                            record(index, layer, p.into(), st, on);
+                            let id = paths.insert(p)?;
+                            self.record(paths, id, layer, st, on);
                         }
                     }
                 }
@@ -163,49 +246,90 @@ impl Walker {
             Ok(())
         })
     }
-}
 
-fn parse_fingerprint(hex: &str) -> Option<(u64, u64)> {
-    let v = u128::from_str_radix(hex, 16).ok()?;
-    Some(((v >> 64) as u64, v as u64))
-}
-
-/// Opaque markers of a layer hide the lower-layer children of their directory (wherever the
-/// marker sat, so applied when the layer is done).
-fn apply_opaque(
-    index: &mut Index,
-    opaque: &mut Vec<Vec<u8>>,
-    layer: usize,
-    on: &mut dyn FnMut(usize, Event<'_>),
-) {
-    for dir in opaque.drain(..) {
-        for (k, s) in remove_tree(index, &dir, true, |s| s.layer as usize != layer) {
-            on(layer, Event::Deleted(&k, &s));
-        }
-    }
-}
-
-/// A path written by a layer: created, or changed over what was below.
-fn record(
-    index: &mut Index,
-    layer: usize,
-    path: Box<[u8]>,
-    st: State,
-    on: &mut dyn FnMut(usize, Event<'_>),
-) {
-    match index.remove(&path) {
-        Some(old) => {
-            on(layer, Event::Changed(&path, &old, &st));
-            if old.kind == "dir" && st.kind != "dir" {
-                // A directory replaced by a non-directory takes its whole subtree along.
-                for (k, s) in remove_tree(index, &path, true, |_| true) {
-                    on(layer, Event::Deleted(&k, &s));
+    /// Remove `root` (unless `keep_root`) and what lies below it — only what lower layers
+    /// wrote when `lower_only` — reported as deletions by `layer`, parents first and siblings
+    /// by name. Nothing is collected: a deleted tree of any size costs one stack of node ids.
+    fn remove_tree(
+        &mut self,
+        paths: &Paths,
+        root: NodeId,
+        keep_root: bool,
+        layer: usize,
+        lower_only: bool,
+        on: &mut dyn FnMut(usize, Event<'_>),
+    ) {
+        let mut stack = vec![root];
+        let mut kids: Vec<NodeId> = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !(keep_root && id == root) {
+                let slot = self.slot(id);
+                if slot
+                    .as_ref()
+                    .is_some_and(|s| !lower_only || s.layer as usize != layer)
+                    && let Some(s) = slot.take()
+                {
+                    on(layer, Event::Deleted(Node { id, paths }, &s));
                 }
             }
+            kids.clear();
+            let mut c = paths.links[id as usize].0;
+            while c != 0 {
+                kids.push(c);
+                c = paths.links[c as usize].1;
+            }
+            // Popped in name order.
+            kids.sort_unstable_by(|a, b| paths.tree.name(*b).cmp(paths.tree.name(*a)));
+            stack.extend_from_slice(&kids);
         }
-        None => on(layer, Event::Created(&path, &st)),
     }
-    index.insert(path, st);
+
+    /// A path written by a layer: created, or changed over what was below.
+    fn record(
+        &mut self,
+        paths: &Paths,
+        id: NodeId,
+        layer: usize,
+        st: State,
+        on: &mut dyn FnMut(usize, Event<'_>),
+    ) {
+        let node = Node { id, paths };
+        match self.slot(id).take() {
+            Some(old) => {
+                on(layer, Event::Changed(node, &old, &st));
+                if old.kind == Kind::Dir && st.kind != Kind::Dir {
+                    // A directory replaced by a non-directory takes its whole subtree along
+                    // (the layer's own entries below it too: they were under a directory).
+                    self.remove_tree(paths, id, true, layer, false, on);
+                }
+            }
+            None => on(layer, Event::Created(node, &st)),
+        }
+        *self.slot(id) = Some(st);
+    }
+
+    /// Bytes of regular files in the tree.
+    pub fn file_bytes(&self) -> u64 {
+        self.states
+            .iter()
+            .flatten()
+            .filter(|s| s.kind == Kind::File)
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Node ids that hold a path, in node order.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.iter().all(Option::is_none)
+    }
+}
+
+fn fingerprint(hex: &str) -> Option<u64> {
+    u128::from_str_radix(hex, 16).ok().map(|v| v as u64)
 }
 
 /// What differs between two states of a path.
@@ -214,7 +338,7 @@ pub fn what_changed(old: &State, new: &State) -> Vec<String> {
     if old.kind != new.kind {
         what.push("type".to_string());
     }
-    if old.content != new.content || (new.kind == "file" && old.size != new.size) {
+    if old.content != new.content || (new.kind == Kind::File && old.size != new.size) {
         what.push("content".into());
     }
     if old.mode != new.mode {
