@@ -188,7 +188,7 @@ pub fn open(
     };
     if kind == Compression::None {
         return Ok(LayerStream {
-            source: Source::Direct(BufReader::with_capacity(1 << 20, counted)),
+            source: Source::Direct(BufReader::with_capacity(CHUNK, counted)),
             diff: None,
             end: None,
             compression: kind,
@@ -320,7 +320,7 @@ impl Verifier {
 fn hash_region(region: &FileRegion) -> Result<Sha256, String> {
     let mut h = Sha256::new();
     let mut r = region.reader();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
