@@ -448,3 +448,62 @@ fn corrupt_cache_entries_are_rebuilt() {
         "the entry was rebuilt"
     );
 }
+
+/// The tree the `diff`/`waste` walk ends with is the tree the reference model builds: the same
+/// paths (parent directories Docker makes for entries without one included), types, modes and
+/// file sizes.
+mod walk_matches_the_model {
+    use super::*;
+    use common::model::{Kind, Tree};
+    use proptest::prelude::*;
+
+    fn model_tree(layers: &[Vec<u8>]) -> Option<Tree> {
+        let mut t = Tree::default();
+        for l in layers {
+            t.apply(l).ok()?;
+        }
+        Some(t)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+        #[test]
+        fn final_tree(stack in common::stacks::stack()) {
+            let layers = common::stacks::tars(&stack);
+            // Stacks Docker would refuse (a hardlink to nothing) say nothing about the walk.
+            let want = model_tree(&layers);
+            prop_assume!(want.is_some());
+            let want = want.unwrap();
+            let empty = vec![LayerBuilder::new().build()];
+            let (_da, a) = image(&empty);
+            let (_db, b) = image(&layers);
+            let v = json_of(&["diff", "--json", &a, &b]);
+            let mut got = std::collections::BTreeMap::new();
+            for c in v["added"].as_array().unwrap() {
+                got.insert(
+                    c["path"].as_str().unwrap().trim_start_matches('/').to_string(),
+                    (c["type"].as_str().unwrap().to_string(), c["size"].as_u64().unwrap(), c["mode"].as_u64().unwrap()),
+                );
+            }
+            for (p, (kind, size, mode)) in &got {
+                let n = want.nodes.get(p);
+                prop_assert!(n.is_some(), "walk has {p} ({kind}), the model does not; stack {stack:?}");
+                let n = n.unwrap();
+                let (wkind, wsize) = match &n.kind {
+                    Kind::File(d) => ("file", d.len() as u64),
+                    Kind::Dir => ("dir", 0),
+                    Kind::Symlink(_) => ("symlink", 0),
+                    Kind::Fifo => ("fifo", 0),
+                };
+                prop_assert_eq!(kind.as_str(), wkind, "type of {}; stack {:?}", p, stack);
+                prop_assert_eq!(*mode, n.mode as u64, "mode of {}; stack {:?}", p, stack);
+                if wkind == "file" {
+                    prop_assert_eq!(*size, wsize, "size of {}; stack {:?}", p, stack);
+                }
+            }
+            for p in want.nodes.keys() {
+                prop_assert!(got.contains_key(p), "model has {p}, the walk does not; stack {stack:?}");
+            }
+        }
+    }
+}

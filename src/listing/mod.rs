@@ -310,6 +310,8 @@ pub struct Change {
     #[serde(rename = "type")]
     pub kind: String,
     pub size: u64,
+    /// Permission bits (the new ones for `changed`, the last ones for `deleted`).
+    pub mode: u32,
     /// For `changed`: what differs from below (content, mode, owner, type, link).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub what: Option<Vec<String>>,
@@ -320,6 +322,7 @@ fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
         path: abs(path),
         kind: s.kind.as_str().to_string(),
         size: s.size,
+        mode: s.mode,
         what,
     }
 }
@@ -330,6 +333,7 @@ struct Pending {
     id: crate::pathtree::NodeId,
     kind: Kind,
     size: u64,
+    mode: u32,
     what: Vec<String>,
 }
 
@@ -347,6 +351,7 @@ impl PendingLayer {
             path: abs(&paths.path_of(p.id)),
             kind: p.kind.as_str().to_string(),
             size: p.size,
+            mode: p.mode,
             what: changed.then(|| p.what.clone()),
         }
     }
@@ -443,6 +448,7 @@ pub fn write_diff(
             id: n.id,
             kind: s.kind,
             size: s.size,
+            mode: s.mode,
             what,
         };
         match ev {

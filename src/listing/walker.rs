@@ -187,11 +187,17 @@ impl Walker {
         cache: &Cache,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) -> Result<()> {
+        // Whiteouts and opaque markers touch lower layers only, wherever they sit in the tar:
+        // applied when the layer is done (a hardlink may still name what a whiteout removes).
+        let mut whiteouts: Vec<NodeId> = Vec::new();
         let mut opaque: Vec<NodeId> = Vec::new();
         each_entry(layers, verify, cache, &mut |item| {
             match item {
                 Item::Start(_) => {}
                 Item::End(l) => {
+                    for w in whiteouts.drain(..) {
+                        self.remove_tree(paths, w, false, l.index, true, on);
+                    }
                     for dir in opaque.drain(..) {
                         self.remove_tree(paths, dir, true, l.index, true, on);
                     }
@@ -202,26 +208,31 @@ impl Walker {
                     let e = seen.entry;
                     let p = e.path.trim_start_matches('/').as_bytes();
                     match e.kind.as_str() {
-                        "opaque" => opaque.push(paths.insert(p)?),
+                        "opaque" => {
+                            let id = paths.insert(p)?;
+                            self.ensure_dirs(paths, id, true, layer, on);
+                            opaque.push(id);
+                        }
                         "whiteout" => {
-                            if let Some(id) = paths.lookup(p) {
-                                self.remove_tree(paths, id, false, layer, true, on);
-                            }
+                            let id = paths.insert(p)?;
+                            self.ensure_dirs(paths, id, false, layer, on);
+                            whiteouts.push(id);
                         }
                         _ => {
                             let st = match &seen.hardlink_to {
-                                // A hardlink is its target's file.
+                                // A hardlink is its target's inode — a file (usually), a
+                                // symlink or a fifo — metadata included.
                                 Some(t) => {
                                     let target = paths.lookup(t).and_then(|id| self.state(id));
                                     State {
                                         size: target.map(|t| t.size).unwrap_or(0),
                                         content: target.and_then(|t| t.content),
-                                        link: None,
-                                        uid: e.uid as u32,
-                                        gid: e.gid as u32,
-                                        mode: e.mode,
+                                        link: target.and_then(|t| t.link.clone()),
+                                        uid: target.map_or(e.uid as u32, |t| t.uid),
+                                        gid: target.map_or(e.gid as u32, |t| t.gid),
+                                        mode: target.map_or(e.mode, |t| t.mode),
                                         layer: layer as u16,
-                                        kind: Kind::File,
+                                        kind: target.map_or(Kind::File, |t| t.kind),
                                         hardlink: true,
                                     }
                                 }
@@ -238,6 +249,7 @@ impl Walker {
                                 },
                             };
                             let id = paths.insert(p)?;
+                            self.ensure_dirs(paths, id, false, layer, on);
                             self.record(paths, id, layer, st, on);
                         }
                     }
@@ -261,15 +273,19 @@ impl Walker {
     ) {
         let mut stack = vec![root];
         let mut kids: Vec<NodeId> = Vec::new();
+        // This layer's own paths in the tree: they stay, and keep (or get back) their parents.
+        let mut kept: Vec<NodeId> = Vec::new();
         while let Some(id) = stack.pop() {
             if !(keep_root && id == root) {
                 let slot = self.slot(id);
-                if slot
-                    .as_ref()
-                    .is_some_and(|s| !lower_only || s.layer as usize != layer)
-                    && let Some(s) = slot.take()
-                {
-                    on(layer, Event::Deleted(Node { id, paths }, &s));
+                match slot.as_ref() {
+                    Some(s) if !lower_only || s.layer as usize != layer => {
+                        if let Some(s) = slot.take() {
+                            on(layer, Event::Deleted(Node { id, paths }, &s));
+                        }
+                    }
+                    Some(_) => kept.push(id),
+                    None => {}
                 }
             }
             kids.clear();
@@ -281,6 +297,46 @@ impl Walker {
             // Popped in name order.
             kids.sort_unstable_by(|a, b| paths.tree.name(*b).cmp(paths.tree.name(*a)));
             stack.extend_from_slice(&kids);
+        }
+        for id in kept {
+            self.ensure_dirs(paths, id, false, layer, on);
+        }
+    }
+
+    /// Docker applies an entry (a whiteout, an opaque marker) whose parent is missing or not
+    /// a directory by making the parent a directory, 0600 root (`MkdirAll(parent, 0600)`;
+    /// measured): those directories are this layer's creations — or changes, replacing what
+    /// was there. `with_self`: `id` itself must be a directory too (an opaque marker's).
+    fn ensure_dirs(
+        &mut self,
+        paths: &Paths,
+        id: NodeId,
+        with_self: bool,
+        layer: usize,
+        on: &mut dyn FnMut(usize, Event<'_>),
+    ) {
+        let mut chain = Vec::new();
+        let mut a = if with_self { id } else { paths.tree.parent(id) };
+        while a != ROOT {
+            if self.state(a).is_some_and(|s| s.kind == Kind::Dir) {
+                break;
+            }
+            chain.push(a);
+            a = paths.tree.parent(a);
+        }
+        for &a in chain.iter().rev() {
+            let dir = State {
+                size: 0,
+                content: None,
+                link: None,
+                uid: 0,
+                gid: 0,
+                mode: 0o600,
+                layer: layer as u16,
+                kind: Kind::Dir,
+                hardlink: false,
+            };
+            self.record(paths, a, layer, dir, on);
         }
     }
 
