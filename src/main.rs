@@ -392,8 +392,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|f| open(f, &cli.platform))
                 .transpose()?;
-            let report =
-                build::run(&args, base.as_ref(), cli.quiet).context("building the image")?;
+            let report = build::run(&args, base.as_ref(), &cache, cli.quiet)
+                .context("building the image")?;
             if !cli.quiet {
                 let id = strata::image::sha256_hex(&report.config);
                 let shown = match args.output.as_deref() {

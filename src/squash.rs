@@ -104,7 +104,7 @@ pub(crate) fn diff_id_of(layer: &Layer) -> Result<String> {
         .map_err(|e| Error::io(layer.label(), e))?;
     let mut hw = crate::sink::members::HashWriter::new(io::sink());
     io::copy(&mut r, &mut hw).map_err(|e| Error::io(layer.label(), e))?;
-    Ok(hw.finish().1.digest())
+    Ok(hw.finish()?.1.digest())
 }
 
 /// The squashed image's config: the original with new diff_ids and history.

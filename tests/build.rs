@@ -169,22 +169,17 @@ fn layer_tars_are_canonical() {
                 assert!(!k.contains("time"), "no time records: {k}");
             }
         }
-        let mut n = name.clone();
-        if n.ends_with(b"/") {
-            n.pop();
-        }
-        names.push(n);
+        names.push(name);
     }
-    assert_eq!(&names[..3], &[&b"opt"[..], b"opt/app", b"opt/app/bin"]);
+    assert_eq!(&names[..3], &[&b"opt/"[..], b"opt/app/", b"opt/app/bin/"]);
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(names, sorted, "entries sorted byte-wise");
+    assert_eq!(names, sorted, "entries sorted byte-wise, as written");
     for (i, n) in names.iter().enumerate() {
+        let n = n.strip_suffix(b"/").unwrap_or(n);
         if let Some(cut) = n.iter().rposition(|&b| b == b'/') {
-            assert!(
-                names[..i].contains(&n[..cut].to_vec()),
-                "parent of {n:?} first"
-            );
+            let parent = n[..=cut].to_vec();
+            assert!(names[..i].contains(&parent), "parent of {n:?} first");
         }
     }
 }
@@ -307,6 +302,12 @@ fn the_same_inputs_give_the_same_bytes() {
     }
     let e = build_bytes(&d.path().join("two"), &args);
     assert!(a == e, "touching the sources changed the image");
+    // The same tree under two different names, built as `.`: history names what was typed.
+    std::fs::rename(d.path().join("two/tree"), d.path().join("two/checkout")).unwrap();
+    let dot = ["--layer", ".:/app"];
+    let f = build_bytes(&d.path().join("one/tree"), &dot);
+    let g = build_bytes(&d.path().join("two/checkout"), &dot);
+    assert!(f == g, "the source directory's name leaked into the image");
     // To a pipe (two passes), the same bytes as to a file (one pass, patched).
     let piped = ok(strata_in(
         &d.path().join("one"),
@@ -505,6 +506,24 @@ fn bad_builds_fail_in_one_line_and_write_nothing() {
         (&["--layer", "t:/x", "--layer", "u:/x"], "type"),
         (&["--layer", "t:/x", "--env", "NOEQUALS"], "KEY=VALUE"),
         (&["--layer", "w:/w"], "deletions"),
+        (&["--layer", "t:/.wh.etc/x"], "deletions"),
+        (&["--layer", "t:/x/.wh..wh..opq"], "deletions"),
+        (
+            &[
+                "--layer",
+                "t:/x",
+                "--format",
+                "oci-archive",
+                "--compress",
+                "xz",
+            ],
+            "gzip or zstd",
+        ),
+        (&["--layer", "t:/x", "--mtime", "@-5"], "before 1970"),
+        (
+            &["--layer", "t:/x", "--created", "2024-13-01T00:00:00Z"],
+            "RFC 3339",
+        ),
         (
             &[
                 "--layer",
@@ -706,4 +725,192 @@ proptest! {
             prop_assert!(false, "{}", msg);
         }
     }
+}
+
+/// `--from`: the base's directories keep their attributes when new layers re-emit them as
+/// parents or write into them, and a directory never goes where the base has a symlink.
+#[test]
+fn from_respects_the_base_tree() {
+    let d = tempfile::tempdir().unwrap();
+    let base_layers = vec![
+        common::LayerBuilder::new()
+            .dir_mode("tmp", 0o1777)
+            .dir_mode("etc", 0o755)
+            .dir("usr")
+            .dir("usr/lib")
+            .symlink("lib", "usr/lib")
+            .build(),
+    ];
+    let base = common::write_docker_archive(d.path(), &base_layers);
+    write(&d.path().join("top/foo"), b"foo", 0o644);
+    std::fs::set_permissions(d.path().join("top"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let b = base.to_str().unwrap();
+    ok(strata_in(
+        d.path(),
+        &[
+            "-q",
+            "build",
+            "--from",
+            b,
+            "--layer",
+            "top:/tmp/sub",
+            "--layer",
+            "top:/etc",
+            "-o",
+            "out.tar",
+        ],
+        &[],
+    ));
+    let got = flat_canon(&d.path().join("out.tar"));
+    assert_eq!(
+        got.paths["tmp"], "dir mode=1777 uid=0 gid=0",
+        "a parent keeps the base's mode"
+    );
+    assert_eq!(
+        got.paths["etc"], "dir mode=755 uid=0 gid=0",
+        "an existing DEST keeps its mode"
+    );
+    assert_eq!(
+        got.paths["tmp/sub"], "dir mode=700 uid=0 gid=0",
+        "a new DEST gets its source's"
+    );
+    assert!(got.paths.contains_key("etc/foo"));
+    let e = err(strata_in(
+        d.path(),
+        &[
+            "build",
+            "--from",
+            b,
+            "--layer",
+            "top:/lib/extra",
+            "-o",
+            "bad.tar",
+        ],
+        &[],
+    ));
+    assert!(e.contains("/lib") && e.contains("symlink"), "{e}");
+    assert!(!d.path().join("bad.tar").exists());
+}
+
+#[test]
+fn times_flags_and_shell_form() {
+    let d = tempfile::tempdir().unwrap();
+    write(&d.path().join("t/f"), b"f", 0o644);
+    let o = ok(strata_in(
+        d.path(),
+        &[
+            "-q",
+            "build",
+            "--layer",
+            "t:/t",
+            "--mtime",
+            "2001-02-03T04:05:06Z",
+            "--created",
+            "2020-01-01T00:00:00Z",
+            "--cmd",
+            "echo 'a b'",
+            "-o",
+            "-",
+        ],
+        &[],
+    ));
+    let p = d.path().join("img.tar");
+    std::fs::write(&p, &o.stdout).unwrap();
+    let o = ok(strata_in(d.path(), &["inspect", "--json", "img.tar"], &[]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["created"], "2020-01-01T00:00:00Z");
+    assert_eq!(v["cmd"], serde_json::json!(["/bin/sh", "-c", "echo 'a b'"]));
+    let flat = common::flatten_ref(p.to_str().unwrap()).unwrap();
+    let mut ar = tar::Archive::new(&flat[..]);
+    for e in ar.entries().unwrap() {
+        assert_eq!(e.unwrap().header().mtime().unwrap(), 981_173_106);
+    }
+}
+
+/// Extended attributes only with --xattrs, as SCHILY.xattr PAX records.
+#[test]
+fn xattrs_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    write(&d.path().join("t/f"), b"f", 0o644);
+    rustix::fs::setxattr(
+        d.path().join("t/f"),
+        "user.strata.test",
+        b"value",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("user xattrs on the temp dir's filesystem");
+    let records = |extra: &[&str]| -> Vec<String> {
+        let o = ok(strata_in(
+            d.path(),
+            &[&["-q", "build", "--layer", "t:/t"][..], extra, &["-o", "-"]].concat(),
+            &[],
+        ));
+        let p = d.path().join("x.tar");
+        std::fs::write(&p, &o.stdout).unwrap();
+        let flat = common::flatten_ref(p.to_str().unwrap()).unwrap();
+        let mut keys = Vec::new();
+        let mut ar = tar::Archive::new(&flat[..]);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if let Some(pax) = e.pax_extensions().unwrap() {
+                for r in pax {
+                    let r = r.unwrap();
+                    keys.push(format!(
+                        "{}={}",
+                        r.key().unwrap(),
+                        String::from_utf8_lossy(r.value_bytes())
+                    ));
+                }
+            }
+        }
+        keys
+    };
+    assert!(records(&[]).is_empty());
+    assert_eq!(
+        records(&["--xattrs"]),
+        ["SCHILY.xattr.user.strata.test=value"]
+    );
+}
+
+/// Device nodes (only root can make them; CI runs as root).
+#[test]
+fn device_nodes_keep_their_numbers() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: device nodes cannot be made here");
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("t")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.path().join("t/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let o = ok(strata_in(
+        d.path(),
+        &["-q", "build", "--layer", "t:/dev", "-o", "-"],
+        &[],
+    ));
+    let p = d.path().join("x.tar");
+    std::fs::write(&p, &o.stdout).unwrap();
+    let flat = common::flatten_ref(p.to_str().unwrap()).unwrap();
+    let mut ar = tar::Archive::new(&flat[..]);
+    let mut seen = false;
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        if e.path_bytes().as_ref() == b"dev/null" {
+            let h = e.header();
+            assert!(h.entry_type().is_character_special());
+            assert_eq!(
+                (h.device_major().unwrap(), h.device_minor().unwrap()),
+                (Some(1), Some(3))
+            );
+            seen = true;
+        }
+    }
+    assert!(seen);
 }

@@ -25,14 +25,33 @@ pub struct ConfigChanges {
     pub variant: Option<String>,
 }
 
-/// `["a", "b"]` as JSON, or words split on whitespace; an empty string clears.
+/// `["a", "b"]` as JSON (exec form), anything else as a Dockerfile's shell form:
+/// `["/bin/sh", "-c", STRING]`; an empty string clears.
 pub fn parse_command(s: &str, flag: &str) -> Result<Vec<String>> {
     let t = s.trim();
     if t.starts_with('[') {
         return serde_json::from_str(t)
             .map_err(|e| Error::Usage(format!("{flag} {s:?}: not a JSON list of strings: {e}")));
     }
-    Ok(t.split_whitespace().map(str::to_string).collect())
+    if t.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec!["/bin/sh".into(), "-c".into(), s.to_string()])
+}
+
+/// A path cleaned as Docker cleans WORKDIR: `.` and empty components dropped, `..` applied.
+fn clean_abs(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The architecture name images use for the machine strata runs on.
@@ -41,7 +60,8 @@ pub fn host_arch() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
-        "powerpc64" => "ppc64le",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
         "s390x" => "s390x",
         "riscv64" => "riscv64",
         "arm" => "arm",
@@ -139,6 +159,10 @@ pub fn build_config(
             cfg.insert("config".into(), file.clone());
         }
     }
+    if ch.arch.is_some() && ch.variant.is_none() {
+        // A new architecture: the base's variant (v8 of arm64…) no longer applies.
+        cfg.remove("variant");
+    }
     let arch = ch
         .arch
         .clone()
@@ -160,6 +184,10 @@ pub fn build_config(
     }
     cfg.insert("created".into(), json!(created));
 
+    let cmd_from_file = ch
+        .config_file
+        .as_ref()
+        .is_some_and(|f| f.get("Cmd").is_some() || f.pointer("/config/Cmd").is_some());
     let c = object(&mut cfg, "config");
     if let Some(ep) = &ch.entrypoint {
         c.insert(
@@ -170,8 +198,8 @@ pub fn build_config(
                 json!(ep)
             },
         );
-        // As in a Dockerfile: a new ENTRYPOINT drops the base's CMD.
-        if ch.cmd.is_none() {
+        // As in a Dockerfile: a new ENTRYPOINT drops the CMD inherited from the base.
+        if ch.cmd.is_none() && !cmd_from_file {
             c.insert("Cmd".into(), Value::Null);
         }
     }
@@ -207,11 +235,11 @@ pub fn build_config(
     }
     if let Some(w) = &ch.workdir {
         let w = if w.starts_with('/') {
-            w.clone()
+            clean_abs(w)
         } else {
             // Relative, as WORKDIR: against the base's.
             let cur = c.get("WorkingDir").and_then(Value::as_str).unwrap_or("/");
-            format!("{}/{w}", cur.trim_end_matches('/'))
+            clean_abs(&format!("{cur}/{w}"))
         };
         c.insert("WorkingDir".into(), json!(w));
     }
@@ -307,7 +335,7 @@ mod tests {
         let ch = ConfigChanges {
             env: vec!["A=2".into(), "B=3".into()],
             entrypoint: Some(vec!["/app".into()]),
-            workdir: Some("sub".into()),
+            workdir: Some("./sub/../sub2/".into()),
             labels: vec!["new=1".into()],
             expose: vec!["80".into(), "53/udp".into()],
             ..Default::default()
@@ -317,7 +345,7 @@ mod tests {
         assert_eq!(c["config"]["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
         assert_eq!(c["config"]["Entrypoint"], json!(["/app"]));
         assert_eq!(c["config"]["Cmd"], Value::Null);
-        assert_eq!(c["config"]["WorkingDir"], "/srv/sub");
+        assert_eq!(c["config"]["WorkingDir"], "/srv/sub2");
         assert_eq!(c["config"]["Labels"], json!({"keep": "yes", "new": "1"}));
         assert_eq!(
             c["config"]["ExposedPorts"],
@@ -375,6 +403,22 @@ mod tests {
     }
 
     #[test]
+    fn entrypoint_keeps_a_cmd_given_in_the_config_file_and_arch_drops_the_variant() {
+        let base = json!({"architecture": "arm64", "variant": "v8", "config": {"Cmd": ["base"]},
+                          "rootfs": {"type": "layers", "diff_ids": []}});
+        let ch = ConfigChanges {
+            config_file: Some(json!({"Cmd": ["from-file"]})),
+            entrypoint: Some(vec!["/e".into()]),
+            arch: Some("amd64".into()),
+            ..Default::default()
+        };
+        let c = cfg(Some(&base), &ch, 0);
+        assert_eq!(c["config"]["Cmd"], json!(["from-file"]));
+        assert_eq!(c["architecture"], "amd64");
+        assert!(c.get("variant").is_none());
+    }
+
+    #[test]
     fn bad_flags_are_refused() {
         for ch in [
             ConfigChanges {
@@ -401,9 +445,10 @@ mod tests {
             ["a b", "c"]
         );
         assert_eq!(
-            parse_command("sh -c  x", "--cmd").unwrap(),
-            ["sh", "-c", "x"]
+            parse_command("echo 'a b'", "--cmd").unwrap(),
+            ["/bin/sh", "-c", "echo 'a b'"]
         );
+        assert!(parse_command("", "--cmd").unwrap().is_empty());
         assert!(parse_command("[1]", "--cmd").is_err());
     }
 }

@@ -91,10 +91,14 @@ fn copy_file(
         .is_some_and(|s| s.dest.len() == e.path.len());
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
+    // Non-blocking: a file swapped for a fifo since the walk must not hang the build (its
+    // read then fails, or comes up short).
+    let mut flags = rustix::fs::OFlags::NONBLOCK;
     if !is_root {
         // A file swapped for a symlink since the walk must not be followed.
-        opts.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        flags |= rustix::fs::OFlags::NOFOLLOW;
     }
+    opts.custom_flags(flags.bits() as i32);
     let mut f: File = opts
         .open(&path)
         .map_err(|err| Error::io(format!("reading {}", path.display()), err))?;

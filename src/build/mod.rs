@@ -14,6 +14,7 @@ pub mod walk;
 
 use crate::error::Result;
 use crate::image::Image;
+use crate::listing::Cache;
 use crate::sink::{ImageWriter, LayerOut};
 use config::{ConfigChanges, build_config};
 use indicatif::ProgressBar;
@@ -39,14 +40,46 @@ pub struct BuildReport {
     pub config: Vec<u8>,
 }
 
+/// What the `--from` image holds (its merged tree, from the listing walk — cached like
+/// `strata files`), so that new layers neither change the type of one of its paths (a
+/// directory over its `/lib -> usr/lib`) nor re-emit its directories with other attributes.
+pub fn base_claims(img: &Image, verify: bool, cache: &Cache) -> Result<Claims> {
+    use crate::listing::walker::{Kind as K, Paths, Walker};
+    let layers: Vec<&crate::image::Layer> = img.layers.iter().collect();
+    let mut paths = Paths::new();
+    let mut w = Walker::new();
+    w.walk(&mut paths, &layers, verify, cache, &mut |_, _| {})?;
+    let mut claims = Claims::default();
+    for id in 1..paths.len() as crate::pathtree::NodeId {
+        if let Some(s) = w.state(id) {
+            let kind = match s.kind {
+                K::Dir => walk::Kind::Dir,
+                K::Symlink => walk::Kind::Symlink,
+                K::Char => walk::Kind::Char,
+                K::Block => walk::Kind::Block,
+                K::Fifo => walk::Kind::Fifo,
+                K::File | K::Other => walk::Kind::File,
+            };
+            let attrs = walk::DirAttrs {
+                mode: s.mode,
+                uid: s.uid,
+                gid: s.gid,
+            };
+            claims.seed(&paths.path_of(id), kind, s.layer as u32, attrs);
+        }
+    }
+    Ok(claims)
+}
+
 /// Walk every layer's sources: the file lists are fixed here, before anything is written.
-/// `first_index` is the number of the first new layer in the image (the base's layer count).
+/// `first_index` is the number of the first new layer in the image (the base's layer count);
+/// `claims`, what the base holds (empty without one).
 pub fn plan(
     layers: &[LayerSpec],
     opts: &WalkOptions,
     first_index: usize,
+    mut claims: Claims,
 ) -> Result<Vec<LayerTree>> {
-    let mut claims = Claims::default();
     let mut trees = Vec::with_capacity(layers.len());
     for (i, spec) in layers.iter().enumerate() {
         let index = first_index + i;

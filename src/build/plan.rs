@@ -12,8 +12,8 @@ pub struct Source {
     pub src: PathBuf,
     /// Image path without the leading `/` (empty for the root), normalized.
     pub dest: Vec<u8>,
-    /// How the source is named in history: its last component, so that the image does not
-    /// depend on where the tree lives on this machine.
+    /// How the source is named in history: as it was given (on the command line or in the
+    /// JSON), so the same command gives the same image wherever it runs.
     pub label: String,
 }
 
@@ -31,7 +31,7 @@ pub struct LayerSpec {
 }
 
 /// An absolute image path made relative and normalized: `/a//b/./c/` → `a/b/c`. `..` is
-/// refused: an image path that climbs is a mistake, never a meaning.
+/// refused (an image path that climbs is a mistake, never a meaning), and so are `.wh.` names.
 pub fn normalize_dest(dest: &str) -> Result<Vec<u8>> {
     if !dest.starts_with('/') {
         return Err(Error::Usage(format!(
@@ -45,13 +45,19 @@ pub fn normalize_dest(dest: &str) -> Result<Vec<u8>> {
             ".." => {
                 return Err(Error::Usage(format!("destination {dest:?} contains '..'")));
             }
+            c if c.starts_with(".wh.") => {
+                // Every reader would take it for a deletion (or an opaque directory).
+                return Err(Error::Usage(format!(
+                    "destination {dest:?}: names starting with .wh. mean deletions in image layers"
+                )));
+            }
             c => parts.push(c),
         }
     }
     Ok(parts.join("/").into_bytes())
 }
 
-fn source(src: &Path, dest: Option<&str>) -> Result<Source> {
+fn source(src: &Path, dest: Option<&str>, label: String) -> Result<Source> {
     if src.as_os_str().is_empty() {
         return Err(Error::Usage("empty source path in --layer".into()));
     }
@@ -62,10 +68,6 @@ fn source(src: &Path, dest: Option<&str>) -> Result<Source> {
         // Like the seed's store paths: the tree goes where it is on this machine.
         None => normalize_dest(&real.to_string_lossy())?,
     };
-    let label = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".into());
     Ok(Source {
         src: src.to_path_buf(),
         dest,
@@ -82,7 +84,7 @@ pub fn parse_layer_arg(arg: &str) -> Result<LayerSpec> {
             Some((s, d)) => (s, Some(d)),
             None => (part, None),
         };
-        sources.push(source(Path::new(src), dest)?);
+        sources.push(source(Path::new(src), dest, src.to_string())?);
     }
     Ok(LayerSpec { sources })
 }
@@ -127,7 +129,10 @@ pub fn parse_layers_json(bytes: &[u8], file: &Path) -> Result<Vec<LayerSpec>> {
             }
             let sources = srcs
                 .iter()
-                .map(|s| source(&base.join(&s.src), s.dest.as_deref()))
+                .map(|s| {
+                    let label = s.src.to_string_lossy().into_owned();
+                    source(&base.join(&s.src), s.dest.as_deref(), label)
+                })
                 .collect::<Result<Vec<_>>>()?;
             Ok(LayerSpec { sources })
         })
@@ -144,6 +149,8 @@ mod tests {
         assert_eq!(normalize_dest("/a//b/./c/").unwrap(), b"a/b/c");
         assert!(normalize_dest("a/b").is_err());
         assert!(normalize_dest("/a/../b").is_err());
+        assert!(normalize_dest("/.wh.etc/x").is_err());
+        assert!(normalize_dest("/x/.wh..wh..opq").is_err());
     }
 
     #[test]
@@ -156,7 +163,7 @@ mod tests {
         let spec = parse_layer_arg(&format!("{}:/app,{}", a.display(), b.display())).unwrap();
         assert_eq!(spec.sources.len(), 2);
         assert_eq!(spec.sources[0].dest, b"app");
-        assert_eq!(spec.sources[0].label, "a");
+        assert_eq!(spec.sources[0].label, a.display().to_string());
         let real_b = std::fs::canonicalize(&b).unwrap();
         assert_eq!(
             spec.sources[1].dest,

@@ -140,6 +140,17 @@ pub fn walk(
     for (i, s) in spec.sources.iter().enumerate() {
         walk_source(&s.src, &s.dest, i as u32, opts, &mut entries)?;
     }
+    // A destination that already exists as a directory keeps its attributes (as Docker's COPY
+    // into an existing directory does): only what is inside it is new.
+    for e in entries.iter_mut() {
+        if e.kind == Kind::Dir
+            && let Some(s) = spec.sources.get(e.source as usize)
+            && s.dest.len() == e.path.len()
+            && let Some(a) = parent_attrs(&e.path)
+        {
+            (e.mode, e.uid, e.gid) = (a.mode, a.uid, a.gid);
+        }
+    }
     for s in &spec.sources {
         let mut at = 0;
         while let Some(slash) = s.dest[at..].iter().position(|&b| b == b'/') {
@@ -174,6 +185,9 @@ pub fn walk(
         }
         out.push(e);
     }
+    // Tar order: byte-wise by the names as written (directories end in `/`), which still
+    // puts every parent before its children.
+    out.sort_by(tar_name_cmp);
     // Hardlinks: the first path (in tar order) of an inode is the file, the others link to it.
     let mut first: HashMap<(u64, u64), Box<[u8]>> = HashMap::new();
     let mut file_bytes = 0;
@@ -197,6 +211,15 @@ pub fn walk(
         entries: out,
         file_bytes,
     })
+}
+
+/// Compare two entries by their tar names (a directory's has a trailing `/`).
+fn tar_name_cmp(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    fn name(e: &Entry) -> impl Iterator<Item = u8> + '_ {
+        let slash: &'static [u8] = if e.kind == Kind::Dir { b"/" } else { b"" };
+        e.path.iter().chain(slash.iter()).copied()
+    }
+    name(a).cmp(name(b))
 }
 
 fn dir_entry(path: &[u8], a: DirAttrs) -> Entry {
@@ -384,14 +407,24 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// A path of the `--from` image, as its layers leave it.
+    pub fn seed(&mut self, path: &[u8], kind: Kind, layer: u32, attrs: DirAttrs) {
+        self.seen.insert(path.into(), (kind, layer, attrs));
+    }
+
     /// Check `tree` (layer `index`) against the layers before it, then record it.
     pub fn add(&mut self, tree: &LayerTree, index: usize) -> Result<()> {
         for e in &tree.entries {
             if let Some((kind, layer, _)) = self.seen.get(&e.path)
                 && !kind.same_as(e.kind)
             {
+                let hint = if *kind == Kind::Symlink && e.kind == Kind::Dir {
+                    " (give the path the symlink points to)"
+                } else {
+                    ""
+                };
                 return Err(Error::Usage(format!(
-                    "{} is a {} in layer {index} but a {} in layer {layer}: layers may not change a path's type",
+                    "{} is a {} in layer {index} but a {} in layer {layer}: layers may not change a path's type{hint}",
                     shown(&e.path),
                     e.kind.name(),
                     kind.name(),

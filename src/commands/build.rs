@@ -2,13 +2,14 @@
 //! a pipe.
 
 use super::flatten::progress_bar;
-use crate::build::config::{ConfigChanges, parse_command};
+use crate::build::config::{ConfigChanges, build_config, parse_command};
 use crate::build::plan::{LayerSpec, parse_layer_arg, parse_layers_json};
 use crate::build::walk::WalkOptions;
-use crate::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, build, plan};
+use crate::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, base_claims, build, plan};
 use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::listing::Cache;
 use crate::sink::{Format, Target, write_image};
 use crate::timestamp::{parse_rfc3339, parse_time, rfc3339_from_epoch, source_date_epoch};
 use std::path::{Path, PathBuf};
@@ -26,11 +27,12 @@ pub struct BuildArgs {
     /// Put the new layers on top of this image (its layers are copied through unchanged).
     #[arg(long, value_name = "IMAGE")]
     pub from: Option<String>,
-    /// Entrypoint: a JSON list (`["/app", "--serve"]`) or words split on spaces; "" clears.
-    /// Like a Dockerfile's ENTRYPOINT, it clears the base's Cmd unless --cmd is given.
+    /// Entrypoint: a JSON list (`["/app", "--serve"]`), or a string run by `/bin/sh -c` (a
+    /// Dockerfile's shell form); "" clears. Like ENTRYPOINT, it clears the base's Cmd unless
+    /// --cmd is given.
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
-    /// Cmd: a JSON list or words split on spaces; "" clears.
+    /// Cmd: a JSON list, or a string run by `/bin/sh -c`; "" clears.
     #[arg(long, value_name = "CMD")]
     pub cmd: Option<String>,
     /// Environment variable (replaces the base's value of KEY).
@@ -161,6 +163,11 @@ fn times(args: &BuildArgs) -> Result<(i64, String)> {
         Some(t) => parse_time(t).map_err(|e| Error::Usage(format!("--mtime: {e}")))?,
         None => epoch.unwrap_or(DEFAULT_EPOCH),
     };
+    if mtime < 0 {
+        return Err(Error::Usage(format!(
+            "--mtime / SOURCE_DATE_EPOCH: {mtime} is before 1970, which tar headers cannot hold"
+        )));
+    }
     let created = match &args.created {
         Some(c) => {
             parse_rfc3339(c).map_err(|e| Error::Usage(format!("--created: {e}")))?;
@@ -171,16 +178,35 @@ fn times(args: &BuildArgs) -> Result<(i64, String)> {
     Ok((mtime, created))
 }
 
-/// Plan and write the image. `base` is the opened `--from` image.
-pub fn run(args: &BuildArgs, base: Option<&Image>, quiet: bool) -> Result<BuildReport> {
+/// Plan and write the image. `base` is the opened `--from` image; `cache` holds its listings.
+pub fn run(
+    args: &BuildArgs,
+    base: Option<&Image>,
+    cache: &Cache,
+    quiet: bool,
+) -> Result<BuildReport> {
     let specs = layer_specs(args)?;
     let (mtime, created) = times(args)?;
+    let config = changes(args)?;
+    // The flags are checked now, not after gigabytes of layers.
+    build_config(
+        base.map(|b| &b.config),
+        &config,
+        base.map_or(0, |b| b.layers.len()),
+        &[],
+        &[],
+        &created,
+    )?;
     let walk_opts = WalkOptions {
         keep_owner: args.owner,
         xattrs: args.xattrs,
     };
     let base_layers = base.map_or(0, |b| b.layers.len());
-    let trees = plan(&specs, &walk_opts, base_layers)?;
+    let claims = match base {
+        Some(b) => base_claims(b, true, cache)?,
+        None => Default::default(),
+    };
+    let trees = plan(&specs, &walk_opts, base_layers, claims)?;
     let target = Target {
         format: args.format,
         path: args.output.as_deref(),
@@ -199,7 +225,7 @@ pub fn run(args: &BuildArgs, base: Option<&Image>, quiet: bool) -> Result<BuildR
     let opts = BuildOptions {
         mtime,
         created,
-        config: changes(args)?,
+        config,
         progress: progress.clone(),
     };
     let report = write_image(&target, |w| build(base, &trees, &opts, w, &args.tags))?;

@@ -37,6 +37,8 @@ pub struct HashWriter<W: Write> {
     buf: Vec<u8>,
     tx: Option<SyncSender<Vec<u8>>>,
     hasher: Option<JoinHandle<Sha256>>,
+    /// Hashing here instead, when the helper thread could not be started.
+    inline: Option<Sha256>,
     size: u64,
 }
 
@@ -55,38 +57,53 @@ impl<W: Write> HashWriter<W> {
                 h
             })
             .ok();
+        let threaded = hasher.is_some();
         HashWriter {
             inner,
-            buf: Vec::with_capacity(HASH_CHUNK),
-            tx: Some(tx),
+            buf: if threaded {
+                Vec::with_capacity(HASH_CHUNK)
+            } else {
+                Vec::new()
+            },
+            tx: threaded.then_some(tx),
             hasher,
+            inline: (!threaded).then(Sha256::new),
             size: 0,
         }
     }
 
-    pub fn finish(mut self) -> (W, Digested) {
-        let last = std::mem::take(&mut self.buf);
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(last);
-        }
-        let h = self
-            .hasher
-            .take()
-            .and_then(|j| j.join().ok())
-            .unwrap_or_default();
+    pub fn finish(mut self) -> Result<(W, Digested)> {
+        let h = match self.inline.take() {
+            Some(h) => h,
+            None => {
+                let last = std::mem::take(&mut self.buf);
+                if let Some(tx) = self.tx.take() {
+                    let _ = tx.send(last);
+                }
+                // A hasher that died has not seen everything: its digest must not be used.
+                match self.hasher.take().map(JoinHandle::join) {
+                    Some(Ok(h)) => h,
+                    _ => return Err(Error::Format("the output hasher thread failed".into())),
+                }
+            }
+        };
         let d = Digested {
             size: self.size,
             sha256: hex::encode(h.finalize()),
         };
-        (self.inner, d)
+        Ok((self.inner, d))
     }
 }
 
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(data)?;
-        self.buf.extend_from_slice(&data[..n]);
         self.size += n as u64;
+        if let Some(h) = &mut self.inline {
+            h.update(&data[..n]);
+            return Ok(n);
+        }
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= HASH_CHUNK {
             let full = std::mem::replace(&mut self.buf, Vec::with_capacity(HASH_CHUNK));
             let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
@@ -148,7 +165,7 @@ fn copy_region(
         None => {
             let mut hw = HashWriter::new(w);
             io::copy(&mut region.reader(), &mut hw).map_err(copy_err)?;
-            hw.finish().1
+            hw.finish()?.1
         }
     };
     if d.size != region.len {
@@ -258,7 +275,7 @@ impl Members for TarMembers<'_> {
                 w.write_all(&[0u8; BLOCK]).map_err(wio)?;
                 let mut hw = HashWriter::new(&mut **w);
                 produce(&mut hw)?;
-                let (_, d) = hw.finish();
+                let (_, d) = hw.finish()?;
                 let name = name_of(&d);
                 let hdr = header(&name, d.size);
                 if hdr.len() != BLOCK {
@@ -282,7 +299,7 @@ impl Members for TarMembers<'_> {
                     None => {
                         let mut counter = HashWriter::new(io::sink());
                         produce(&mut counter)?;
-                        counter.finish().1
+                        counter.finish()?.1
                     }
                 };
                 let name = name_of(&first);
@@ -290,7 +307,7 @@ impl Members for TarMembers<'_> {
                 // Pass 2: the real bytes, which must be the same.
                 let mut hw = HashWriter::new(&mut **w);
                 produce(&mut hw)?;
-                let (_, second) = hw.finish();
+                let (_, second) = hw.finish()?;
                 if second != first {
                     return Err(Error::Format(format!(
                         "{name} changed between the two passes ({} bytes, then {}): is the input being modified?",
@@ -358,7 +375,7 @@ impl Members for DirMembers {
         let f = Self::create(&tmp)?;
         let mut hw = HashWriter::new(io::BufWriter::with_capacity(1 << 20, f));
         produce(&mut hw)?;
-        let (mut w, d) = hw.finish();
+        let (mut w, d) = hw.finish()?;
         w.flush().map_err(wio)?;
         let dest = self.path(&name_of(&d))?;
         std::fs::rename(&tmp, &dest)
@@ -406,7 +423,7 @@ impl Members for Measure {
     ) -> Result<Digested> {
         let mut counter = HashWriter::new(io::sink());
         produce(&mut counter)?;
-        let d = counter.finish().1;
+        let d = counter.finish()?.1;
         self.produced.push(d.clone());
         Ok(d)
     }

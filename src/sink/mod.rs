@@ -85,6 +85,12 @@ pub fn write_image<R>(
     t: &Target<'_>,
     mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
 ) -> Result<R> {
+    if matches!(t.compression, Compression::Xz | Compression::Bzip2) {
+        return Err(Error::Usage(format!(
+            "image layers are written uncompressed, gzip or zstd (OCI has no media type for {})",
+            t.compression.name()
+        )));
+    }
     if t.format == Format::DockerArchive && t.compression != Compression::None {
         return Err(Error::Usage(
             "docker-archive layers are uncompressed tars; --compress applies to oci and oci-archive"

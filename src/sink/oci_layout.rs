@@ -85,7 +85,7 @@ impl ImageWriter for OciLayout<'_> {
                 .map_err(|e| Error::io("starting the compressor", e))?;
             let mut tar = HashWriter::new(enc);
             produce(&mut tar)?;
-            let (enc, td) = tar.finish();
+            let (enc, td) = tar.finish()?;
             enc.finish()
                 .map_err(|e| Error::io("finishing the compressed stream", e))?;
             diff = Some(td);
