@@ -211,10 +211,7 @@ pub fn run(
         format: args.format,
         path: args.output.as_deref(),
         force: args.force,
-        compression: args.compress.unwrap_or(match args.format {
-            Format::DockerArchive => Compression::None,
-            _ => Compression::Gzip,
-        }),
+        compression: args.compress.unwrap_or(args.format.default_compression()),
         level: args.level,
         measure_first: true,
     };

@@ -63,10 +63,7 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         format: args.format,
         path: args.output.as_deref(),
         force: args.force,
-        compression: args.compress.unwrap_or(match args.format {
-            Format::DockerArchive => Compression::None,
-            _ => Compression::Gzip,
-        }),
+        compression: args.compress.unwrap_or(args.format.default_compression()),
         level: args.level,
         // Squash indexes the kept layers for each run: two runs would read them twice.
         measure_first: false,

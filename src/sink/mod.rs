@@ -55,6 +55,17 @@ pub enum Format {
     OciArchive,
 }
 
+impl Format {
+    /// New layers' compression when none is asked for: what `docker save` writes (none) for a
+    /// docker-archive, gzip (what every registry and runtime reads) for OCI.
+    pub fn default_compression(self) -> Compression {
+        match self {
+            Format::DockerArchive => Compression::None,
+            Format::Oci | Format::OciArchive => Compression::Gzip,
+        }
+    }
+}
+
 /// Where and how to write an image.
 pub struct Target<'a> {
     pub format: Format,
