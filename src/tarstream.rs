@@ -689,6 +689,17 @@ pub fn entry_header(e: &NewEntry<'_>, out: &mut Vec<u8>) {
         write_octal(&mut main[337..345], e.device.1 as u64);
     }
     let mut pax = Vec::new();
+    // Numbers beyond the octal fields (uid/gid over 2097151, files of 8 GiB and more) also go
+    // in PAX records, which every reader knows; the fields keep GNU base-256 for old ones.
+    for (key, value, limit) in [
+        (&b"uid"[..], e.uid, 0o7777777),
+        (b"gid", e.gid, 0o7777777),
+        (b"size", e.size, 0o77777777777),
+    ] {
+        if value > limit {
+            pax_record(&mut pax, key, value.to_string().as_bytes());
+        }
+    }
     let fits = |b: &[u8]| b.len() <= 100 && b.is_ascii();
     if !fits(e.path) {
         pax_record(&mut pax, b"path", e.path);
@@ -739,6 +750,30 @@ mod tests {
         let s = String::from_utf8(v.clone()).unwrap();
         let n: usize = s.split(' ').next().unwrap().parse().unwrap();
         assert_eq!(n, v.len());
+    }
+
+    #[test]
+    fn big_numbers_get_pax_records() {
+        let mut out = Vec::new();
+        entry_header(
+            &NewEntry {
+                path: b"f",
+                flag: b'0',
+                mode: 0o644,
+                uid: 5_000_000,
+                gid: 7,
+                size: 0,
+                ..NewEntry::default()
+            },
+            &mut out,
+        );
+        out.extend_from_slice(&ZEROS);
+        let mut r = TarReader::new(&out[..]);
+        let h = r.next_entry().unwrap().unwrap();
+        assert_eq!((h.uid(), h.gid()), (5_000_000, 7));
+        let recs = h.pax_records();
+        assert!(recs.iter().any(|(k, v)| *k == b"uid" && *v == b"5000000"));
+        assert!(!recs.iter().any(|(k, _)| *k == b"gid"));
     }
 
     #[test]

@@ -229,7 +229,8 @@ fn owners_are_root_unless_asked() {
     write(&d.path().join("t/f"), b"f", 0o644);
     rustix::fs::chown(
         d.path().join("t/f"),
-        Some(rustix::process::Uid::from_raw(1234)),
+        // Beyond ustar's octal field: written as a PAX record too.
+        Some(rustix::process::Uid::from_raw(5_000_000)),
         Some(rustix::process::Gid::from_raw(5678)),
     )
     .ok();
