@@ -7,7 +7,7 @@ use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
 use strata::reference::Reference;
 
-/// strata: look inside, flatten and verify container image layers.
+/// strata: look inside, flatten, squash, diff, extract and build container image layers.
 ///
 /// IMAGE is `docker-archive:PATH[:NAME:TAG|:@N]`, `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`,
 /// or a bare path (a directory is an OCI layout; a file is detected by its contents);
@@ -29,7 +29,8 @@ struct Cli {
         value_name = "OS/ARCH[/VARIANT]"
     )]
     platform: String,
-    /// Cache of per-layer listings for files/diff/waste (default: $XDG_CACHE_HOME/strata).
+    /// Cache of per-layer listings for files/diff/waste and build --from (default:
+    /// $XDG_CACHE_HOME/strata).
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Do not read or write the listing cache.
