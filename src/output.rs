@@ -37,6 +37,9 @@ impl Sink {
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(|e| Error::io("duplicating stdout", e))?;
+                // A pipe of 64 KiB makes the writer sleep and wake sixteen times per MiB; ask
+                // for 1 MiB (the unprivileged limit). Not a pipe, or refused: no matter.
+                let _ = rustix::pipe::fcntl_setpipe_size(&fd, BUF);
                 Ok(Sink::Stdout(BufWriter::with_capacity(BUF, File::from(fd))))
             }
             Some(path) => {

@@ -16,6 +16,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
+use xxhash_rust::xxh3::Xxh3;
 
 /// Size and sha256 (hex) of some bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,21 +37,52 @@ pub struct HashWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
     tx: Option<SyncSender<Vec<u8>>>,
-    hasher: Option<JoinHandle<Sha256>>,
+    hasher: Option<JoinHandle<Hashes>>,
     /// Hashing here instead, when the helper thread could not be started.
-    inline: Option<Sha256>,
+    inline: Option<Hashes>,
     size: u64,
+}
+
+/// SHA-256, and for a first pass the fast check its second pass is compared with.
+struct Hashes {
+    sha: Sha256,
+    check: Option<Xxh3>,
+}
+
+impl Hashes {
+    fn new(with_check: bool) -> Self {
+        Hashes {
+            sha: Sha256::new(),
+            check: with_check.then(Xxh3::new),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.sha.update(data);
+        if let Some(x) = &mut self.check {
+            x.update(data);
+        }
+    }
 }
 
 const HASH_CHUNK: usize = 1 << 20;
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
+        Self::start(inner, false)
+    }
+
+    /// Also computes the xxh3-128 check a [`CheckWriter`] pass is compared with.
+    pub fn checked(inner: W) -> Self {
+        Self::start(inner, true)
+    }
+
+    fn start(inner: W, with_check: bool) -> Self {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let hasher = std::thread::Builder::new()
             .name("output-hasher".into())
             .spawn(move || {
-                let mut h = Sha256::new();
+                let mut h = Hashes::new(with_check);
                 for chunk in rx {
                     h.update(&chunk);
                 }
@@ -67,12 +99,17 @@ impl<W: Write> HashWriter<W> {
             },
             tx: threaded.then_some(tx),
             hasher,
-            inline: (!threaded).then(Sha256::new),
+            inline: (!threaded).then(|| Hashes::new(with_check)),
             size: 0,
         }
     }
 
-    pub fn finish(mut self) -> Result<(W, Digested)> {
+    pub fn finish(self) -> Result<(W, Digested)> {
+        self.finish_checked().map(|(w, d, _)| (w, d))
+    }
+
+    /// The digest, and the xxh3-128 check when made with [`HashWriter::checked`].
+    pub fn finish_checked(mut self) -> Result<(W, Digested, Option<u128>)> {
         let h = match self.inline.take() {
             Some(h) => h,
             None => {
@@ -89,9 +126,46 @@ impl<W: Write> HashWriter<W> {
         };
         let d = Digested {
             size: self.size,
-            sha256: hex::encode(h.finalize()),
+            sha256: hex::encode(h.sha.finalize()),
         };
-        Ok((self.inner, d))
+        Ok((self.inner, d, h.check.map(|x| x.digest128())))
+    }
+}
+
+/// A second pass: counts what passes through and fingerprints it with xxh3-128 (at memory
+/// speed), to be compared with what the first pass measured — the SHA-256 is not computed
+/// twice. Catches any accidental change between the passes (a file edited during a build);
+/// it is not meant to stand against someone crafting xxh3 collisions in the sources mid-build
+/// (who could as well change them before it).
+pub struct CheckWriter<W: Write> {
+    inner: W,
+    check: Xxh3,
+    size: u64,
+}
+
+impl<W: Write> CheckWriter<W> {
+    pub fn new(inner: W) -> Self {
+        CheckWriter {
+            inner,
+            check: Xxh3::new(),
+            size: 0,
+        }
+    }
+
+    pub fn finish(self) -> (u64, u128) {
+        (self.size, self.check.digest128())
+    }
+}
+
+impl<W: Write> Write for CheckWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.size += n as u64;
+        self.check.update(&data[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -189,7 +263,7 @@ pub enum TarMembers<'a> {
     /// [`Measure`] run of the same image; without them each member is produced twice here.
     Stream {
         w: &'a mut dyn Write,
-        known: VecDeque<Digested>,
+        known: VecDeque<(Digested, u128)>,
     },
 }
 
@@ -294,24 +368,25 @@ impl Members for TarMembers<'_> {
             }
             TarMembers::Stream { w, known } => {
                 // Pass 1: count and hash only (unless a Measure run did it).
-                let first = match known.pop_front() {
-                    Some(d) => d,
-                    None => {
-                        let mut counter = HashWriter::new(io::sink());
-                        produce(&mut counter)?;
-                        counter.finish()?.1
-                    }
+                let (first, check) = match known.pop_front() {
+                    Some(k) => k,
+                    None => first_pass(produce)?,
                 };
                 let name = name_of(&first);
                 w.write_all(&header(&name, first.size)).map_err(wio)?;
                 // Pass 2: the real bytes, which must be the same.
-                let mut hw = HashWriter::new(&mut **w);
-                produce(&mut hw)?;
-                let (_, second) = hw.finish()?;
-                if second != first {
+                let mut cw = CheckWriter::new(&mut **w);
+                produce(&mut cw)?;
+                let (size, second) = cw.finish();
+                if (size, second) != (first.size, check) {
                     return Err(Error::Format(format!(
-                        "{name} changed between the two passes ({} bytes, then {}): is the input being modified?",
-                        first.size, second.size
+                        "{name} changed between the two passes ({} bytes, then {size}{}): is the input being modified?",
+                        first.size,
+                        if size == first.size {
+                            ", other content"
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 w.write_all(&tarstream::ZEROS[..(padded(first.size) - first.size) as usize])
@@ -393,7 +468,16 @@ impl Members for DirMembers {
 /// front — so any error (an unreadable file, a corrupt layer) comes before the first byte out.
 #[derive(Default)]
 pub struct Measure {
-    produced: Vec<Digested>,
+    produced: Vec<(Digested, u128)>,
+}
+
+/// A first pass: size, SHA-256 and the check the second pass is compared with.
+fn first_pass(produce: &mut Produce<'_>) -> Result<(Digested, u128)> {
+    let mut counter = HashWriter::checked(io::sink());
+    produce(&mut counter)?;
+    let (_, d, check) = counter.finish_checked()?;
+    let check = check.ok_or_else(|| Error::Format("first pass without a check".into()))?;
+    Ok((d, check))
 }
 
 impl Members for Measure {
@@ -421,10 +505,8 @@ impl Members for Measure {
         _name_of: &dyn Fn(&Digested) -> String,
         produce: &mut Produce<'_>,
     ) -> Result<Digested> {
-        let mut counter = HashWriter::new(io::sink());
-        produce(&mut counter)?;
-        let d = counter.finish()?.1;
-        self.produced.push(d.clone());
+        let (d, check) = first_pass(produce)?;
+        self.produced.push((d.clone(), check));
         Ok(d)
     }
 
