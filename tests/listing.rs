@@ -507,3 +507,98 @@ mod walk_matches_the_model {
         }
     }
 }
+
+/// An opaque marker at the top hides every lower path, in `diff` and in `waste`.
+#[test]
+fn root_opaque_marker_hides_everything_below() {
+    let layers = vec![
+        LayerBuilder::new()
+            .dir("a")
+            .file("a/x", "xx")
+            .file("top", "ttt")
+            .build(),
+        LayerBuilder::new()
+            .file(".wh..wh..opq", "")
+            .file("new", "n")
+            .build(),
+    ];
+    let (_d, img) = image(&layers);
+    let v = json_of(&["diff", "--json", &img, "--layer", "1"]);
+    let l = &v["layers"][0];
+    assert_eq!(paths(&l["deleted"]), ["/a", "/a/x", "/top"]);
+    assert_eq!(paths(&l["created"]), ["/new"]);
+    let w = json_of(&["waste", "--json", &img]);
+    assert_eq!(w["wasted_bytes"], 5);
+}
+
+/// Names that are not UTF-8 are different paths, even when they print alike.
+#[test]
+fn non_utf8_names_stay_apart() {
+    let meta = Meta::default();
+    let layers = vec![
+        LayerBuilder::new()
+            .raw(b"caf\xe9", tar::EntryType::Regular, b"", b"1", &meta, &[])
+            .raw(b"caf\xe8", tar::EntryType::Regular, b"", b"2", &meta, &[])
+            .build(),
+    ];
+    let (_d, img) = image(&layers);
+    let v = json_of(&["diff", "--json", &img]);
+    let l = &v["layers"][0];
+    assert_eq!(l["created"].as_array().unwrap().len(), 2, "{l}");
+    assert!(l["changed"].as_array().unwrap().is_empty(), "{l}");
+    let w = json_of(&["waste", "--json", &img]);
+    assert_eq!(w["wasted_bytes"], 0);
+}
+
+/// What an unverified run read is not cached for verified ones; a trailer whose count was
+/// edited is caught and the entry rebuilt.
+#[test]
+fn cache_takes_only_verified_and_intact_listings() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let layers = vec![LayerBuilder::new().file("a", "1").file("b", "2").build()];
+    let img = write_docker_archive(d.path(), &layers)
+        .display()
+        .to_string();
+    let run = |extra: &[&str]| {
+        Command::new(strata_bin())
+            .args([
+                "files",
+                "--json",
+                &img,
+                "--cache-dir",
+                &cache.display().to_string(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["--no-verify"]).status.success());
+    let listed = |p: &std::path::Path| {
+        std::fs::read_dir(p.join("listings"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(listed(&cache), 0, "an unverified listing was cached");
+    let first = run(&[]);
+    assert!(first.status.success());
+    assert_eq!(listed(&cache), 1);
+    let entry = std::fs::read_dir(cache.join("listings"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read_to_string(&entry).unwrap();
+    let edited = good.replace("{\"entries\":2,", "{\"entries\":3,");
+    assert_ne!(edited, good, "the trailer holds the count: {good}");
+    std::fs::write(&entry, &edited).unwrap();
+    let second = run(&[]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(second.stdout, first.stdout);
+    assert_eq!(std::fs::read_to_string(&entry).unwrap(), good, "rebuilt");
+}

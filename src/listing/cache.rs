@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use xxhash_rust::xxh3::Xxh3;
 
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const BUF: usize = 256 << 10;
 
 #[derive(Clone, Debug)]
@@ -35,9 +35,10 @@ struct Trailer {
     xxh3: String,
 }
 
-/// A listing found valid in the cache.
+/// A listing found valid in the cache, still open: what is replayed is what was checked.
 pub struct Cached {
     path: PathBuf,
+    file: File,
     entries: u64,
 }
 
@@ -91,7 +92,11 @@ impl Cache {
             return None;
         }
         match check(&path, &key) {
-            Ok(entries) => Some(Cached { path, entries }),
+            Ok((file, entries)) => Some(Cached {
+                path,
+                file,
+                entries,
+            }),
             Err(why) => {
                 tracing::warn!(
                     "cache entry {} is unusable ({why}); rebuilding it",
@@ -105,8 +110,9 @@ impl Cache {
     /// Feed a checked listing to `f`, one entry at a time.
     pub(crate) fn replay(&self, c: &Cached, f: &mut dyn FnMut(Seen) -> Result<()>) -> Result<()> {
         let err = |e: String| Error::Format(format!("cache entry {}: {e}", c.path.display()));
-        let file = File::open(&c.path)
-            .map_err(|e| Error::io(format!("reading {}", c.path.display()), e))?;
+        let mut file = &c.file;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| err(e.to_string()))?;
         let mut r = BufReader::with_capacity(BUF, file);
         let mut line = Vec::new();
         r.read_until(b'\n', &mut line)
@@ -150,8 +156,9 @@ impl Cache {
     }
 }
 
-/// Header, trailer and checksum of a cache file; the number of entries when all is well.
-fn check(path: &std::path::Path, key: &str) -> std::result::Result<u64, String> {
+/// Header, trailer, line count and checksum of a cache file: the open file and the number of
+/// entries when all is well.
+fn check(path: &std::path::Path, key: &str) -> std::result::Result<(File, u64), String> {
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let tail_len = len.min(512);
@@ -171,7 +178,7 @@ fn check(path: &std::path::Path, key: &str) -> std::result::Result<u64, String> 
         serde_json::from_slice(&tail[start..]).map_err(|_| "no trailer".to_string())?;
     let body_len = len - (tail.len() - start) as u64;
     f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let mut r = BufReader::with_capacity(BUF, f.take(body_len));
+    let mut r = BufReader::with_capacity(BUF, (&f).take(body_len));
     let mut first = Vec::new();
     r.read_until(b'\n', &mut first).map_err(|e| e.to_string())?;
     let header: Header = serde_json::from_slice(&first).map_err(|_| "bad header".to_string())?;
@@ -180,19 +187,28 @@ fn check(path: &std::path::Path, key: &str) -> std::result::Result<u64, String> 
     }
     let mut h = Xxh3::new();
     h.update(&first);
+    let mut lines = 0u64;
     loop {
         let buf = r.fill_buf().map_err(|e| e.to_string())?;
         if buf.is_empty() {
             break;
         }
         h.update(buf);
+        lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
         let n = buf.len();
         r.consume(n);
     }
     if format!("{:032x}", h.digest128()) != trailer.xxh3 {
         return Err("checksum mismatch".into());
     }
-    Ok(trailer.entries)
+    // The count is outside the checksum: it must match the lines it covers.
+    if lines != trailer.entries {
+        return Err(format!(
+            "{lines} entries, the trailer says {}",
+            trailer.entries
+        ));
+    }
+    Ok((f, trailer.entries))
 }
 
 /// A listing being written; it appears in the cache only when [`CacheWriter::finish`]ed.

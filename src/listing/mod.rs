@@ -67,6 +67,9 @@ fn abs(p: &[u8]) -> String {
 #[derive(Serialize, serde::Deserialize, Clone, Debug)]
 pub(crate) struct Seen {
     pub entry: FileEntry,
+    /// The path's bytes, relative, when they are not UTF-8 (`entry.path` is then lossy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<Vec<u8>>,
     /// Normalized hardlink target.
     pub hardlink_to: Option<Vec<u8>>,
     /// Fingerprint (xxh3-128, hex) of the content (regular files).
@@ -98,9 +101,11 @@ fn read_listing(
             message: e.to_string(),
         })?;
         let path = trim_dir(&norm).to_vec();
-        let Some(entry) = entry_of(&h, &path) else {
+        let Some((entry, key)) = entry_of(&h, &path) else {
             continue;
         };
+        // The listed path is text; a name that is not UTF-8 keeps its bytes for the walk.
+        let raw_path = std::str::from_utf8(&key).is_err().then_some(key);
         let kind = h.kind;
         let hardlink_to = (kind == EntryType::HardLink).then(|| {
             normalize(h.link)
@@ -115,6 +120,7 @@ fn read_listing(
         }
         f(Seen {
             entry,
+            raw_path,
             hardlink_to,
             content,
         })?;
@@ -147,7 +153,8 @@ pub(crate) fn each_entry(
             Some(c) => cache.replay(c, &mut |seen| f(Item::Entry(layer, seen)))?,
             None => {
                 let stream = pipeline.next_for(layer)?;
-                let mut writer = cache.writer(layer);
+                // Only a verified layer's listing may stand for its digest in the cache.
+                let mut writer = if verify { cache.writer(layer) } else { None };
                 let r = read_listing(layer, stream, &mut |seen| {
                     if let Some(w) = &mut writer
                         && let Err(e) = w.add(&seen)
@@ -189,7 +196,9 @@ impl std::io::Write for HashSink {
     }
 }
 
-fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<FileEntry> {
+/// The entry as listed, and the path it is about as raw bytes (a whiteout's target, an opaque
+/// marker's directory).
+fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<(FileEntry, Vec<u8>)> {
     if path.is_empty() || whiteout::in_aufs_meta_dir(path) {
         return None;
     }
@@ -211,12 +220,13 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<FileEntry> 
         link,
         deleted: false,
     };
-    match whiteout::classify(base) {
+    let key = match whiteout::classify(base) {
         Ok(Marker::AufsMeta) => return None,
         Ok(Marker::Opaque) => {
             e.path = abs(dir);
             e.kind = "opaque".into();
             e.deleted = true;
+            dir.to_vec()
         }
         Ok(Marker::Whiteout(name)) => {
             let mut p = dir.to_vec();
@@ -228,10 +238,11 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<FileEntry> 
             e.kind = "whiteout".into();
             e.deleted = true;
             e.size = 0;
+            p
         }
-        _ => {}
-    }
-    Some(e)
+        _ => path.to_vec(),
+    };
+    Some((e, key))
 }
 
 /// `files`: every entry of the chosen layers (all when `only` is `None`), written to `out`

@@ -110,6 +110,10 @@ impl Paths {
 
     fn insert(&mut self, path: &[u8]) -> Result<NodeId> {
         let mut id = ROOT;
+        if path.is_empty() {
+            // The root itself (an opaque marker at the top).
+            return Ok(ROOT);
+        }
         for comp in path.split(|&b| b == b'/') {
             let before = self.tree.len();
             let child = self
@@ -189,6 +193,12 @@ impl Walker {
     ) -> Result<()> {
         // Whiteouts and opaque markers touch lower layers only, wherever they sit in the tar:
         // applied when the layer is done (a hardlink may still name what a whiteout removes).
+        if layers.iter().any(|l| l.index > u16::MAX as usize) {
+            return Err(Error::Format(format!(
+                "more than {} layers: too many to walk",
+                u16::MAX as usize + 1
+            )));
+        }
         let mut whiteouts: Vec<NodeId> = Vec::new();
         let mut opaque: Vec<NodeId> = Vec::new();
         each_entry(layers, verify, cache, &mut |item| {
@@ -206,7 +216,10 @@ impl Walker {
                 Item::Entry(l, seen) => {
                     let layer = l.index;
                     let e = seen.entry;
-                    let p = e.path.trim_start_matches('/').as_bytes();
+                    let p = match &seen.raw_path {
+                        Some(raw) => raw.as_slice(),
+                        None => e.path.trim_start_matches('/').as_bytes(),
+                    };
                     match e.kind.as_str() {
                         "opaque" => {
                             let id = paths.insert(p)?;
