@@ -602,3 +602,27 @@ fn cache_takes_only_verified_and_intact_listings() {
     assert_eq!(second.stdout, first.stdout);
     assert_eq!(std::fs::read_to_string(&entry).unwrap(), good, "rebuilt");
 }
+
+/// A hardlinked file's data is gone only with its last path.
+#[test]
+fn waste_counts_hardlinked_data_once_its_last_path_is_gone() {
+    let base = || {
+        LayerBuilder::new()
+            .file("t", "12345")
+            .hardlink("l", "t")
+            .build()
+    };
+    let one = vec![base(), LayerBuilder::new().whiteout("t").build()];
+    let (_d1, img) = image(&one);
+    let w = json_of(&["waste", "--json", &img]);
+    assert_eq!(w["wasted_bytes"], 0, "/l still holds the data: {w}");
+    assert_eq!(w["total_bytes"], 5);
+    let both = vec![
+        base(),
+        LayerBuilder::new().whiteout("t").build(),
+        LayerBuilder::new().whiteout("l").build(),
+    ];
+    let (_d2, img) = image(&both);
+    let w = json_of(&["waste", "--json", &img]);
+    assert_eq!(w["wasted_bytes"], 5, "{w}");
+}

@@ -161,6 +161,10 @@ pub enum Event<'a> {
 #[derive(Clone, Default)]
 pub struct Walker {
     states: Vec<Option<State>>,
+    /// Hardlink groups: the group of each node that shares its inode, and each group's number
+    /// of live paths — so the data of a file counts as gone only with its last path.
+    groups: hashbrown::HashMap<NodeId, u32>,
+    live: Vec<u32>,
 }
 
 impl Walker {
@@ -261,9 +265,18 @@ impl Walker {
                                     hardlink: false,
                                 },
                             };
+                            let target = match &seen.hardlink_to {
+                                Some(t) => paths.lookup(t).filter(|&t| self.state(t).is_some()),
+                                None => None,
+                            };
                             let id = paths.insert(p)?;
                             self.ensure_dirs(paths, id, false, layer, on);
                             self.record(paths, id, layer, st, on);
+                            if let Some(t) = target
+                                && t != id
+                            {
+                                self.link(t, id);
+                            }
                         }
                     }
                 }
@@ -293,7 +306,8 @@ impl Walker {
                 let slot = self.slot(id);
                 match slot.as_ref() {
                     Some(s) if !lower_only || s.layer as usize != layer => {
-                        if let Some(s) = slot.take() {
+                        if let Some(mut s) = slot.take() {
+                            self.unlink(id, &mut s);
                             on(layer, Event::Deleted(Node { id, paths }, &s));
                         }
                     }
@@ -364,7 +378,8 @@ impl Walker {
     ) {
         let node = Node { id, paths };
         match self.slot(id).take() {
-            Some(old) => {
+            Some(mut old) => {
+                self.unlink(id, &mut old);
                 on(layer, Event::Changed(node, &old, &st));
                 if old.kind == Kind::Dir && st.kind != Kind::Dir {
                     // A directory replaced by a non-directory takes its whole subtree along
@@ -375,6 +390,31 @@ impl Walker {
             None => on(layer, Event::Created(node, &st)),
         }
         *self.slot(id) = Some(st);
+    }
+
+    /// `id` now shares `target`'s inode.
+    fn link(&mut self, target: NodeId, id: NodeId) {
+        let g = match self.groups.get(&target) {
+            Some(&g) => g,
+            None => {
+                let g = self.live.len() as u32;
+                self.live.push(1);
+                self.groups.insert(target, g);
+                g
+            }
+        };
+        self.groups.insert(id, g);
+        self.live[g as usize] += 1;
+    }
+
+    /// `id`'s state `s` leaves the tree: if other paths still share its inode, its data stays
+    /// (reported as a hardlink's: not counted as gone); the last path takes the data along.
+    fn unlink(&mut self, id: NodeId, s: &mut State) {
+        if let Some(g) = self.groups.remove(&id) {
+            let live = &mut self.live[g as usize];
+            *live = live.saturating_sub(1);
+            s.hardlink = *live > 0;
+        }
     }
 
     /// Bytes of regular files in the tree.
