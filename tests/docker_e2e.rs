@@ -272,16 +272,15 @@ fn check_image(name: &str) {
     // The same image as an OCI layout (skopeo gzip-compresses the layers).
     if which("skopeo") {
         let oci = workdir().join(format!("{name}-oci"));
-        let st = Command::new("skopeo")
-            .args([
+        tool(
+            "skopeo",
+            &[
                 "copy",
                 "-q",
                 &format!("docker-archive:{}", archive.display()),
                 &format!("oci:{}:{name}", oci.display()),
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "skopeo copy");
+            ],
+        );
         let got = strata_flatten(&format!("oci:{}:{name}", oci.display()));
         assert_canon_eq(&format!("{name} (oci via skopeo)"), &want, &got);
     } else if std::env::var_os("CI").is_some() {
@@ -351,28 +350,9 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("strata-e2e-{name}:from1");
-    let mut squash = Command::new(common::strata_bin())
-        .args([
-            "squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let load = Command::new("docker")
-        .args(["load", "-q"])
-        .env("DOCKER_HOST", docker_host())
-        .stdin(squash.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        squash.wait().unwrap().success(),
-        "strata squash -o - failed"
-    );
-    assert!(
-        load.status.success(),
-        "docker load from a pipe: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    strata_into_docker_load(&[
+        "squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-",
+    ]);
     let v = same_config(&tag_from);
     let layers = v["RootFS"]["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "{tag_from}: kept base + 1");
@@ -399,31 +379,18 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
         &oci.display().to_string(),
     ]);
     if which("skopeo") {
-        let st = Command::new("skopeo")
-            .args(["inspect", &format!("oci:{}:sq", oci.display())])
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "skopeo inspect: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        tool("skopeo", &["inspect", &format!("oci:{}:sq", oci.display())]);
     }
     if which("umoci") {
         let bundle = workdir().join(format!("{name}-umoci"));
-        let st = Command::new("umoci")
-            .args([
+        tool(
+            "umoci",
+            &[
                 "unpack",
                 "--image",
                 &format!("{}:sq", oci.display()),
                 &bundle.display().to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "umoci unpack: {}",
-            String::from_utf8_lossy(&st.stderr)
+            ],
         );
         let mut t = common::model::read_dir_tree(&bundle.join("rootfs"));
         strip_runtime(&mut t);
@@ -759,13 +726,10 @@ fn docker_diff_between_images_matches_exports() {
     );
 }
 
-/// `strata build … -o - | docker load`.
-fn build_into_docker(args: &[&str]) {
+/// `strata ARGS | docker load` (ARGS write an image to stdout).
+fn strata_into_docker_load(args: &[&str]) {
     let mut b = Command::new(common::strata_bin())
-        .arg("-q")
-        .arg("build")
         .args(args)
-        .args(["-o", "-"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -776,17 +740,33 @@ fn build_into_docker(args: &[&str]) {
         .stdin(b.stdout.take().unwrap())
         .output()
         .unwrap();
-    let built = b.wait_with_output().unwrap();
+    let made = b.wait_with_output().unwrap();
     assert!(
-        built.status.success(),
-        "strata build {args:?}: {}",
-        String::from_utf8_lossy(&built.stderr)
+        made.status.success(),
+        "strata {args:?}: {}",
+        String::from_utf8_lossy(&made.stderr)
     );
     assert!(
         load.status.success(),
-        "docker load of strata build {args:?}: {}",
+        "docker load of strata {args:?}: {}",
         String::from_utf8_lossy(&load.stderr)
     );
+}
+
+/// `strata build … -o - | docker load`.
+fn build_into_docker(args: &[&str]) {
+    strata_into_docker_load(&[&["-q", "build"][..], args, &["-o", "-"]].concat());
+}
+
+/// Run a second-opinion tool (skopeo, umoci); its stdout, or a panic with its stderr.
+fn tool(cmd: &str, args: &[&str]) -> Vec<u8> {
+    let o = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
 }
 
 /// A directory with Debian's busybox-static, a script and data files, as three layers.
@@ -948,31 +928,21 @@ fn built_oci_layouts_satisfy_skopeo_and_umoci() {
         "-o",
         &layout.display().to_string(),
     ]);
-    let o = Command::new("skopeo")
-        .args(["inspect", &format!("oci:{}:v1", layout.display())])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo inspect: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:v1", layout.display())],
     );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 1);
     let bundle = workdir().join("built-oci-bundle");
-    let o = Command::new("umoci")
-        .args([
+    tool(
+        "umoci",
+        &[
             "unpack",
             "--image",
             &format!("{}:v1", layout.display()),
             &bundle.display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&o.stderr)
+        ],
     );
     let mut src = common::model::read_dir_tree(&root);
     for n in src.nodes.values_mut() {
