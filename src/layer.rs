@@ -18,7 +18,11 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
+/// Decoded chunks handed from a decoder thread to the consumer.
 const CHUNK: usize = 256 * 1024;
+/// Read buffers of uncompressed layers and of blob hashing: bigger ones bought no speed here
+/// (page-cache copies dominate) and each costs its size in every open stream and verifier.
+const READ_BUF: usize = 64 * 1024;
 /// Chunks a decoder may get ahead of the merge (per layer): 16 MiB.
 const AHEAD: usize = 64;
 /// Verifier threads hashing blobs concurrently.
@@ -46,6 +50,9 @@ impl Read for Counted {
 }
 
 enum Source {
+    /// Uncompressed, not read yet: its buffer is made at the first read (the pipeline opens
+    /// the next layer early, which only a decoder thread needs).
+    Unread(Option<Counted>),
     /// Uncompressed: read straight from the file.
     Direct(BufReader<Counted>),
     /// Compressed: chunks from a decoder thread.
@@ -99,6 +106,13 @@ impl BufRead for LayerStream {
             return self.ended();
         }
         match &mut self.source {
+            Source::Unread(c) => {
+                let Some(c) = c.take() else {
+                    return self.ended();
+                };
+                self.source = Source::Direct(BufReader::with_capacity(READ_BUF, c));
+                self.fill_buf()
+            }
             Source::Direct(r) => {
                 let n = r.fill_buf()?.len();
                 if n == 0 {
@@ -107,7 +121,7 @@ impl BufRead for LayerStream {
                 }
                 match &mut self.source {
                     Source::Direct(r) => r.fill_buf(),
-                    Source::Threaded { .. } => unreachable!(),
+                    _ => unreachable!(),
                 }
             }
             Source::Threaded { rx, cur, at } => {
@@ -132,7 +146,7 @@ impl BufRead for LayerStream {
                 }
                 match &self.source {
                     Source::Threaded { cur, at, .. } => Ok(&cur[*at..]),
-                    Source::Direct(_) => unreachable!(),
+                    _ => unreachable!(),
                 }
             }
         }
@@ -140,6 +154,7 @@ impl BufRead for LayerStream {
 
     fn consume(&mut self, n: usize) {
         match &mut self.source {
+            Source::Unread(_) => {}
             Source::Direct(r) => r.consume(n),
             Source::Threaded { at, .. } => *at += n,
         }
@@ -188,7 +203,7 @@ pub fn open(
     };
     if kind == Compression::None {
         return Ok(LayerStream {
-            source: Source::Direct(BufReader::with_capacity(CHUNK, counted)),
+            source: Source::Unread(Some(counted)),
             diff: None,
             end: None,
             compression: kind,
@@ -320,7 +335,7 @@ impl Verifier {
 fn hash_region(region: &FileRegion) -> Result<Sha256, String> {
     let mut h = Sha256::new();
     let mut r = region.reader();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; READ_BUF];
     loop {
         let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;
         if n == 0 {

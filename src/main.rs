@@ -238,17 +238,23 @@ fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
     std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock())
 }
 
+/// Log level: `-v` (info), `-vv` (debug), `-vvv` (trace), or `STRATA_LOG=LEVEL`; warnings by
+/// default. (A plain level, not per-module directives: the filter's regex engine alone would
+/// cost a tenth of the binary and of the memory `files`/`diff` need.)
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::LevelFilter;
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let level = std::env::var("STRATA_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(level);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();

@@ -1,8 +1,10 @@
 //! A compact tree of path components, the merge's only per-path memory.
 //!
-//! Each node is 16 bytes plus its component name in a shared byte arena; the lookup table holds
-//! only 4-byte node ids. That keeps the whole index at roughly 40–60 bytes per path, where a
-//! `HashMap<PathBuf, _>` costs 150+.
+//! Each node is 8 bytes plus what its user keeps on it (the merge's [`Marks`], 6 bytes),
+//! and its component name in a shared byte arena, length first; the lookup table holds only
+//! 4-byte node ids.
+//! That keeps the whole index at roughly 40–60 bytes per path, where a `HashMap<PathBuf, _>`
+//! costs 150+.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -11,27 +13,49 @@ pub type NodeId = u32;
 pub const ROOT: NodeId = 0;
 
 /// What the highest layer seen so far says about a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
     /// No layer had an entry or whiteout for it (it may be an implied parent).
+    #[default]
     Unclaimed,
     Dir,
     NonDir,
     Whiteout,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct Node {
-    parent: NodeId,
-    name_off: u32,
-    name_len: u16,
+/// What the merge keeps on each path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Marks {
     /// Layer index + 1 of the entry (or whiteout) that decided this path; 0 when none did.
     pub claim: u16,
     /// Layer index + 1 of the highest opaque marker on this directory; 0 when none.
     pub opaque: u16,
     pub kind: Kind,
     pub flags: u8,
+}
+
+/// A path component: its parent, its name in the arena, and its user's data `T` (reached
+/// through the node, as `node.claim`).
+#[derive(Clone, Copy, Debug)]
+pub struct Node<T = Marks> {
+    parent: NodeId,
+    /// Where the name is in the arena: a LEB128 length, then the bytes.
+    name_off: u32,
+    data: T,
+}
+
+impl<T> std::ops::Deref for Node<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+impl<T> std::ops::DerefMut for Node<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.data
+    }
 }
 
 /// A header for this path has been written to the output.
@@ -48,32 +72,29 @@ pub enum TreeError {
     TooLarge,
 }
 
-pub struct PathTree {
-    nodes: Vec<Node>,
+pub struct PathTree<T = Marks> {
+    nodes: Vec<Node<T>>,
     names: Vec<u8>,
     table: HashTable<NodeId>,
     hasher: DefaultHashBuilder,
 }
 
-impl Default for PathTree {
+impl<T: Copy + Default> Default for PathTree<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl PathTree {
+impl<T: Copy + Default> PathTree<T> {
     pub fn new() -> Self {
         PathTree {
             nodes: vec![Node {
                 parent: ROOT,
                 name_off: 0,
-                name_len: 0,
-                claim: 0,
-                opaque: 0,
-                kind: Kind::Unclaimed,
-                flags: 0,
+                data: T::default(),
             }],
-            names: Vec::new(),
+            // The root's name: empty.
+            names: vec![0],
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
         }
@@ -92,19 +113,18 @@ impl PathTree {
     }
 
     pub fn name(&self, id: NodeId) -> &[u8] {
-        let n = &self.nodes[id as usize];
-        &self.names[n.name_off as usize..n.name_off as usize + n.name_len as usize]
+        name_at(&self.names, self.nodes[id as usize].name_off)
     }
 
     pub fn parent(&self, id: NodeId) -> NodeId {
         self.nodes[id as usize].parent
     }
 
-    pub fn get(&self, id: NodeId) -> &Node {
+    pub fn get(&self, id: NodeId) -> &Node<T> {
         &self.nodes[id as usize]
     }
 
-    pub fn get_mut(&mut self, id: NodeId) -> &mut Node {
+    pub fn get_mut(&mut self, id: NodeId) -> &mut Node<T> {
         &mut self.nodes[id as usize]
     }
 
@@ -115,9 +135,7 @@ impl PathTree {
         self.table
             .find(h, |&id| {
                 let n = &nodes[id as usize];
-                n.parent == parent
-                    && &names[n.name_off as usize..n.name_off as usize + n.name_len as usize]
-                        == name
+                n.parent == parent && name_at(names, n.name_off) == name
             })
             .copied()
     }
@@ -126,29 +144,30 @@ impl PathTree {
         if let Some(id) = self.child(parent, name) {
             return Ok(id);
         }
-        let name_len = u16::try_from(name.len()).map_err(|_| TreeError::ComponentTooLong)?;
+        if name.len() > u16::MAX as usize {
+            return Err(TreeError::ComponentTooLong);
+        }
         let name_off = u32::try_from(self.names.len()).map_err(|_| TreeError::TooLarge)?;
         let id = NodeId::try_from(self.nodes.len()).map_err(|_| TreeError::TooLarge)?;
-        grow(&mut self.names, name.len());
+        grow(&mut self.names, name.len() + 3);
+        let mut len = name.len();
+        while len >= 0x80 {
+            self.names.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        self.names.push(len as u8);
         self.names.extend_from_slice(name);
         grow(&mut self.nodes, 1);
         self.nodes.push(Node {
             parent,
             name_off,
-            name_len,
-            claim: 0,
-            opaque: 0,
-            kind: Kind::Unclaimed,
-            flags: 0,
+            data: T::default(),
         });
         let h = self.hash(parent, name);
         let (nodes, names, hasher) = (&self.nodes, &self.names, &self.hasher);
         self.table.insert_unique(h, id, |&other| {
             let n = &nodes[other as usize];
-            hasher.hash_one((
-                n.parent,
-                &names[n.name_off as usize..n.name_off as usize + n.name_len as usize],
-            ))
+            hasher.hash_one((n.parent, name_at(names, n.name_off)))
         });
         Ok(id)
     }
@@ -182,6 +201,19 @@ impl PathTree {
         out
     }
 
+    /// Approximate heap bytes held (for the memory figures in the README).
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node<T>>()
+            + self.names.capacity()
+            + self.table.capacity() * (std::mem::size_of::<NodeId>() + 1)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> {
+        1..self.nodes.len() as NodeId
+    }
+}
+
+impl PathTree<Marks> {
     /// Mark every ancestor of `id` as having an emitted descendant.
     pub fn mark_descendant(&mut self, id: NodeId) {
         let mut p = self.parent(id);
@@ -212,17 +244,23 @@ impl PathTree {
             id = n.parent;
         }
     }
+}
 
-    /// Approximate heap bytes held (for the memory figures in the README).
-    pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.names.capacity()
-            + self.table.capacity() * (std::mem::size_of::<NodeId>() + 1)
+/// The name stored at `off`: a LEB128 length (at most 3 bytes: names are under 64 KiB), then
+/// the bytes.
+fn name_at(names: &[u8], off: u32) -> &[u8] {
+    let mut i = off as usize;
+    let mut len = 0usize;
+    let mut shift = 0;
+    while let Some(&b) = names.get(i) {
+        i += 1;
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
     }
-
-    pub fn ids(&self) -> impl Iterator<Item = NodeId> {
-        1..self.nodes.len() as NodeId
-    }
+    names.get(i..i + len).unwrap_or(&[])
 }
 
 /// Make room for `more` items, growing by a quarter rather than doubling: on a big image the
@@ -239,7 +277,7 @@ mod tests {
 
     #[test]
     fn insert_lookup_and_paths() {
-        let mut t = PathTree::new();
+        let mut t: PathTree = PathTree::new();
         let a = t.child_or_insert(ROOT, b"a").unwrap();
         let b = t.child_or_insert(a, b"b").unwrap();
         assert_eq!(t.child_or_insert(a, b"b").unwrap(), b);
@@ -249,5 +287,14 @@ mod tests {
         t.mark_descendant(b);
         assert_ne!(t.get(a).flags & HAS_DESCENDANT, 0);
         assert_eq!(std::mem::size_of::<Node>(), 16);
+        assert_eq!(std::mem::size_of::<Node<()>>(), 8);
+        // Names of every length class keep their bytes.
+        for len in [0usize, 1, 127, 128, 300, 16383, 16384, 65535] {
+            let name = vec![b'x'; len];
+            let id = t.child_or_insert(ROOT, &name).unwrap();
+            assert_eq!(t.name(id), &name[..]);
+            assert_eq!(t.child(ROOT, &name), Some(id));
+        }
+        assert!(t.child_or_insert(ROOT, &vec![b'y'; 65536]).is_err());
     }
 }

@@ -60,12 +60,13 @@ pub fn base_claims(img: &Image, verify: bool, cache: &Cache) -> Result<Claims> {
                 K::Fifo => walk::Kind::Fifo,
                 K::File | K::Other => walk::Kind::File,
             };
+            let (uid, gid) = paths.owner(s);
             let attrs = walk::DirAttrs {
-                mode: s.mode,
-                uid: s.uid,
-                gid: s.gid,
+                mode: s.mode(),
+                uid,
+                gid,
             };
-            claims.seed(&paths.path_of(id), kind, s.layer as u32, attrs);
+            claims.seed(&paths.path_of(id), kind, u32::from(s.layer()), attrs);
         }
     }
     Ok(claims)

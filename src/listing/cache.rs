@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use xxhash_rust::xxh3::Xxh3;
 
 const VERSION: u32 = 4;
-const BUF: usize = 256 << 10;
+const BUF: usize = 64 << 10;
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -135,7 +135,8 @@ impl Cache {
         let r = (|| -> std::io::Result<CacheWriter> {
             std::fs::create_dir_all(&parent)?;
             let tmp = tempfile::NamedTempFile::new_in(&parent)?;
-            let out = BufWriter::with_capacity(BUF, tmp.reopen()?);
+            // Lines are short: a small buffer writes them in few calls.
+            let out = BufWriter::with_capacity(16 << 10, tmp.reopen()?);
             let mut w = CacheWriter {
                 tmp,
                 out,

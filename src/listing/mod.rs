@@ -11,17 +11,18 @@ use crate::pathname::{normalize, split_parent, trim_dir};
 use crate::tarstream::{EntryType, TarReader};
 use crate::whiteout::{self, Marker};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::io::Write;
 use xxhash_rust::xxh3::Xxh3;
 
 mod cache;
 pub mod render;
+mod spill;
 pub mod walker;
 
 pub use cache::Cache;
 pub use render::{ci_failures, render_tree_diff, render_waste};
-use walker::{Event, Kind, Node, Paths, State, Walker, what_changed};
+use spill::SpillList;
+use walker::{Event, Kind, Node, Paths, State, Walker, What, what_changed};
 
 /// One entry of a layer, as `files --json` reports it.
 #[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -332,103 +333,199 @@ fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
     Change {
         path: abs(path),
         kind: s.kind.as_str().to_string(),
-        size: s.size,
-        mode: s.mode,
+        size: s.size(),
+        mode: s.mode(),
         what,
     }
 }
 
-/// A change of the layer being walked, kept small until the layer is written: the path is a
-/// node of the walk's tree, named only when written.
+/// A change of the layer being walked, kept small (24 bytes) until the layer is written: the
+/// path is a node of the walk's tree, named only when written.
+#[derive(Clone, Copy)]
 struct Pending {
-    id: crate::pathtree::NodeId,
-    kind: Kind,
     size: u64,
+    id: crate::pathtree::NodeId,
     mode: u32,
-    what: Vec<String>,
+    kind: Kind,
+    what: What,
 }
 
-/// One layer's changes, buffered as [`Pending`] records.
-#[derive(Default)]
-struct PendingLayer {
-    created: Vec<Pending>,
-    changed: Vec<Pending>,
-    deleted: Vec<Pending>,
+impl spill::Record for Pending {
+    const SIZE: usize = 18;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(self.what.bits());
+    }
+    fn get(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&b[..8]);
+        Pending {
+            size: u64::from_le_bytes(size),
+            id: u32_at(8),
+            mode: u32_at(12),
+            kind: Kind::from_u8(b[16]),
+            what: What::from_bits(b[17]),
+        }
+    }
 }
 
-impl PendingLayer {
-    fn change(p: &Pending, paths: &Paths, changed: bool) -> Change {
-        Change {
-            path: abs(&paths.path_of(p.id)),
-            kind: p.kind.as_str().to_string(),
-            size: p.size,
-            mode: p.mode,
-            what: changed.then(|| p.what.clone()),
+impl Pending {
+    fn new(n: Node<'_>, s: &State, what: What) -> Self {
+        Pending {
+            size: s.size(),
+            id: n.id,
+            mode: s.mode(),
+            kind: s.kind,
+            what,
         }
     }
 
-    /// Write the layer — JSON with one change per line, or text — and empty the buffers.
-    fn write(
-        &mut self,
-        l: &Layer,
-        paths: &Paths,
-        style: Style,
-        first: bool,
-        out: &mut dyn Write,
-    ) -> std::io::Result<()> {
-        let lists = [
-            ("created", std::mem::take(&mut self.created), false),
-            ("changed", std::mem::take(&mut self.changed), true),
-            ("deleted", std::mem::take(&mut self.deleted), false),
-        ];
-        match style {
+    fn change(&self, paths: &Paths, changed: bool) -> Change {
+        Change {
+            path: abs(&paths.path_of(self.id)),
+            kind: self.kind.as_str().to_string(),
+            size: self.size,
+            mode: self.mode,
+            what: changed.then(|| self.what.names()),
+        }
+    }
+}
+
+/// The diff of the layers as they are walked: JSON streams each layer's creations (the bulk
+/// of a big layer) as they come and holds back only its changes and deletions; text, whose
+/// layer line counts them all first, holds back all three. What is held back goes to a
+/// temporary file past a few thousand records.
+struct DiffWriter<'o> {
+    image: &'o str,
+    style: Style,
+    out: &'o mut dyn Write,
+    /// The layer whose JSON object and `created` list are open, and how many it has written.
+    open: Option<(usize, usize)>,
+    layers_written: usize,
+    created: SpillList<Pending>,
+    changed: SpillList<Pending>,
+    deleted: SpillList<Pending>,
+}
+
+impl DiffWriter<'_> {
+    fn start(&mut self) -> std::io::Result<()> {
+        if self.style == Style::Json {
+            write!(
+                self.out,
+                "{{\"image\": {}, \"layers\": [",
+                json_str(&self.image)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Open layer `l`'s JSON object and its `created` list, once.
+    fn open(&mut self, l: &Layer) -> std::io::Result<()> {
+        if self.open.is_some_and(|(i, _)| i == l.index) {
+            return Ok(());
+        }
+        let sep = if self.layers_written == 0 {
+            "\n"
+        } else {
+            ",\n"
+        };
+        write!(
+            self.out,
+            "{sep} {{\"index\": {}, \"digest\": {}, \"diff_id\": {}, \"created\": [",
+            l.index,
+            json_str(&l.digest),
+            json_str(&l.diff_id)
+        )?;
+        self.open = Some((l.index, 0));
+        Ok(())
+    }
+
+    fn created(&mut self, l: &Layer, p: Pending, paths: &Paths) -> std::io::Result<()> {
+        if self.style == Style::Text {
+            return self.created.push(p);
+        }
+        self.open(l)?;
+        let n = self.open.as_mut().map_or(0, |(_, n)| {
+            *n += 1;
+            *n
+        });
+        let sep = if n == 1 { "" } else { "," };
+        write!(self.out, "{sep}\n  {}", json_str(&p.change(paths, false)))
+    }
+
+    /// Layer `l` is done: write what was buffered, and empty the buffers.
+    fn layer_done(&mut self, l: &Layer, paths: &Paths) -> std::io::Result<()> {
+        let out = &mut *self.out;
+        match self.style {
             Style::Json => {
-                let sep = if first { "\n" } else { ",\n" };
-                write!(
-                    out,
-                    "{sep} {{\"index\": {}, \"digest\": {}, \"diff_id\": {}",
-                    l.index,
-                    json_str(&l.digest),
-                    json_str(&l.diff_id)
-                )?;
-                for (name, list, changed) in &lists {
+                self.open(l)?;
+                let out = &mut *self.out;
+                let nl = if self.open.is_some_and(|(_, n)| n > 0) {
+                    "\n "
+                } else {
+                    ""
+                };
+                write!(out, "{nl}]")?;
+                for (name, list, is_changed) in [
+                    ("changed", &mut self.changed, true),
+                    ("deleted", &mut self.deleted, false),
+                ] {
                     write!(out, ", \"{name}\": [")?;
-                    for (i, p) in list.iter().enumerate() {
-                        let sep = if i == 0 { "" } else { "," };
-                        write!(
-                            out,
-                            "{sep}\n  {}",
-                            json_str(&Self::change(p, paths, *changed))
-                        )?;
-                    }
                     let nl = if list.is_empty() { "" } else { "\n " };
+                    let mut first = true;
+                    list.drain(&mut |p| {
+                        let sep = if first { "" } else { "," };
+                        first = false;
+                        write!(out, "{sep}\n  {}", json_str(&p.change(paths, is_changed)))
+                    })?;
                     write!(out, "{nl}]")?;
                 }
-                write!(out, "}}")
+                write!(out, "}}")?;
+                self.open = None;
             }
             Style::Text => {
                 let counts = format!(
                     "{}: {} created, {} changed, {} deleted\n",
                     render::layer_title(l.index, &l.digest, &l.diff_id),
-                    lists[0].1.len(),
-                    lists[1].1.len(),
-                    lists[2].1.len()
+                    self.created.len(),
+                    self.changed.len(),
+                    self.deleted.len()
                 );
                 out.write_all(counts.as_bytes())?;
-                for ((_, list, changed), sign) in lists.iter().zip(['+', '~', '-']) {
-                    for p in list {
-                        let line = render::change_line(sign, &Self::change(p, paths, *changed));
-                        out.write_all(line.as_bytes())?;
-                    }
+                for ((list, is_changed), sign) in [
+                    (&mut self.created, false),
+                    (&mut self.changed, true),
+                    (&mut self.deleted, false),
+                ]
+                .into_iter()
+                .zip(['+', '~', '-'])
+                {
+                    list.drain(&mut |p| {
+                        let line = render::change_line(sign, &p.change(paths, is_changed));
+                        out.write_all(line.as_bytes())
+                    })?;
                 }
-                Ok(())
             }
         }
+        self.layers_written += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        if self.style == Style::Json {
+            let nl = if self.layers_written == 0 { "" } else { "\n" };
+            writeln!(self.out, "{nl}]}}")?;
+        }
+        self.out.flush()
     }
 }
 
 /// `diff`: what each layer created, changed and deleted, in one bottom-up pass over all layers
-/// (the chosen one needs those below it), each layer written out when it is done.
+/// (the chosen one needs those below it), each layer written out as it is walked.
 pub fn write_diff(
     img: &Image,
     only: Option<usize>,
@@ -438,54 +535,42 @@ pub fn write_diff(
     out: &mut dyn Write,
 ) -> Result<()> {
     let all: Vec<&Layer> = img.layers.iter().collect();
-    if style == Style::Json {
-        write!(
-            out,
-            "{{\"image\": {}, \"layers\": [",
-            json_str(&img.reference)
-        )
-        .map_err(wio)?;
-    }
-    let mut pending = PendingLayer::default();
-    let mut written = 0usize;
+    let mut w = DiffWriter {
+        image: &img.reference,
+        style,
+        out,
+        open: None,
+        layers_written: 0,
+        created: SpillList::default(),
+        changed: SpillList::default(),
+        deleted: SpillList::default(),
+    };
+    w.start().map_err(wio)?;
+    // The first output error stops the writing (the walk itself still has to finish).
     let mut failed: Option<std::io::Error> = None;
     let wanted = |i: usize| only.is_none_or(|o| o == i);
     let mut paths = Paths::new();
     Walker::new().walk(&mut paths, &all, verify, cache, &mut |layer, ev| {
-        if !wanted(layer) {
+        if !wanted(layer) || failed.is_some() {
             return;
         }
-        let rec = |n: Node<'_>, s: &State, what: Vec<String>| Pending {
-            id: n.id,
-            kind: s.kind,
-            size: s.size,
-            mode: s.mode,
-            what,
-        };
-        match ev {
-            Event::Created(n, s) => pending.created.push(rec(n, s, vec![])),
+        let l = all[layer];
+        let r = match ev {
+            Event::Created(n, s) => w.created(l, Pending::new(n, s, What::default()), n.paths),
             Event::Changed(n, old, new) => {
-                pending.changed.push(rec(n, new, what_changed(old, new)))
+                w.changed.push(Pending::new(n, new, what_changed(old, new)))
             }
-            Event::Deleted(n, old) => pending.deleted.push(rec(n, old, vec![])),
-            Event::LayerDone(i, paths) => {
-                if failed.is_none()
-                    && let Err(e) = pending.write(all[i], paths, style, written == 0, out)
-                {
-                    failed = Some(e);
-                }
-                written += 1;
-            }
+            Event::Deleted(n, old) => w.deleted.push(Pending::new(n, old, What::default())),
+            Event::LayerDone(_, paths) => w.layer_done(l, paths),
+        };
+        if let Err(e) = r {
+            failed = Some(e);
         }
     })?;
     if let Some(e) = failed {
         return Err(wio(e));
     }
-    if style == Style::Json {
-        let nl = if written == 0 { "" } else { "\n" };
-        writeln!(out, "{nl}]}}").map_err(wio)?;
-    }
-    out.flush().map_err(wio)
+    w.finish().map_err(wio)
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -541,17 +626,17 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<
     for id in 1..paths.len() as crate::pathtree::NodeId {
         match (wa.state(id), wb.state(id)) {
             (None, Some(s)) => {
-                summary.added_bytes += s.size;
+                summary.added_bytes += s.size();
                 added.push(change(&paths.path_of(id), s, None));
             }
             (Some(s), None) => {
-                summary.removed_bytes += s.size;
+                summary.removed_bytes += s.size();
                 removed.push(change(&paths.path_of(id), s, None));
             }
             (Some(x), Some(y)) => {
                 let what = what_changed(x, y);
                 if !what.is_empty() {
-                    modified.push(change(&paths.path_of(id), y, Some(what)));
+                    modified.push(change(&paths.path_of(id), y, Some(what.names())));
                 }
             }
             (None, None) => {}
@@ -597,70 +682,76 @@ pub struct WasteReport {
 }
 
 /// Wasted space: every file version that a higher layer overwrites or removes.
-pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<WasteReport> {
-    let all: Vec<&Layer> = img.layers.iter().collect();
-    let mut total = 0u64;
-    let mut wasted = 0u64;
-    let mut dup = 0u64;
-    // Wasted bytes by node, and which layer lost what (8 bytes an event); paths and layer
-    // lists are made only for the top ones.
-    let mut per_path: HashMap<crate::pathtree::NodeId, u64> = HashMap::new();
-    let mut losses: Vec<(crate::pathtree::NodeId, u16)> = Vec::new();
-    // Bytes of a file's own data (a hardlink's belong to the file it shares).
-    let bytes = |s: &State| {
-        if s.kind == Kind::File && !s.hardlink {
-            s.size
-        } else {
-            0
-        }
-    };
-    let mut lost =
-        |n: Node<'_>, s: &State, per_path: &mut HashMap<crate::pathtree::NodeId, u64>| {
-            if s.kind == Kind::File && !s.hardlink && s.size > 0 {
-                *per_path.entry(n.id).or_default() += s.size;
-                losses.push((n.id, s.layer));
-            }
-        };
-    let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| match ev {
-        Event::Created(_, s) => total += bytes(s),
-        Event::Changed(p, old, new) => {
-            total += bytes(new);
-            wasted += bytes(old);
-            if bytes(old) > 0 && new.kind == Kind::File && old.content == new.content {
-                dup += old.size;
-            }
-            lost(p, old, &mut per_path);
-        }
-        Event::Deleted(p, old) => {
-            wasted += bytes(old);
-            lost(p, old, &mut per_path);
-        }
-        Event::LayerDone(..) => {}
-    })?;
+/// File data a layer lost: a version of the file at node `id`, written by `layer`.
+/// 12 bytes: sizes are under 2^48 in the walk (`walker::MAX_SIZE`).
+struct Loss {
+    id: crate::pathtree::NodeId,
+    bytes_low: u32,
+    /// The size's high 16 bits, then the layer.
+    bytes_high_layer: u32,
+}
 
-    let mut by_bytes: Vec<(u64, crate::pathtree::NodeId)> =
-        per_path.into_iter().map(|(id, b)| (b, id)).collect();
-    by_bytes.sort_by_key(|c| std::cmp::Reverse(c.0));
-    // Name only the candidates (ties at the cut included, ordered by path below).
-    let cut = by_bytes.get(top_n.saturating_sub(1)).map_or(0, |c| c.0);
-    by_bytes.retain(|c| top_n > 0 && c.0 >= cut);
-    let mut layers_of: HashMap<crate::pathtree::NodeId, Vec<usize>> =
-        by_bytes.iter().map(|c| (c.1, Vec::new())).collect();
-    for (id, layer) in &losses {
-        if let Some(v) = layers_of.get_mut(id) {
-            v.push(*layer as usize);
+impl spill::Record for Loss {
+    const SIZE: usize = 12;
+    fn put(&self, out: &mut Vec<u8>) {
+        for v in [self.id, self.bytes_low, self.bytes_high_layer] {
+            out.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let mut top: Vec<WastedPath> = by_bytes
-        .into_iter()
-        .map(|(b, id)| {
-            let mut layers = layers_of.remove(&id).unwrap_or_default();
-            layers.sort();
+    fn get(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Loss {
+            id: u32_at(0),
+            bytes_low: u32_at(4),
+            bytes_high_layer: u32_at(8),
+        }
+    }
+}
+
+impl Loss {
+    fn new(id: crate::pathtree::NodeId, bytes: u64, layer: u16) -> Self {
+        Loss {
+            id,
+            bytes_low: bytes as u32,
+            bytes_high_layer: (((bytes >> 32) as u32) & 0xffff) | (u32::from(layer) << 16),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        u64::from(self.bytes_low) | (u64::from(self.bytes_high_layer & 0xffff) << 32)
+    }
+
+    fn layer(&self) -> u16 {
+        (self.bytes_high_layer >> 16) as u16
+    }
+}
+
+/// The `top_n` paths that lost the most bytes (ties at the cut ordered by path), with the
+/// layers whose versions were lost.
+fn top_wasted(losses: &mut [Loss], top_n: usize, paths: &Paths) -> Vec<WastedPath> {
+    if top_n == 0 {
+        return Vec::new();
+    }
+    losses.sort_unstable_by_key(|l| (l.id, l.layer()));
+    let groups = || losses.chunk_by(|a, b| a.id == b.id);
+    let total = |g: &[Loss]| g.iter().map(Loss::bytes).sum::<u64>();
+    // The smallest total among the top_n largest: the cut.
+    let mut heap = std::collections::BinaryHeap::new();
+    for g in groups() {
+        heap.push(std::cmp::Reverse(total(g)));
+        if heap.len() > top_n {
+            heap.pop();
+        }
+    }
+    let cut = heap.peek().map_or(0, |r| r.0);
+    let mut top: Vec<WastedPath> = groups()
+        .filter(|g| total(g) >= cut)
+        .map(|g| {
+            let mut layers: Vec<usize> = g.iter().map(|l| l.layer() as usize).collect();
             layers.dedup();
             WastedPath {
-                path: abs(&paths.path_of(id)),
-                wasted_bytes: b,
+                path: abs(&paths.path_of(g[0].id)),
+                wasted_bytes: total(g),
                 layers,
             }
         })
@@ -671,6 +762,62 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
             .then(a.path.cmp(&b.path))
     });
     top.truncate(top_n);
+    top
+}
+
+pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<WasteReport> {
+    let all: Vec<&Layer> = img.layers.iter().collect();
+    let mut total = 0u64;
+    let mut wasted = 0u64;
+    let mut dup = 0u64;
+    // Every loss of file data, 12 bytes each, kept aside (mostly on file) during the walk;
+    // grouped by path once the walk's own memory is gone, and only the top paths are named.
+    let mut losses: SpillList<Loss> = SpillList::default();
+    let mut spill_error: Option<std::io::Error> = None;
+    // Bytes of a file's own data (a hardlink's belong to the file it shares).
+    let bytes = |s: &State| {
+        if s.kind == Kind::File && !s.hardlink() {
+            s.size()
+        } else {
+            0
+        }
+    };
+    let mut lost = |n: Node<'_>, s: &State| {
+        if bytes(s) > 0
+            && spill_error.is_none()
+            && let Err(e) = losses.push(Loss::new(n.id, s.size(), s.layer()))
+        {
+            spill_error = Some(e);
+        }
+    };
+    let mut paths = Paths::new();
+    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| match ev {
+        Event::Created(_, s) => total += bytes(s),
+        Event::Changed(p, old, new) => {
+            total += bytes(new);
+            wasted += bytes(old);
+            if bytes(old) > 0 && new.kind == Kind::File && old.content() == new.content() {
+                dup += old.size();
+            }
+            lost(p, old);
+        }
+        Event::Deleted(p, old) => {
+            wasted += bytes(old);
+            lost(p, old);
+        }
+        Event::LayerDone(..) => {}
+    })?;
+    if let Some(e) = spill_error {
+        return Err(Error::io("temporary file of the waste figures", e));
+    }
+    let mut all_losses = Vec::with_capacity(losses.len());
+    losses
+        .drain(&mut |l| {
+            all_losses.push(l);
+            Ok(())
+        })
+        .map_err(|e| Error::io("temporary file of the waste figures", e))?;
+    let top = top_wasted(&mut all_losses, top_n, &paths);
     let efficiency = if total == 0 {
         1.0
     } else {

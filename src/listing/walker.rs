@@ -4,9 +4,10 @@
 //! only the subtree it removes.
 //!
 //! Memory is what a big image needs most here, so the index is compact: paths live in the
-//! merge's [`PathTree`] (16 bytes a node plus the component name), with child links, and the
-//! state of each path is a 56-byte [`State`] in a vector indexed by node — about 90 bytes per
-//! path in all, where a map of path strings to states costs 200+.
+//! merge's [`PathTree`] (8 bytes a node plus the component name), with child links (4 bytes,
+//! and a map entry per directory), and the state of each path is a 24-byte [`State`] in a
+//! vector indexed by node — about 70 bytes per path in all, names included, where a map of
+//! path strings to states costs 200+.
 
 use super::{Cache, Item, each_entry};
 use crate::error::{Error, Result};
@@ -27,6 +28,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::File,
+        Kind::Dir,
+        Kind::Symlink,
+        Kind::Char,
+        Kind::Block,
+        Kind::Fifo,
+        Kind::Other,
+    ];
+
+    /// The kind stored as `k as u8`.
+    pub fn from_u8(k: u8) -> Kind {
+        Self::ALL.get(k as usize).copied().unwrap_or(Kind::Other)
+    }
+
     pub fn parse(k: &str) -> Kind {
         match k {
             "file" | "hardlink" => Kind::File,
@@ -52,29 +68,132 @@ impl Kind {
     }
 }
 
-/// A path as it stands after some layers.
+/// A path as it stands after some layers: 24 bytes, the walk's main per-path cost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
-    pub size: u64,
-    /// Fingerprint (low 64 bits of xxh3-128) of a regular file's content.
-    pub content: Option<u64>,
-    pub link: Option<Box<str>>,
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-    /// The layer that wrote this version.
-    pub layer: u16,
+    /// The size (low 48 bits) and the layer that wrote this version (high 16 bits).
+    size_layer: u64,
+    /// A regular file's content fingerprint (low 64 bits of xxh3-128) or a symlink target's
+    /// (xxh3-64): files and symlinks never need both. Meaningful with [`FINGERPRINTED`].
+    print: u64,
+    /// Index of the (uid, gid) pair in the owner table: images have few owners.
+    owner: u32,
+    /// Permission bits (the listing keeps only those).
+    mode: u16,
     pub kind: Kind,
-    /// A hardlink: its bytes belong to the file it shares, not counted again.
-    pub hardlink: bool,
+    flags: u8,
+}
+
+/// Entry sizes the walk can hold: 256 TiB.
+pub const MAX_SIZE: u64 = (1 << 48) - 1;
+
+const ROOT_OWNER: u32 = 0;
+
+/// `print` holds a fingerprint.
+const FINGERPRINTED: u8 = 1;
+/// A hardlink: its bytes belong to the file it shares, not counted again.
+const HARDLINK: u8 = 2;
+
+impl State {
+    /// `size` must be at most [`MAX_SIZE`] (checked where entries come in).
+    fn new(size: u64, layer: u16, kind: Kind, mode: u32, owner: u32) -> Self {
+        State {
+            size_layer: (size & MAX_SIZE) | (u64::from(layer) << 48),
+            print: 0,
+            owner,
+            mode: (mode & 0o7777) as u16,
+            kind,
+            flags: 0,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size_layer & MAX_SIZE
+    }
+
+    /// The layer that wrote this version.
+    pub fn layer(&self) -> u16 {
+        (self.size_layer >> 48) as u16
+    }
+
+    fn set_layer(&mut self, layer: u16) {
+        self.size_layer = self.size() | (u64::from(layer) << 48);
+    }
+
+    /// Permission bits.
+    pub fn mode(&self) -> u32 {
+        u32::from(self.mode)
+    }
+
+    fn with_print(mut self, print: Option<u64>) -> Self {
+        if let Some(p) = print {
+            self.print = p;
+            self.flags |= FINGERPRINTED;
+        }
+        self
+    }
+
+    /// A regular file's content fingerprint, when known.
+    pub fn content(&self) -> Option<u64> {
+        (self.kind == Kind::File && self.flags & FINGERPRINTED != 0).then_some(self.print)
+    }
+
+    /// A symlink's target, as a fingerprint (equal targets, equal values).
+    pub fn link(&self) -> Option<u64> {
+        (self.kind == Kind::Symlink && self.flags & FINGERPRINTED != 0).then_some(self.print)
+    }
+
+    /// Shares its inode with a path that holds the data.
+    pub fn hardlink(&self) -> bool {
+        self.flags & HARDLINK != 0
+    }
+
+    fn set_hardlink(&mut self, on: bool) {
+        if on {
+            self.flags |= HARDLINK;
+        } else {
+            self.flags &= !HARDLINK;
+        }
+    }
+}
+
+/// The (uid, gid) pairs of the walks over one [`Paths`], each stored once; 0 is root's.
+#[derive(Clone, Default)]
+struct Owners {
+    pairs: Vec<(u32, u32)>,
+    index: hashbrown::HashMap<(u32, u32), u32>,
+}
+
+impl Owners {
+    fn id(&mut self, uid: u32, gid: u32) -> u32 {
+        *self.index.entry((uid, gid)).or_insert_with(|| {
+            self.pairs.push((uid, gid));
+            (self.pairs.len() - 1) as u32
+        })
+    }
+
+    fn new() -> Self {
+        let mut o = Owners::default();
+        o.id(0, 0);
+        o
+    }
+
+    fn get(&self, id: u32) -> (u32, u32) {
+        self.pairs.get(id as usize).copied().unwrap_or((0, 0))
+    }
 }
 
 /// Every path any layer named, as a tree with child links. Shared by the walks of two images
 /// (`diff A B`), so the same path is the same node in both.
 pub struct Paths {
-    tree: PathTree,
-    /// (first child, next sibling) per node; 0 = none (the root is nobody's child).
-    links: Vec<(NodeId, NodeId)>,
+    /// No per-node data: the walk's is in [`Walker`], one vector per image.
+    tree: PathTree<()>,
+    /// Each node's next sibling; 0 = none (the root is nobody's child).
+    next_sibling: Vec<NodeId>,
+    /// The first child of each node that has children: a map, as most paths are files.
+    first_child: hashbrown::HashMap<NodeId, NodeId>,
+    /// Shared by the walks too, so that equal owners are equal ids in both images.
+    owners: Owners,
 }
 
 impl Default for Paths {
@@ -87,8 +206,15 @@ impl Paths {
     pub fn new() -> Self {
         Paths {
             tree: PathTree::new(),
-            links: vec![(0, 0)],
+            next_sibling: vec![0],
+            first_child: hashbrown::HashMap::new(),
+            owners: Owners::new(),
         }
+    }
+
+    /// A state's (uid, gid).
+    pub fn owner(&self, s: &State) -> (u32, u32) {
+        self.owners.get(s.owner)
     }
 
     pub fn len(&self) -> usize {
@@ -121,10 +247,9 @@ impl Paths {
                 .child_or_insert(id, comp)
                 .map_err(|e| Error::Format(format!("/{}: {e}", String::from_utf8_lossy(path))))?;
             if self.tree.len() > before {
-                let first = self.links[id as usize].0;
-                grow(&mut self.links, 1);
-                self.links.push((0, first));
-                self.links[id as usize].0 = child;
+                let first = self.first_child.insert(id, child).unwrap_or(0);
+                grow(&mut self.next_sibling, 1);
+                self.next_sibling.push(first);
             }
             id = child;
         }
@@ -241,29 +366,40 @@ impl Walker {
                                 // symlink or a fifo — metadata included.
                                 Some(t) => {
                                     let target = paths.lookup(t).and_then(|id| self.state(id));
-                                    State {
-                                        size: target.map(|t| t.size).unwrap_or(0),
-                                        content: target.and_then(|t| t.content),
-                                        link: target.and_then(|t| t.link.clone()),
-                                        uid: target.map_or(e.uid as u32, |t| t.uid),
-                                        gid: target.map_or(e.gid as u32, |t| t.gid),
-                                        mode: target.map_or(e.mode, |t| t.mode),
-                                        layer: layer as u16,
-                                        kind: target.map_or(Kind::File, |t| t.kind),
-                                        hardlink: true,
-                                    }
+                                    let mut st = match target {
+                                        Some(t) => t.clone(),
+                                        None => State::new(
+                                            0,
+                                            0,
+                                            Kind::File,
+                                            e.mode,
+                                            paths.owners.id(e.uid as u32, e.gid as u32),
+                                        ),
+                                    };
+                                    st.set_layer(layer as u16);
+                                    st.set_hardlink(true);
+                                    st
                                 }
-                                None => State {
-                                    size: e.size,
-                                    content: seen.content.as_deref().and_then(fingerprint),
-                                    link: e.link.map(String::into_boxed_str),
-                                    uid: e.uid as u32,
-                                    gid: e.gid as u32,
-                                    mode: e.mode,
-                                    layer: layer as u16,
-                                    kind: Kind::parse(&e.kind),
-                                    hardlink: false,
-                                },
+                                None => {
+                                    if e.size > MAX_SIZE {
+                                        return Err(Error::Format(format!(
+                                            "{}: entry of {} bytes, more than the walk holds",
+                                            e.path, e.size
+                                        )));
+                                    }
+                                    let kind = Kind::parse(&e.kind);
+                                    let print = match kind {
+                                        Kind::File => seen.content.as_deref().and_then(fingerprint),
+                                        Kind::Symlink => e
+                                            .link
+                                            .as_deref()
+                                            .map(|l| xxhash_rust::xxh3::xxh3_64(l.as_bytes())),
+                                        _ => None,
+                                    };
+                                    let owner = paths.owners.id(e.uid as u32, e.gid as u32);
+                                    State::new(e.size, layer as u16, kind, e.mode, owner)
+                                        .with_print(print)
+                                }
                             };
                             let target = match &seen.hardlink_to {
                                 Some(t) => paths.lookup(t).filter(|&t| self.state(t).is_some()),
@@ -305,7 +441,7 @@ impl Walker {
             if !(keep_root && id == root) {
                 let slot = self.slot(id);
                 match slot.as_ref() {
-                    Some(s) if !lower_only || s.layer as usize != layer => {
+                    Some(s) if !lower_only || s.layer() as usize != layer => {
                         if let Some(mut s) = slot.take() {
                             self.unlink(id, &mut s);
                             on(layer, Event::Deleted(Node { id, paths }, &s));
@@ -316,10 +452,10 @@ impl Walker {
                 }
             }
             kids.clear();
-            let mut c = paths.links[id as usize].0;
+            let mut c = paths.first_child.get(&id).copied().unwrap_or(0);
             while c != 0 {
                 kids.push(c);
-                c = paths.links[c as usize].1;
+                c = paths.next_sibling[c as usize];
             }
             // Popped in name order.
             kids.sort_unstable_by(|a, b| paths.tree.name(*b).cmp(paths.tree.name(*a)));
@@ -352,17 +488,7 @@ impl Walker {
             a = paths.tree.parent(a);
         }
         for &a in chain.iter().rev() {
-            let dir = State {
-                size: 0,
-                content: None,
-                link: None,
-                uid: 0,
-                gid: 0,
-                mode: 0o600,
-                layer: layer as u16,
-                kind: Kind::Dir,
-                hardlink: false,
-            };
+            let dir = State::new(0, layer as u16, Kind::Dir, 0o600, ROOT_OWNER);
             self.record(paths, a, layer, dir, on);
         }
     }
@@ -413,7 +539,7 @@ impl Walker {
         if let Some(g) = self.groups.remove(&id) {
             let live = &mut self.live[g as usize];
             *live = live.saturating_sub(1);
-            s.hardlink = *live > 0;
+            s.set_hardlink(*live > 0);
         }
     }
 
@@ -423,7 +549,7 @@ impl Walker {
             .iter()
             .flatten()
             .filter(|s| s.kind == Kind::File)
-            .map(|s| s.size)
+            .map(State::size)
             .sum()
     }
 
@@ -441,23 +567,48 @@ fn fingerprint(hex: &str) -> Option<u64> {
     u128::from_str_radix(hex, 16).ok().map(|v| v as u64)
 }
 
-/// What differs between two states of a path.
-pub fn what_changed(old: &State, new: &State) -> Vec<String> {
-    let mut what = Vec::new();
-    if old.kind != new.kind {
-        what.push("type".to_string());
+/// What differs between two states of a path, as a set of [`What`] bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct What(u8);
+
+impl What {
+    const NAMES: [&str; 5] = ["type", "content", "mode", "owner", "link"];
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
     }
-    if old.content != new.content || (new.kind == Kind::File && old.size != new.size) {
-        what.push("content".into());
+
+    pub fn bits(self) -> u8 {
+        self.0
     }
-    if old.mode != new.mode {
-        what.push("mode".into());
+
+    pub fn from_bits(b: u8) -> What {
+        What(b & 0x1f)
     }
-    if old.uid != new.uid || old.gid != new.gid {
-        what.push("owner".into());
+
+    /// The names of what changed, in a fixed order.
+    pub fn names(self) -> Vec<String> {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| n.to_string())
+            .collect()
     }
-    if old.link != new.link {
-        what.push("link".into());
-    }
-    what
+}
+
+pub fn what_changed(old: &State, new: &State) -> What {
+    let checks = [
+        old.kind != new.kind,
+        old.content() != new.content() || (new.kind == Kind::File && old.size() != new.size()),
+        old.mode != new.mode,
+        old.owner != new.owner,
+        old.link() != new.link(),
+    ];
+    What(
+        checks
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (i, &c)| acc | (u8::from(c) << i)),
+    )
 }
