@@ -235,7 +235,7 @@ fn style(json: bool) -> strata::listing::Style {
 
 /// Buffered stdout for reports written as they are produced.
 fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
-    std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock())
+    std::io::BufWriter::with_capacity(32 << 10, std::io::stdout().lock())
 }
 
 /// Log level: `-v` (info), `-vv` (debug), `-vvv` (trace), or `STRATA_LOG=LEVEL`; warnings by

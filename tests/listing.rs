@@ -626,3 +626,36 @@ fn waste_counts_hardlinked_data_once_its_last_path_is_gone() {
     let w = json_of(&["waste", "--json", &img]);
     assert_eq!(w["wasted_bytes"], 5, "{w}");
 }
+
+/// `strata diff IMAGE | head`: once the output is gone, the walk stops instead of reading the
+/// remaining layers (here the second one is not even a tar: reading it would fail on that).
+#[test]
+fn diff_stops_reading_layers_when_its_output_closes() {
+    let mut l0 = LayerBuilder::new();
+    for i in 0..3000 {
+        l0.file(&format!("many/file-{i:05}.txt"), "x");
+    }
+    let not_a_tar = vec![b'A'; 4096];
+    let (_d, img) = image(&[l0.build(), not_a_tar]);
+    // The broken second layer is an error when the output is read.
+    let o = Command::new(strata_bin())
+        .args(["diff", "--json", "--no-cache", &img])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("layer 1"), "{err}");
+    // With the reader gone, the failed write is the error, and layer 1 is never read.
+    let mut child = Command::new(strata_bin())
+        .args(["diff", "--json", "--no-cache", &img])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Broken pipe"), "{err}");
+    assert!(!err.contains("layer 1"), "{err}");
+}

@@ -48,7 +48,7 @@ pub fn base_claims(img: &Image, verify: bool, cache: &Cache) -> Result<Claims> {
     let layers: Vec<&crate::image::Layer> = img.layers.iter().collect();
     let mut paths = Paths::new();
     let mut w = Walker::new();
-    w.walk(&mut paths, &layers, verify, cache, &mut |_, _| {})?;
+    w.walk(&mut paths, &layers, verify, cache, &mut |_, _| true)?;
     let mut claims = Claims::default();
     for id in 1..paths.len() as crate::pathtree::NodeId {
         if let Some(s) = w.state(id) {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use xxhash_rust::xxh3::Xxh3;
 
 const VERSION: u32 = 4;
-const BUF: usize = 64 << 10;
+const BUF: usize = 32 << 10;
 
 #[derive(Clone, Debug)]
 pub struct Cache {

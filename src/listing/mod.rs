@@ -551,8 +551,8 @@ pub fn write_diff(
     let wanted = |i: usize| only.is_none_or(|o| o == i);
     let mut paths = Paths::new();
     Walker::new().walk(&mut paths, &all, verify, cache, &mut |layer, ev| {
-        if !wanted(layer) || failed.is_some() {
-            return;
+        if !wanted(layer) {
+            return true;
         }
         let l = all[layer];
         let r = match ev {
@@ -564,8 +564,11 @@ pub fn write_diff(
             Event::LayerDone(_, paths) => w.layer_done(l, paths),
         };
         if let Err(e) = r {
+            // Nothing more can be written: stop reading layers too (`strata diff | head`).
             failed = Some(e);
+            return false;
         }
+        true
     })?;
     if let Some(e) = failed {
         return Err(wio(e));
@@ -609,13 +612,13 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<
     let mut paths = Paths::new();
     let mut base = Walker::new();
     let common: Vec<&Layer> = a.layers[..shared].iter().collect();
-    base.walk(&mut paths, &common, verify, cache, &mut |_, _| {})?;
+    base.walk(&mut paths, &common, verify, cache, &mut |_, _| true)?;
     let mut wa = base.clone();
     let rest_a: Vec<&Layer> = a.layers[shared..].iter().collect();
-    wa.walk(&mut paths, &rest_a, verify, cache, &mut |_, _| {})?;
+    wa.walk(&mut paths, &rest_a, verify, cache, &mut |_, _| true)?;
     let mut wb = base;
     let rest_b: Vec<&Layer> = b.layers[shared..].iter().collect();
-    wb.walk(&mut paths, &rest_b, verify, cache, &mut |_, _| {})?;
+    wb.walk(&mut paths, &rest_b, verify, cache, &mut |_, _| true)?;
     let mut summary = TreeSummary {
         size_a: wa.file_bytes(),
         size_b: wb.file_bytes(),
@@ -791,21 +794,24 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
         }
     };
     let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| match ev {
-        Event::Created(_, s) => total += bytes(s),
-        Event::Changed(p, old, new) => {
-            total += bytes(new);
-            wasted += bytes(old);
-            if bytes(old) > 0 && new.kind == Kind::File && old.content() == new.content() {
-                dup += old.size();
+    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| {
+        match ev {
+            Event::Created(_, s) => total += bytes(s),
+            Event::Changed(p, old, new) => {
+                total += bytes(new);
+                wasted += bytes(old);
+                if bytes(old) > 0 && new.kind == Kind::File && old.content() == new.content() {
+                    dup += old.size();
+                }
+                lost(p, old);
             }
-            lost(p, old);
+            Event::Deleted(p, old) => {
+                wasted += bytes(old);
+                lost(p, old);
+            }
+            Event::LayerDone(..) => {}
         }
-        Event::Deleted(p, old) => {
-            wasted += bytes(old);
-            lost(p, old);
-        }
-        Event::LayerDone(..) => {}
+        true
     })?;
     if let Some(e) = spill_error {
         return Err(Error::io("temporary file of the waste figures", e));

@@ -311,13 +311,36 @@ impl Walker {
         &mut self.states[i]
     }
 
-    /// Apply `layers` (bottom first), calling `on(layer index, event)` for each change.
+    /// Apply `layers` (bottom first), calling `on(layer index, event)` for each change. When
+    /// `on` returns false (its output is gone, say) the walk stops early, without error.
     pub fn walk(
         &mut self,
         paths: &mut Paths,
         layers: &[&Layer],
         verify: bool,
         cache: &Cache,
+        on: &mut dyn FnMut(usize, Event<'_>) -> bool,
+    ) -> Result<()> {
+        let stopped = std::cell::Cell::new(false);
+        let mut on = |layer: usize, ev: Event<'_>| {
+            if !stopped.get() && !on(layer, ev) {
+                stopped.set(true);
+            }
+        };
+        let r = self.walk_events(paths, layers, verify, cache, &stopped, &mut on);
+        if stopped.get() {
+            return Ok(()); // whatever ended the reading: the consumer asked for it
+        }
+        r
+    }
+
+    fn walk_events(
+        &mut self,
+        paths: &mut Paths,
+        layers: &[&Layer],
+        verify: bool,
+        cache: &Cache,
+        stopped: &std::cell::Cell<bool>,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) -> Result<()> {
         // Whiteouts and opaque markers touch lower layers only, wherever they sit in the tar:
@@ -331,6 +354,9 @@ impl Walker {
         let mut whiteouts: Vec<NodeId> = Vec::new();
         let mut opaque: Vec<NodeId> = Vec::new();
         each_entry(layers, verify, cache, &mut |item| {
+            if stopped.get() {
+                return Err(Error::Format("walk stopped by its consumer".into()));
+            }
             match item {
                 Item::Start(_) => {}
                 Item::End(l) => {
@@ -611,4 +637,44 @@ pub fn what_changed(old: &State, new: &State) -> What {
             .enumerate()
             .fold(0, |acc, (i, &c)| acc | (u8::from(c) << i)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-path cost the README and the memory figures count on.
+    #[test]
+    fn state_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Option<State>>(), 24);
+    }
+
+    #[test]
+    fn state_packs_size_and_layer() {
+        let mut s = State::new(MAX_SIZE, u16::MAX, Kind::File, 0o104755, 3);
+        assert_eq!(
+            (s.size(), s.layer(), s.mode()),
+            (MAX_SIZE, u16::MAX, 0o4755)
+        );
+        s.set_layer(7);
+        assert_eq!((s.size(), s.layer()), (MAX_SIZE, 7));
+        assert_eq!(s.content(), None);
+        let s = s.with_print(Some(42));
+        assert_eq!((s.content(), s.link()), (Some(42), None));
+    }
+
+    #[test]
+    fn what_changed_names_each_difference() {
+        let mut p = Paths::new();
+        let a = State::new(5, 0, Kind::File, 0o644, p.owners.id(0, 0)).with_print(Some(1));
+        let b = State::new(5, 1, Kind::File, 0o755, p.owners.id(1000, 0)).with_print(Some(2));
+        assert_eq!(what_changed(&a, &b).names(), ["content", "mode", "owner"]);
+        assert!(what_changed(&a, &a.clone()).is_empty());
+        let l = State::new(3, 1, Kind::Symlink, 0o777, 0).with_print(Some(9));
+        assert_eq!(
+            what_changed(&a, &l).names(),
+            ["type", "content", "mode", "link"]
+        );
+        assert_eq!(p.owner(&b), (1000, 0));
+    }
 }
