@@ -15,6 +15,10 @@ pub enum Error {
     /// Malformed input: bad JSON, a missing member, a corrupt header.
     #[error("{0}")]
     Format(String),
+    /// A walk over the layers was ended by its consumer (its output is gone, or it has what
+    /// it needs): not a failure, and not shown to users.
+    #[error("stopped before the last layer")]
+    Stopped,
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     Digest {
         what: String,

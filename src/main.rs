@@ -249,15 +249,20 @@ fn init_logging(verbose: u8) {
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let level = std::env::var("STRATA_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(level);
+    let env = std::env::var("STRATA_LOG").ok();
+    let from_env = env.as_deref().map(str::parse::<LevelFilter>);
+    let level = match from_env {
+        Some(Ok(l)) => l,
+        _ => level,
+    };
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();
+    if let (Some(v), Some(Err(_))) = (env, from_env) {
+        tracing::warn!("STRATA_LOG={v}: not a level (off, error, warn, info, debug, trace)");
+    }
 }
 
 fn open(image: &str, platform: &str) -> anyhow::Result<strata::image::Image> {

@@ -659,3 +659,56 @@ fn diff_stops_reading_layers_when_its_output_closes() {
     assert!(err.contains("Broken pipe"), "{err}");
     assert!(!err.contains("layer 1"), "{err}");
 }
+
+/// A layer is printed only once it has been read to its end and its digest checked: nothing of
+/// a layer whose content does not match its diff_id reaches the output.
+#[test]
+fn diff_prints_nothing_of_a_layer_that_fails_verification() {
+    let mut l0 = LayerBuilder::new();
+    l0.file("base.txt", "base");
+    let mut l1 = LayerBuilder::new();
+    l1.file("late.txt", "tampered-with");
+    let (_d, img) = image(&[l0.build(), l1.build()]);
+    let mut bytes = std::fs::read(&img).unwrap();
+    let i = bytes
+        .windows(13)
+        .position(|w| w == b"tampered-with")
+        .unwrap();
+    bytes[i] = b'T';
+    std::fs::write(&img, bytes).unwrap();
+    for style in [&["--json"][..], &[][..]] {
+        let o = Command::new(strata_bin())
+            .args(["diff", "--no-cache", &img])
+            .args(style)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("digest mismatch") && err.contains("layer 1"),
+            "{err}"
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("/base.txt"),
+            "layer 0 is verified and shown: {out}"
+        );
+        assert!(!out.contains("late.txt"), "{out}");
+    }
+}
+
+/// `diff --layer N` needs the layers up to N, not those above: a broken layer above is not read.
+#[test]
+fn diff_of_one_layer_does_not_read_the_layers_above() {
+    let mut l0 = LayerBuilder::new();
+    l0.file("base.txt", "base");
+    let (_d, img) = image(&[l0.build(), vec![b'A'; 4096]]);
+    let v = json_of(&["diff", "--json", "--layer", "0", &img]);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(v["layers"][0]["created"][0]["path"], "/base.txt");
+    let o = Command::new(strata_bin())
+        .args(["diff", "--json", "--no-cache", "--layer", "1", &img])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}

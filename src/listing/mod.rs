@@ -166,8 +166,11 @@ pub(crate) fn each_entry(
                     f(Item::Entry(layer, seen))
                 });
                 if let Err(e) = r {
-                    // A corrupt blob usually shows up as a parse error first: name the root cause.
-                    pipeline.check(read_i, layer)?;
+                    // A corrupt blob usually shows up as a parse error first: name the root
+                    // cause. (Not when the consumer stopped: no need to hash the rest.)
+                    if !matches!(e, Error::Stopped) {
+                        pipeline.check(read_i, layer)?;
+                    }
                     return Err(e);
                 }
                 pipeline.check(read_i, layer)?;
@@ -395,16 +398,14 @@ impl Pending {
     }
 }
 
-/// The diff of the layers as they are walked: JSON streams each layer's creations (the bulk
-/// of a big layer) as they come and holds back only its changes and deletions; text, whose
-/// layer line counts them all first, holds back all three. What is held back goes to a
-/// temporary file past a few thousand records.
+/// The diff of the layers as they are walked. A layer's records are held back until the
+/// layer is done — read to its end and its digest checked, so nothing of a layer that fails
+/// verification is printed — 1024 of each kind in memory, the rest in an unnamed temporary
+/// file: a base layer's creations, every path of the image, cost no memory.
 struct DiffWriter<'o> {
     image: &'o str,
     style: Style,
     out: &'o mut dyn Write,
-    /// The layer whose JSON object and `created` list are open, and how many it has written.
-    open: Option<(usize, usize)>,
     layers_written: usize,
     created: SpillList<Pending>,
     changed: SpillList<Pending>,
@@ -423,57 +424,29 @@ impl DiffWriter<'_> {
         Ok(())
     }
 
-    /// Open layer `l`'s JSON object and its `created` list, once.
-    fn open(&mut self, l: &Layer) -> std::io::Result<()> {
-        if self.open.is_some_and(|(i, _)| i == l.index) {
-            return Ok(());
-        }
-        let sep = if self.layers_written == 0 {
-            "\n"
-        } else {
-            ",\n"
-        };
-        write!(
-            self.out,
-            "{sep} {{\"index\": {}, \"digest\": {}, \"diff_id\": {}, \"created\": [",
-            l.index,
-            json_str(&l.digest),
-            json_str(&l.diff_id)
-        )?;
-        self.open = Some((l.index, 0));
-        Ok(())
-    }
-
-    fn created(&mut self, l: &Layer, p: Pending, paths: &Paths) -> std::io::Result<()> {
-        if self.style == Style::Text {
-            return self.created.push(p);
-        }
-        self.open(l)?;
-        let n = self.open.as_mut().map_or(0, |(_, n)| {
-            *n += 1;
-            *n
-        });
-        let sep = if n == 1 { "" } else { "," };
-        write!(self.out, "{sep}\n  {}", json_str(&p.change(paths, false)))
-    }
-
-    /// Layer `l` is done: write what was buffered, and empty the buffers.
+    /// Layer `l` is done: write what was held back, and empty the lists.
     fn layer_done(&mut self, l: &Layer, paths: &Paths) -> std::io::Result<()> {
         let out = &mut *self.out;
+        let lists = [
+            ("created", &mut self.created, false, '+'),
+            ("changed", &mut self.changed, true, '~'),
+            ("deleted", &mut self.deleted, false, '-'),
+        ];
         match self.style {
             Style::Json => {
-                self.open(l)?;
-                let out = &mut *self.out;
-                let nl = if self.open.is_some_and(|(_, n)| n > 0) {
-                    "\n "
+                let sep = if self.layers_written == 0 {
+                    "\n"
                 } else {
-                    ""
+                    ",\n"
                 };
-                write!(out, "{nl}]")?;
-                for (name, list, is_changed) in [
-                    ("changed", &mut self.changed, true),
-                    ("deleted", &mut self.deleted, false),
-                ] {
+                write!(
+                    out,
+                    "{sep} {{\"index\": {}, \"digest\": {}, \"diff_id\": {}",
+                    l.index,
+                    json_str(&l.digest),
+                    json_str(&l.diff_id)
+                )?;
+                for (name, list, is_changed, _) in lists {
                     write!(out, ", \"{name}\": [")?;
                     let nl = if list.is_empty() { "" } else { "\n " };
                     let mut first = true;
@@ -485,25 +458,17 @@ impl DiffWriter<'_> {
                     write!(out, "{nl}]")?;
                 }
                 write!(out, "}}")?;
-                self.open = None;
             }
             Style::Text => {
                 let counts = format!(
                     "{}: {} created, {} changed, {} deleted\n",
                     render::layer_title(l.index, &l.digest, &l.diff_id),
-                    self.created.len(),
-                    self.changed.len(),
-                    self.deleted.len()
+                    lists[0].1.len(),
+                    lists[1].1.len(),
+                    lists[2].1.len()
                 );
                 out.write_all(counts.as_bytes())?;
-                for ((list, is_changed), sign) in [
-                    (&mut self.created, false),
-                    (&mut self.changed, true),
-                    (&mut self.deleted, false),
-                ]
-                .into_iter()
-                .zip(['+', '~', '-'])
-                {
+                for (_, list, is_changed, sign) in lists {
                     list.drain(&mut |p| {
                         let line = render::change_line(sign, &p.change(paths, is_changed));
                         out.write_all(line.as_bytes())
@@ -524,8 +489,8 @@ impl DiffWriter<'_> {
     }
 }
 
-/// `diff`: what each layer created, changed and deleted, in one bottom-up pass over all layers
-/// (the chosen one needs those below it), each layer written out as it is walked.
+/// `diff`: what each layer created, changed and deleted, in one bottom-up pass over the layers
+/// (the chosen one needs those below it, not those above), each layer written out when done.
 pub fn write_diff(
     img: &Image,
     only: Option<usize>,
@@ -539,41 +504,54 @@ pub fn write_diff(
         image: &img.reference,
         style,
         out,
-        open: None,
         layers_written: 0,
         created: SpillList::default(),
         changed: SpillList::default(),
         deleted: SpillList::default(),
     };
     w.start().map_err(wio)?;
-    // The first output error stops the writing (the walk itself still has to finish).
-    let mut failed: Option<std::io::Error> = None;
+    // The first error stops the walk: nothing more could be written (`strata diff | head`).
+    let mut failed: Option<Error> = None;
     let wanted = |i: usize| only.is_none_or(|o| o == i);
+    let held = |e| Error::io("temporary file of the layer's held-back changes", e);
     let mut paths = Paths::new();
     Walker::new().walk(&mut paths, &all, verify, cache, &mut |layer, ev| {
         if !wanted(layer) {
             return true;
         }
-        let l = all[layer];
         let r = match ev {
-            Event::Created(n, s) => w.created(l, Pending::new(n, s, What::default()), n.paths),
-            Event::Changed(n, old, new) => {
-                w.changed.push(Pending::new(n, new, what_changed(old, new)))
+            Event::Created(n, s) => w
+                .created
+                .push(Pending::new(n, s, What::default()))
+                .map_err(held),
+            Event::Changed(n, old, new) => w
+                .changed
+                .push(Pending::new(n, new, what_changed(old, new)))
+                .map_err(held),
+            Event::Deleted(n, old) => w
+                .deleted
+                .push(Pending::new(n, old, What::default()))
+                .map_err(held),
+            Event::LayerDone(_, paths) => {
+                // The chosen layer is all there is to say: the layers above are not read.
+                w.layer_done(all[layer], paths)
+                    .map_err(wio)
+                    .map(|()| only.is_none())
+                    .and_then(|go_on| if go_on { Ok(()) } else { Err(Error::Stopped) })
             }
-            Event::Deleted(n, old) => w.deleted.push(Pending::new(n, old, What::default())),
-            Event::LayerDone(_, paths) => w.layer_done(l, paths),
         };
-        if let Err(e) = r {
-            // Nothing more can be written: stop reading layers too (`strata diff | head`).
-            failed = Some(e);
-            return false;
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
         }
-        true
     })?;
-    if let Some(e) = failed {
-        return Err(wio(e));
+    match failed {
+        Some(Error::Stopped) | None => w.finish().map_err(wio),
+        Some(e) => Err(e),
     }
-    w.finish().map_err(wio)
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -774,7 +752,7 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
     let mut wasted = 0u64;
     let mut dup = 0u64;
     // Every loss of file data, 12 bytes each, kept aside (mostly on file) during the walk;
-    // grouped by path once the walk's own memory is gone, and only the top paths are named.
+    // grouped by path once the walk's states are freed, and only the top paths are named.
     let mut losses: SpillList<Loss> = SpillList::default();
     let mut spill_error: Option<std::io::Error> = None;
     // Bytes of a file's own data (a hardlink's belong to the file it shares).

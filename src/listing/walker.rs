@@ -355,7 +355,7 @@ impl Walker {
         let mut opaque: Vec<NodeId> = Vec::new();
         each_entry(layers, verify, cache, &mut |item| {
             if stopped.get() {
-                return Err(Error::Format("walk stopped by its consumer".into()));
+                return Err(Error::Stopped);
             }
             match item {
                 Item::Start(_) => {}
