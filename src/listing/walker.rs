@@ -649,6 +649,15 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<State>>(), 24);
     }
 
+    /// Spilled records keep their kind as `kind as u8`.
+    #[test]
+    fn kinds_survive_a_byte() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u8(k as u8), k);
+        }
+        assert_eq!(Kind::from_u8(200), Kind::Other);
+    }
+
     #[test]
     fn state_packs_size_and_layer() {
         let mut s = State::new(MAX_SIZE, u16::MAX, Kind::File, 0o104755, 3);
