@@ -77,7 +77,14 @@ pub struct PathTree<T = Marks> {
     names: Vec<u8>,
     table: HashTable<NodeId>,
     hasher: DefaultHashBuilder,
+    /// Recently stored names, by a hash of the name alone: a name seen again (`copyright`,
+    /// `LC_MESSAGES`, `__init__.py`) points at the bytes already in the arena. Lossy — a slot
+    /// keeps the last name that hashed to it — and small: a fifth of a big image's name bytes
+    /// are repeats, and this finds most of them.
+    recent_names: Box<[u32; RECENT_NAMES]>,
 }
+
+const RECENT_NAMES: usize = 4096;
 
 impl<T: Copy + Default> Default for PathTree<T> {
     fn default() -> Self {
@@ -97,6 +104,8 @@ impl<T: Copy + Default> PathTree<T> {
             names: vec![0],
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
+            // 0 is the root's (empty) name: no other name matches it.
+            recent_names: Box::new([0; RECENT_NAMES]),
         }
     }
 
@@ -147,16 +156,24 @@ impl<T: Copy + Default> PathTree<T> {
         if name.len() > u16::MAX as usize {
             return Err(TreeError::ComponentTooLong);
         }
-        let name_off = u32::try_from(self.names.len()).map_err(|_| TreeError::TooLarge)?;
         let id = NodeId::try_from(self.nodes.len()).map_err(|_| TreeError::TooLarge)?;
-        grow(&mut self.names, name.len() + 3);
-        let mut len = name.len();
-        while len >= 0x80 {
-            self.names.push((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
-        }
-        self.names.push(len as u8);
-        self.names.extend_from_slice(name);
+        let slot = self.hasher.hash_one(name) as usize % RECENT_NAMES;
+        let recent = self.recent_names[slot];
+        let name_off = if !name.is_empty() && name_at(&self.names, recent) == name {
+            recent
+        } else {
+            let off = u32::try_from(self.names.len()).map_err(|_| TreeError::TooLarge)?;
+            grow(&mut self.names, name.len() + 3);
+            let mut len = name.len();
+            while len >= 0x80 {
+                self.names.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            self.names.push(len as u8);
+            self.names.extend_from_slice(name);
+            self.recent_names[slot] = off;
+            off
+        };
         grow(&mut self.nodes, 1);
         self.nodes.push(Node {
             parent,
@@ -296,5 +313,17 @@ mod tests {
             assert_eq!(t.child(ROOT, &name), Some(id));
         }
         assert!(t.child_or_insert(ROOT, &vec![b'y'; 65536]).is_err());
+        // A name seen again shares the bytes already stored.
+        let before = t.names.len();
+        let c = t.child_or_insert(b, b"copyright").unwrap();
+        let stored = t.names.len() - before;
+        let d = t.child_or_insert(a, b"copyright").unwrap();
+        assert_eq!(t.names.len() - before, stored, "second copy not stored");
+        assert_ne!(c, d);
+        assert_eq!(
+            (t.name(c), t.name(d)),
+            (&b"copyright"[..], &b"copyright"[..])
+        );
+        assert_eq!(t.lookup(b"a/copyright"), Some(d));
     }
 }

@@ -712,3 +712,75 @@ fn diff_of_one_layer_does_not_read_the_layers_above() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// Each layer's diff against the reference model: every path at most once per layer, `created`
+/// exactly what the layer added, `deleted` exactly what it took away, `changed` only paths that
+/// were there before and after — and every such path whose type, mode or content differs.
+mod diff_matches_the_model {
+    use super::*;
+    use common::model::Tree;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn model_after(layers: &[Vec<u8>]) -> Option<Tree> {
+        let mut t = Tree::default();
+        for l in layers {
+            t.apply(l).ok()?;
+        }
+        Some(t)
+    }
+
+    fn listed(v: &Value, key: &str) -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["path"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
+        #[test]
+        fn per_layer(stack in common::stacks::stack()) {
+            let layers = common::stacks::tars(&stack);
+            prop_assume!(model_after(&layers).is_some());
+            let (_d, img) = image(&layers);
+            let v = json_of(&["diff", "--json", &img]);
+            let got = v["layers"].as_array().unwrap();
+            prop_assert_eq!(got.len(), layers.len());
+            for (i, l) in got.iter().enumerate() {
+                let before = model_after(&layers[..i]).unwrap();
+                let after = model_after(&layers[..=i]).unwrap();
+                let (created, changed, deleted) =
+                    (listed(l, "created"), listed(l, "changed"), listed(l, "deleted"));
+                let mut seen = BTreeSet::new();
+                for p in created.iter().chain(&changed).chain(&deleted) {
+                    prop_assert!(seen.insert(p.clone()), "layer {i} lists {p} twice: {l}; stack {stack:?}");
+                }
+                let b: BTreeSet<&String> = before.nodes.keys().collect();
+                let a: BTreeSet<&String> = after.nodes.keys().collect();
+                let want_created: BTreeSet<&String> = a.difference(&b).copied().collect();
+                let want_deleted: BTreeSet<&String> = b.difference(&a).copied().collect();
+                prop_assert_eq!(created.iter().collect::<BTreeSet<_>>(), want_created, "created, layer {}; stack {:?}", i, stack);
+                prop_assert_eq!(deleted.iter().collect::<BTreeSet<_>>(), want_deleted, "deleted, layer {}; stack {:?}", i, stack);
+                let changed: BTreeMap<&String, ()> = changed.iter().map(|p| (p, ())).collect();
+                for p in changed.keys() {
+                    prop_assert!(b.contains(p) && a.contains(p), "layer {i}: {p} changed but not there before and after; stack {stack:?}");
+                }
+                for p in a.intersection(&b) {
+                    let (x, y) = (&before.nodes[*p], &after.nodes[*p]);
+                    if x.kind != y.kind || x.mode != y.mode || x.uid != y.uid || x.gid != y.gid {
+                        prop_assert!(changed.contains_key(p), "layer {i}: {p} differs but is not listed as changed; stack {stack:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -342,74 +342,113 @@ fn change(path: &[u8], s: &State, what: Option<Vec<String>>) -> Change {
     }
 }
 
-/// A change of the layer being walked, kept small (24 bytes) until the layer is written: the
-/// path is a node of the walk's tree, named only when written.
-#[derive(Clone, Copy)]
+/// A change of the layer being walked, held back until the layer is written: the path is a
+/// node of the walk's tree, named only when written.
+#[derive(Clone)]
 struct Pending {
-    size: u64,
     id: crate::pathtree::NodeId,
-    mode: u32,
-    kind: Kind,
-    what: What,
+    /// What is shown: the new state (created, changed) or the one that went (deleted).
+    shown: State,
+    /// The path's state below this layer, if it had one (changed, deleted).
+    before: Option<State>,
 }
 
 impl spill::Record for Pending {
-    const SIZE: usize = 18;
+    const SIZE: usize = 53;
     fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.id.to_le_bytes());
-        out.extend_from_slice(&self.mode.to_le_bytes());
-        out.push(self.kind as u8);
-        out.push(self.what.bits());
+        out.extend_from_slice(&self.shown.to_bytes());
+        out.push(u8::from(self.before.is_some()));
+        out.extend_from_slice(&self.before.as_ref().map_or([0; 24], State::to_bytes));
     }
     fn get(b: &[u8]) -> Self {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut size = [0u8; 8];
-        size.copy_from_slice(&b[..8]);
+        let state = |i: usize| {
+            let mut w = [0u8; 24];
+            w.copy_from_slice(&b[i..i + 24]);
+            State::from_bytes(&w)
+        };
         Pending {
-            size: u64::from_le_bytes(size),
-            id: u32_at(8),
-            mode: u32_at(12),
-            kind: Kind::from_u8(b[16]),
-            what: What::from_bits(b[17]),
+            id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            shown: state(4),
+            before: (b[28] != 0).then(|| state(29)),
         }
     }
 }
 
 impl Pending {
-    fn new(n: Node<'_>, s: &State, what: What) -> Self {
-        Pending {
-            size: s.size(),
-            id: n.id,
-            mode: s.mode(),
-            kind: s.kind,
-            what,
-        }
-    }
-
     fn change(&self, paths: &Paths, changed: bool) -> Change {
+        let s = &self.shown;
         Change {
             path: abs(&paths.path_of(self.id)),
-            kind: self.kind.as_str().to_string(),
-            size: self.size,
-            mode: self.mode,
-            what: changed.then(|| self.what.names()),
+            kind: s.kind.as_str().to_string(),
+            size: s.size(),
+            mode: s.mode(),
+            what: changed.then(|| {
+                self.before
+                    .as_ref()
+                    .map_or(What::default(), |b| what_changed(b, s))
+                    .names()
+            }),
+        }
+    }
+}
+
+/// Which list a record belongs in, from the path's state before the layer and after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Created,
+    Changed,
+    Deleted,
+}
+
+impl Class {
+    fn of(before: Option<&State>, after: Option<&State>) -> Option<Class> {
+        match (before, after) {
+            (None, Some(_)) => Some(Class::Created),
+            (Some(_), Some(_)) => Some(Class::Changed),
+            (Some(_), None) => Some(Class::Deleted),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A layer's records, by class, held back until the layer is done.
+#[derive(Default)]
+struct LayerRecords {
+    created: SpillList<Pending>,
+    changed: SpillList<Pending>,
+    deleted: SpillList<Pending>,
+}
+
+impl LayerRecords {
+    fn list(&mut self, c: Class) -> &mut SpillList<Pending> {
+        match c {
+            Class::Created => &mut self.created,
+            Class::Changed => &mut self.changed,
+            Class::Deleted => &mut self.deleted,
         }
     }
 }
 
 /// The diff of the layers as they are walked. A layer's records are held back until the
 /// layer is done — read to its end and its digest checked, so nothing of a layer that fails
-/// verification is printed — 1024 of each kind in memory, the rest in an unnamed temporary
+/// verification is printed — 512 of each kind in memory, the rest in an unnamed temporary
 /// file: a base layer's creations, every path of the image, cost no memory.
+///
+/// A path is listed once per layer, with its net change: a layer may touch a path twice (an
+/// entry under a directory the layer creates later, a whiteout of a directory whose new
+/// contents come in the same layer); the first record holds the state from below, and the
+/// path's last state is kept aside until the layer is written.
 struct DiffWriter<'o> {
     image: &'o str,
     style: Style,
     out: &'o mut dyn Write,
     layers_written: usize,
-    created: SpillList<Pending>,
-    changed: SpillList<Pending>,
-    deleted: SpillList<Pending>,
+    records: LayerRecords,
+    /// Nodes this layer has a record for, one bit each.
+    touched: Vec<u64>,
+    /// Nodes touched again: their state after the layer so far.
+    again: hashbrown::HashMap<crate::pathtree::NodeId, Option<State>>,
 }
 
 impl DiffWriter<'_> {
@@ -424,13 +463,85 @@ impl DiffWriter<'_> {
         Ok(())
     }
 
+    /// An event of the layer being walked: `before` and `after` are the path's states around it.
+    fn event(
+        &mut self,
+        id: crate::pathtree::NodeId,
+        before: Option<&State>,
+        after: Option<&State>,
+    ) -> std::io::Result<()> {
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        if self.touched.len() <= word {
+            self.touched.resize(word + 1, 0);
+        }
+        if self.touched[word] & bit != 0 {
+            self.again.insert(id, after.cloned());
+            return Ok(());
+        }
+        self.touched[word] |= bit;
+        let Some(class) = Class::of(before, after) else {
+            return Ok(());
+        };
+        let shown = match class {
+            Class::Deleted => before,
+            _ => after,
+        };
+        let Some(shown) = shown.cloned() else {
+            return Ok(());
+        };
+        self.records.list(class).push(Pending {
+            id,
+            shown,
+            before: before.cloned(),
+        })
+    }
+
+    /// Paths the layer touched more than once get one record, of their net change, where
+    /// their first was.
+    fn settle(&mut self) -> std::io::Result<()> {
+        if self.again.is_empty() {
+            return Ok(());
+        }
+        let mut old = std::mem::take(&mut self.records);
+        let mut new = LayerRecords::default();
+        for class in [Class::Created, Class::Changed, Class::Deleted] {
+            old.list(class).drain(&mut |p| {
+                let Some(after) = self.again.get(&p.id) else {
+                    return new.list(class).push(p);
+                };
+                let before = p.before;
+                let Some(net) = Class::of(before.as_ref(), after.as_ref()) else {
+                    return Ok(()); // made and removed by the same layer
+                };
+                let shown = match net {
+                    Class::Deleted => before.clone(),
+                    _ => after.clone(),
+                };
+                match shown {
+                    Some(shown) => new.list(net).push(Pending {
+                        id: p.id,
+                        shown,
+                        before,
+                    }),
+                    None => Ok(()),
+                }
+            })?;
+        }
+        self.records = new;
+        self.again.clear();
+        Ok(())
+    }
+
     /// Layer `l` is done: write what was held back, and empty the lists.
     fn layer_done(&mut self, l: &Layer, paths: &Paths) -> std::io::Result<()> {
+        self.settle()?;
+        self.touched.fill(0);
         let out = &mut *self.out;
+        let r = &mut self.records;
         let lists = [
-            ("created", &mut self.created, false, '+'),
-            ("changed", &mut self.changed, true, '~'),
-            ("deleted", &mut self.deleted, false, '-'),
+            ("created", &mut r.created, false, '+'),
+            ("changed", &mut r.changed, true, '~'),
+            ("deleted", &mut r.deleted, false, '-'),
         ];
         match self.style {
             Style::Json => {
@@ -505,9 +616,9 @@ pub fn write_diff(
         style,
         out,
         layers_written: 0,
-        created: SpillList::default(),
-        changed: SpillList::default(),
-        deleted: SpillList::default(),
+        records: LayerRecords::default(),
+        touched: Vec::new(),
+        again: hashbrown::HashMap::new(),
     };
     w.start().map_err(wio)?;
     // The first error stops the walk: nothing more could be written (`strata diff | head`).
@@ -520,18 +631,9 @@ pub fn write_diff(
             return true;
         }
         let r = match ev {
-            Event::Created(n, s) => w
-                .created
-                .push(Pending::new(n, s, What::default()))
-                .map_err(held),
-            Event::Changed(n, old, new) => w
-                .changed
-                .push(Pending::new(n, new, what_changed(old, new)))
-                .map_err(held),
-            Event::Deleted(n, old) => w
-                .deleted
-                .push(Pending::new(n, old, What::default()))
-                .map_err(held),
+            Event::Created(n, s) => w.event(n.id, None, Some(s)).map_err(held),
+            Event::Changed(n, old, new) => w.event(n.id, Some(old), Some(new)).map_err(held),
+            Event::Deleted(n, old) => w.event(n.id, Some(old), None).map_err(held),
             Event::LayerDone(_, paths) => {
                 // The chosen layer is all there is to say: the layers above are not read.
                 w.layer_done(all[layer], paths)

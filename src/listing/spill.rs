@@ -13,7 +13,7 @@ pub trait Record: Sized {
 }
 
 /// Records in memory before a batch goes to the file.
-const BATCH: usize = 1024;
+const BATCH: usize = 512;
 
 pub struct SpillList<T> {
     mem: Vec<T>,

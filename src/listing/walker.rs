@@ -148,6 +148,35 @@ impl State {
         self.flags & HARDLINK != 0
     }
 
+    /// The state as 24 bytes, for records spilled to a file.
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.size_layer.to_le_bytes());
+        b[8..16].copy_from_slice(&self.print.to_le_bytes());
+        b[16..20].copy_from_slice(&self.owner.to_le_bytes());
+        b[20..22].copy_from_slice(&self.mode.to_le_bytes());
+        b[22] = self.kind as u8;
+        b[23] = self.flags;
+        b
+    }
+
+    /// The state [`State::to_bytes`] wrote.
+    pub fn from_bytes(b: &[u8; 24]) -> State {
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        State {
+            size_layer: u64_at(0),
+            print: u64_at(8),
+            owner: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
+            mode: u16::from_le_bytes([b[20], b[21]]),
+            kind: Kind::from_u8(b[22]),
+            flags: b[23],
+        }
+    }
+
     fn set_hardlink(&mut self, on: bool) {
         if on {
             self.flags |= HARDLINK;
@@ -212,6 +241,15 @@ impl Paths {
         }
     }
 
+    /// Sort `dir`'s child list by name, in place (a merge sort of the linked list: no memory),
+    /// and give its first child.
+    fn sort_children(&mut self, dir: NodeId) -> Option<NodeId> {
+        let head = *self.first_child.get(&dir)?;
+        let sorted = sort_list(head, &mut self.next_sibling, &self.tree);
+        self.first_child.insert(dir, sorted);
+        Some(sorted)
+    }
+
     /// A state's (uid, gid).
     pub fn owner(&self, s: &State) -> (u32, u32) {
         self.owners.get(s.owner)
@@ -255,6 +293,49 @@ impl Paths {
         }
         Ok(id)
     }
+}
+
+/// Merge sort of the sibling list starting at `head` (linked by `next`, 0-terminated) by
+/// name; gives the new head. Recursion depth is log2 of the list's length.
+fn sort_list(head: NodeId, next: &mut [NodeId], tree: &PathTree<()>) -> NodeId {
+    if head == 0 || next[head as usize] == 0 {
+        return head;
+    }
+    // Split at the middle.
+    let (mut slow, mut fast) = (head, next[head as usize]);
+    while fast != 0 && next[fast as usize] != 0 {
+        slow = next[slow as usize];
+        fast = next[next[fast as usize] as usize];
+    }
+    let second = next[slow as usize];
+    next[slow as usize] = 0;
+    let (mut a, mut b) = (sort_list(head, next, tree), sort_list(second, next, tree));
+    // Merge, stable.
+    let (mut first, mut tail) = (0, 0);
+    while a != 0 && b != 0 {
+        let n = if tree.name(a) <= tree.name(b) {
+            let n = a;
+            a = next[a as usize];
+            n
+        } else {
+            let n = b;
+            b = next[b as usize];
+            n
+        };
+        if tail == 0 {
+            first = n;
+        } else {
+            next[tail as usize] = n;
+        }
+        tail = n;
+    }
+    let rest = if a != 0 { a } else { b };
+    if tail == 0 {
+        first = rest;
+    } else {
+        next[tail as usize] = rest;
+    }
+    first
 }
 
 /// A node in an event, with the tree to name it.
@@ -449,21 +530,21 @@ impl Walker {
 
     /// Remove `root` (unless `keep_root`) and what lies below it — only what lower layers
     /// wrote when `lower_only` — reported as deletions by `layer`, parents first and siblings
-    /// by name. Nothing is collected: a deleted tree of any size costs one stack of node ids.
+    /// by name. Nothing is collected: each directory's child list is sorted in place and the
+    /// tree walked by its links, so a deleted tree of any size or width costs no memory.
     fn remove_tree(
         &mut self,
-        paths: &Paths,
+        paths: &mut Paths,
         root: NodeId,
         keep_root: bool,
         layer: usize,
         lower_only: bool,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) {
-        let mut stack = vec![root];
-        let mut kids: Vec<NodeId> = Vec::new();
         // This layer's own paths in the tree: they stay, and keep (or get back) their parents.
         let mut kept: Vec<NodeId> = Vec::new();
-        while let Some(id) = stack.pop() {
+        let mut id = root;
+        'visit: loop {
             if !(keep_root && id == root) {
                 let slot = self.slot(id);
                 match slot.as_ref() {
@@ -477,15 +558,21 @@ impl Walker {
                     None => {}
                 }
             }
-            kids.clear();
-            let mut c = paths.first_child.get(&id).copied().unwrap_or(0);
-            while c != 0 {
-                kids.push(c);
-                c = paths.next_sibling[c as usize];
+            // Down to the first child (by name), else on to the next sibling, climbing up
+            // to the root as needed.
+            if let Some(first) = paths.sort_children(id) {
+                id = first;
+                continue;
             }
-            // Popped in name order.
-            kids.sort_unstable_by(|a, b| paths.tree.name(*b).cmp(paths.tree.name(*a)));
-            stack.extend_from_slice(&kids);
+            while id != root {
+                let next = paths.next_sibling[id as usize];
+                if next != 0 {
+                    id = next;
+                    continue 'visit;
+                }
+                id = paths.tree.parent(id);
+            }
+            break;
         }
         for id in kept {
             self.ensure_dirs(paths, id, false, layer, on);
@@ -498,7 +585,7 @@ impl Walker {
     /// was there. `with_self`: `id` itself must be a directory too (an opaque marker's).
     fn ensure_dirs(
         &mut self,
-        paths: &Paths,
+        paths: &mut Paths,
         id: NodeId,
         with_self: bool,
         layer: usize,
@@ -522,7 +609,7 @@ impl Walker {
     /// A path written by a layer: created, or changed over what was below.
     fn record(
         &mut self,
-        paths: &Paths,
+        paths: &mut Paths,
         id: NodeId,
         layer: usize,
         st: State,
@@ -647,6 +734,12 @@ mod tests {
     #[test]
     fn state_is_24_bytes() {
         assert_eq!(std::mem::size_of::<Option<State>>(), 24);
+    }
+
+    #[test]
+    fn state_round_trips_through_bytes() {
+        let s = State::new(123_456_789_012, 9, Kind::Symlink, 0o777, 5).with_print(Some(77));
+        assert_eq!(State::from_bytes(&s.to_bytes()), s);
     }
 
     /// Spilled records keep their kind as `kind as u8`.
