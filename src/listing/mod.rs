@@ -376,6 +376,21 @@ impl spill::Record for Pending {
 }
 
 impl Pending {
+    /// The record of a path whose state went from `before` to `after` in a layer, and the list
+    /// it goes in; none for a path the layer both made and removed.
+    fn of(
+        id: crate::pathtree::NodeId,
+        before: Option<State>,
+        after: Option<State>,
+    ) -> Option<(Class, Pending)> {
+        let class = Class::of(before.as_ref(), after.as_ref())?;
+        let shown = match class {
+            Class::Deleted => before.clone()?,
+            _ => after?,
+        };
+        Some((class, Pending { id, shown, before }))
+    }
+
     fn change(&self, paths: &Paths, changed: bool) -> Change {
         let s = &self.shown;
         Change {
@@ -479,21 +494,10 @@ impl DiffWriter<'_> {
             return Ok(());
         }
         self.touched[word] |= bit;
-        let Some(class) = Class::of(before, after) else {
-            return Ok(());
-        };
-        let shown = match class {
-            Class::Deleted => before,
-            _ => after,
-        };
-        let Some(shown) = shown.cloned() else {
-            return Ok(());
-        };
-        self.records.list(class).push(Pending {
-            id,
-            shown,
-            before: before.cloned(),
-        })
+        match Pending::of(id, before.cloned(), after.cloned()) {
+            Some((class, p)) => self.records.list(class).push(p),
+            None => Ok(()),
+        }
     }
 
     /// Paths the layer touched more than once get one record, of their net change, where
@@ -509,21 +513,9 @@ impl DiffWriter<'_> {
                 let Some(after) = self.again.get(&p.id) else {
                     return new.list(class).push(p);
                 };
-                let before = p.before;
-                let Some(net) = Class::of(before.as_ref(), after.as_ref()) else {
-                    return Ok(()); // made and removed by the same layer
-                };
-                let shown = match net {
-                    Class::Deleted => before.clone(),
-                    _ => after.clone(),
-                };
-                match shown {
-                    Some(shown) => new.list(net).push(Pending {
-                        id: p.id,
-                        shown,
-                        before,
-                    }),
-                    None => Ok(()),
+                match Pending::of(p.id, p.before, after.clone()) {
+                    Some((net, p)) => new.list(net).push(p),
+                    None => Ok(()), // made and removed by the same layer
                 }
             })?;
         }

@@ -691,14 +691,6 @@ impl What {
         self.0 == 0
     }
 
-    pub fn bits(self) -> u8 {
-        self.0
-    }
-
-    pub fn from_bits(b: u8) -> What {
-        What(b & 0x1f)
-    }
-
     /// The names of what changed, in a fixed order.
     pub fn names(self) -> Vec<String> {
         Self::NAMES
