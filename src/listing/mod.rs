@@ -628,10 +628,10 @@ pub fn write_diff(
             Event::Deleted(n, old) => w.event(n.id, Some(old), None).map_err(held),
             Event::LayerDone(_, paths) => {
                 // The chosen layer is all there is to say: the layers above are not read.
-                w.layer_done(all[layer], paths)
-                    .map_err(wio)
-                    .map(|()| only.is_none())
-                    .and_then(|go_on| if go_on { Ok(()) } else { Err(Error::Stopped) })
+                match w.layer_done(all[layer], paths) {
+                    Ok(()) if only.is_some() => Err(Error::Stopped),
+                    r => r.map_err(wio),
+                }
             }
         };
         match r {
