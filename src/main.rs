@@ -459,11 +459,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // A report whose reader went away (`strata diff … | head`) ends quietly, as a C tool
+    // killed by SIGPIPE would (status 141). An image stream cut off is a real failure.
+    let report = matches!(
+        cli.command,
+        Command::Inspect { .. }
+            | Command::Files { .. }
+            | Command::Diff { .. }
+            | Command::Waste { .. }
+    );
     match run(cli) {
         Ok(code) => code,
+        Err(e) if report && broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             // One line: the chain of contexts, outermost first.
             // (A cause already printed by its parent's message is not repeated.)

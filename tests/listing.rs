@@ -645,7 +645,7 @@ fn diff_stops_reading_layers_when_its_output_closes() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("layer 1"), "{err}");
-    // With the reader gone, the failed write is the error, and layer 1 is never read.
+    // With the reader gone, the walk stops: layer 1 is never read.
     let mut child = Command::new(strata_bin())
         .args(["diff", "--json", "--no-cache", &img])
         .stdout(std::process::Stdio::piped())
@@ -654,10 +654,10 @@ fn diff_stops_reading_layers_when_its_output_closes() {
         .unwrap();
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
-    assert!(!o.status.success());
+    // Quietly, with the status a C tool killed by SIGPIPE gives.
+    assert_eq!(o.status.code(), Some(141));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("Broken pipe"), "{err}");
-    assert!(!err.contains("layer 1"), "{err}");
+    assert!(err.is_empty(), "{err}");
 }
 
 /// A layer is printed only once it has been read to its end and its digest checked: nothing of
