@@ -686,17 +686,8 @@ fn docker_diff_between_images_matches_exports() {
             .any(|r| p == *r || p.starts_with(&format!("{r}/")))
     };
     let set = |k: &str| -> Vec<String> {
-        let mut p: Vec<String> = v[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                c["path"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches('/')
-                    .to_string()
-            })
+        let mut p: Vec<String> = common::listed_paths(&v[k])
+            .into_iter()
             .filter(|p| !runtime(p))
             .collect();
         p.sort();

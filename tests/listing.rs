@@ -454,16 +454,8 @@ fn corrupt_cache_entries_are_rebuilt() {
 /// file sizes.
 mod walk_matches_the_model {
     use super::*;
-    use common::model::{Kind, Tree};
+    use common::model::{Kind, tree_of};
     use proptest::prelude::*;
-
-    fn model_tree(layers: &[Vec<u8>]) -> Option<Tree> {
-        let mut t = Tree::default();
-        for l in layers {
-            t.apply(l).ok()?;
-        }
-        Some(t)
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
@@ -471,7 +463,7 @@ mod walk_matches_the_model {
         fn final_tree(stack in common::stacks::stack()) {
             let layers = common::stacks::tars(&stack);
             // Stacks Docker would refuse (a hardlink to nothing) say nothing about the walk.
-            let want = model_tree(&layers);
+            let want = tree_of(&layers).ok();
             prop_assume!(want.is_some());
             let want = want.unwrap();
             let empty = vec![LayerBuilder::new().build()];
@@ -718,48 +710,25 @@ fn diff_of_one_layer_does_not_read_the_layers_above() {
 /// were there before and after — and every such path whose type, mode or content differs.
 mod diff_matches_the_model {
     use super::*;
-    use common::model::Tree;
+    use common::model::tree_of;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
-
-    fn model_after(layers: &[Vec<u8>]) -> Option<Tree> {
-        let mut t = Tree::default();
-        for l in layers {
-            t.apply(l).ok()?;
-        }
-        Some(t)
-    }
-
-    fn listed(v: &Value, key: &str) -> Vec<String> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                c["path"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches('/')
-                    .to_string()
-            })
-            .collect()
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, max_global_rejects: 100_000, ..ProptestConfig::default() })]
         #[test]
         fn per_layer(stack in common::stacks::stack()) {
             let layers = common::stacks::tars(&stack);
-            prop_assume!(model_after(&layers).is_some());
+            prop_assume!(tree_of(&layers).is_ok());
             let (_d, img) = image(&layers);
             let v = json_of(&["diff", "--json", &img]);
             let got = v["layers"].as_array().unwrap();
             prop_assert_eq!(got.len(), layers.len());
             for (i, l) in got.iter().enumerate() {
-                let before = model_after(&layers[..i]).unwrap();
-                let after = model_after(&layers[..=i]).unwrap();
+                let before = tree_of(&layers[..i]).unwrap();
+                let after = tree_of(&layers[..=i]).unwrap();
                 let (created, changed, deleted) =
-                    (listed(l, "created"), listed(l, "changed"), listed(l, "deleted"));
+                    (listed_paths(&l["created"]), listed_paths(&l["changed"]), listed_paths(&l["deleted"]));
                 let mut seen = BTreeSet::new();
                 for p in created.iter().chain(&changed).chain(&deleted) {
                     prop_assert!(seen.insert(p.clone()), "layer {i} lists {p} twice: {l}; stack {stack:?}");

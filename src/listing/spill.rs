@@ -1,4 +1,4 @@
-//! A list of fixed-size records that keeps a few thousand in memory and moves the rest to an
+//! A list of fixed-size records that keeps one batch (512) in memory and moves the rest to an
 //! unnamed temporary file, so that one layer's changes — a base layer creates every path of
 //! the image — cost no memory beyond a batch while `diff` waits to write them out.
 

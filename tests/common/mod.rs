@@ -388,6 +388,22 @@ pub fn flatten_layers(layers: &[Vec<u8>]) -> Result<Vec<u8>, strata::Error> {
     flatten_ref(&format!("docker-archive:{}", p.display()))
 }
 
+/// The paths of a JSON list of entries or changes (`[{"path": "/a", …}, …]`), without the
+/// leading slash (as the model names them), in the order listed.
+pub fn listed_paths(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|c| {
+            c["path"]
+                .as_str()
+                .expect("a path")
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
 pub fn strata_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_strata"))
 }

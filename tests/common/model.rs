@@ -348,12 +348,17 @@ pub fn canon(t: &Tree) -> Canon {
 }
 
 /// Apply a whole stack with the model.
-pub fn model_of(layers: &[Vec<u8>]) -> Result<Canon, String> {
+/// The tree the model builds from `layers`, bottom first.
+pub fn tree_of(layers: &[Vec<u8>]) -> Result<Tree, String> {
     let mut t = Tree::default();
     for l in layers {
         t.apply(l)?;
     }
-    Ok(canon(&t))
+    Ok(t)
+}
+
+pub fn model_of(layers: &[Vec<u8>]) -> Result<Canon, String> {
+    Ok(canon(&tree_of(layers)?))
 }
 
 /// Flatten with strata and read the result back.
