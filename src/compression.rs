@@ -39,6 +39,18 @@ impl Compression {
 
     /// Wrap `input` in the matching decoder. Multi-member gzip and concatenated zstd/xz
     /// frames are read in full, as `zcat` would.
+    /// The compression a layer media type names (`…tar+gzip`, `…tar.gzip`, `…+zstd`; plain
+    /// tar otherwise).
+    pub fn of_media_type(media_type: &str) -> Compression {
+        if media_type.ends_with("gzip") {
+            Compression::Gzip
+        } else if media_type.ends_with("zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
     pub fn decoder<'a, R: BufRead + Send + 'a>(
         self,
         input: R,

@@ -9,8 +9,9 @@
 //! The diff_id check runs at the stream's true end, past the tar end-of-archive blocks: the
 //! consumer must read to EOF (`TarReader::drain`), and a mismatch arrives as the read error.
 
+use crate::blob::mismatch_of;
 use crate::compression::Compression;
-use crate::image::{FileRegion, Layer, RegionReader};
+use crate::image::{FileRegion, Layer};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -35,7 +36,7 @@ enum Msg {
 
 /// Counts bytes read for the progress bar.
 struct Counted {
-    inner: RegionReader,
+    inner: Box<dyn Read + Send>,
     progress: Option<ProgressBar>,
 }
 
@@ -53,7 +54,7 @@ enum Source {
     /// Uncompressed, not read yet: its buffer is made at the first read (the pipeline opens
     /// the next layer early, which only a decoder thread needs).
     Unread(Option<Counted>),
-    /// Uncompressed: read straight from the file.
+    /// Uncompressed: read straight from the file (or the stream).
     Direct(BufReader<Counted>),
     /// Compressed: chunks from a decoder thread.
     Threaded {
@@ -190,17 +191,75 @@ pub fn detect(region: &FileRegion) -> io::Result<Compression> {
 }
 
 /// Open a layer's tar stream. `diff_id`: check the tar's digest at the end (only done here
-/// for compressed layers; pass the blob check to a `Verifier`).
+/// for compressed local layers and for streamed ones; a local blob's check goes to a
+/// `Verifier`). `verify`: a streamed blob's digest is checked as it is read.
 pub fn open(
     layer: &Layer,
     diff_id: Option<String>,
+    verify: bool,
     progress: Option<ProgressBar>,
 ) -> io::Result<LayerStream> {
-    let kind = detect(&layer.region)?;
+    if let Some(region) = layer.blob.region() {
+        let kind = detect(&region)?;
+        let counted = Counted {
+            inner: Box::new(region.reader()),
+            progress,
+        };
+        return start(kind, counted, diff_id, false);
+    }
+    // A stream: its compression is peeked from its first bytes, and the blob digest is
+    // checked by the blob's own reader at its end.
+    let mut raw = layer.blob.open(verify)?;
+    let head = read_head(&mut raw)?;
+    let kind = Compression::detect(&head);
+    let peek = io::Cursor::new(head).chain(raw);
     let counted = Counted {
-        inner: layer.region.reader(),
+        inner: Box::new(peek),
         progress,
     };
+    // Uncompressed, the stored bytes are the tar: its diff_id needs a hash of its own only
+    // when it differs from the blob digest the blob reader checks.
+    let diff_id = diff_id
+        .filter(|d| verify && (kind != Compression::None || Some(d) != layer.digest.as_ref()));
+    if kind == Compression::None
+        && let Some(want) = diff_id
+    {
+        let hashed = Hashed {
+            inner: counted,
+            hasher: Some(Sha256::new()),
+            want,
+        };
+        let counted = Counted {
+            inner: Box::new(hashed),
+            progress: None,
+        };
+        return start(kind, counted, None, true);
+    }
+    start(kind, counted, diff_id, true)
+}
+
+/// The first bytes of a stream (up to what compression detection looks at).
+fn read_head(r: &mut dyn Read) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 6];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(n);
+    Ok(head)
+}
+
+fn start(
+    kind: Compression,
+    counted: Counted,
+    diff_id: Option<String>,
+    streamed: bool,
+) -> io::Result<LayerStream> {
     if kind == Compression::None {
         return Ok(LayerStream {
             source: Source::Unread(Some(counted)),
@@ -213,7 +272,7 @@ pub fn open(
     let spawned = std::thread::Builder::new()
         .name("layer-decoder".into())
         .spawn(move || {
-            let r = decode(kind, counted, &tx);
+            let r = decode(kind, counted, streamed, &tx);
             let _ = tx.send(Msg::End(r));
         });
     spawned?;
@@ -229,9 +288,37 @@ pub fn open(
     })
 }
 
-fn decode(kind: Compression, input: Counted, tx: &SyncSender<Msg>) -> Result<(), String> {
-    let buffered = BufReader::with_capacity(CHUNK, input);
-    let mut decoder = kind.decoder(buffered).map_err(|e| e.to_string())?;
+/// A reader that checks the SHA-256 of everything read through it at its end.
+struct Hashed<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    want: String,
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            if let Some(h) = self.hasher.take() {
+                check(h, &self.want, "diff_id").map_err(io::Error::other)?;
+            }
+        } else if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+fn decode(
+    kind: Compression,
+    input: Counted,
+    streamed: bool,
+    tx: &SyncSender<Msg>,
+) -> Result<(), String> {
+    let mut buffered = BufReader::with_capacity(CHUNK, input);
+    let mut decoder = kind
+        .decoder(&mut buffered)
+        .map_err(|e| describe_decode_error(kind, e))?;
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -244,16 +331,26 @@ fn decode(kind: Compression, input: Counted, tx: &SyncSender<Msg>) -> Result<(),
             }
         }
         if filled == 0 {
-            return Ok(());
+            break;
         }
         chunk.truncate(filled);
         if tx.send(Msg::Data(chunk)).is_err() {
             return Ok(()); // the consumer went away (an error upstream)
         }
     }
+    drop(decoder);
+    if streamed {
+        // A stream's digest covers every stored byte, trailing ones too: read to its end so
+        // the blob reader checks it (and keeps the copy).
+        io::copy(&mut buffered, &mut io::sink()).map_err(|e| describe_decode_error(kind, e))?;
+    }
+    Ok(())
 }
 
 fn describe_decode_error(kind: Compression, e: io::Error) -> String {
+    if let Some(m) = mismatch_of(&e) {
+        return m.to_string();
+    }
     match kind {
         Compression::None => format!("read error: {e}"),
         k if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -354,6 +451,7 @@ pub struct Pipeline<'a> {
     diff_ids: Vec<Option<String>>,
     verifier: Verifier,
     progress: Option<ProgressBar>,
+    verify: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -366,7 +464,13 @@ impl<'a> Pipeline<'a> {
                 diff_ids.push(None);
                 continue;
             }
-            let kind = detect(&l.region).unwrap_or(Compression::None);
+            let Some(region) = l.blob.region() else {
+                // Streamed: both digests are checked as the stream is read.
+                jobs.push(None);
+                diff_ids.push(l.diff_id.clone());
+                continue;
+            };
+            let kind = detect(&region).unwrap_or(Compression::None);
             let mut expect = Vec::new();
             if let Some(d) = &l.digest {
                 expect.push((d.clone(), "blob"));
@@ -380,7 +484,7 @@ impl<'a> Pipeline<'a> {
             } else {
                 diff_ids.push(l.diff_id.clone());
             }
-            jobs.push(Some((l.region.clone(), expect)));
+            jobs.push(Some((region, expect)));
         }
         let verifier = Verifier::start(jobs);
         let mut p = Pipeline {
@@ -390,6 +494,7 @@ impl<'a> Pipeline<'a> {
             diff_ids,
             verifier,
             progress,
+            verify,
         };
         p.fill();
         p
@@ -401,6 +506,7 @@ impl<'a> Pipeline<'a> {
             self.open.push_back(open(
                 self.layers[i],
                 self.diff_ids[i].take(),
+                self.verify,
                 self.progress.clone(),
             ));
             self.next += 1;

@@ -5,6 +5,7 @@
 //! file regions) → [`layer`] turns each into a verified, decompressed stream → [`merge`] applies
 //! the [`whiteout`] rules newest-first → an [`output::Sink`].
 
+pub mod blob;
 pub mod build;
 pub mod commands;
 pub mod compression;
@@ -22,6 +23,7 @@ pub mod sink;
 pub mod squash;
 pub mod tarstream;
 pub mod timestamp;
+pub mod transport;
 pub mod whiteout;
 
 pub use error::{Error, Result};

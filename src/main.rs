@@ -2,10 +2,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use strata::blob::BlobStore;
 use strata::commands::{build, extract, flatten, inspect, squash};
 use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
 use strata::reference::Reference;
+use strata::transport::OpenOptions;
 
 /// strata: look inside, flatten, squash, diff, extract and build container image layers.
 ///
@@ -33,9 +36,14 @@ struct Cli {
     /// $XDG_CACHE_HOME/strata).
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Do not read or write the listing cache.
+    /// Do not read or write the listing cache or the blob store (streamed blobs are then
+    /// kept in a temp directory for the run only).
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Size cap of the store of streamed blobs under the cache directory (`blobs/`): least
+    /// recently used blobs go past it.
+    #[arg(long, global = true, value_name = "BYTES", default_value = "10GiB")]
+    blob_cache_size: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -265,17 +273,33 @@ fn init_logging(verbose: u8) {
     }
 }
 
-fn open(image: &str, platform: &str) -> anyhow::Result<strata::image::Image> {
-    let platform = Platform::parse(platform)?;
+fn open(image: &str, opts: &OpenOptions) -> anyhow::Result<strata::image::Image> {
     let r = Reference::parse(image)?;
-    Ok(r.open(&platform)?)
+    Ok(r.open_with(opts)?)
+}
+
+/// Where streamed blobs are kept: `blobs/` in the cache directory, or a temp directory.
+fn blob_store(cache: &strata::listing::Cache, cap: &str) -> anyhow::Result<BlobStore> {
+    let cap = strata::listing::render::parse_bytes(cap)
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--blob-cache-size {cap:?}: expected bytes (10GiB, 500MB)")
+        })?;
+    Ok(match cache.dir() {
+        Some(dir) => BlobStore::new(dir.join("blobs"), cap as u64),
+        None => BlobStore::temporary(),
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cache = strata::listing::Cache::new(cli.cache_dir.clone(), !cli.no_cache);
+    let opts = OpenOptions {
+        platform: Platform::parse(&cli.platform)?,
+        store: Arc::new(blob_store(&cache, &cli.blob_cache_size)?),
+    };
     match cli.command {
         Command::Inspect { image, json } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let report = inspect::report(&img)?;
             print_report(json, &report, inspect::render_text)?;
         }
@@ -288,7 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let args = flatten::FlattenArgs {
                 output,
                 compress,
@@ -314,7 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             strata::listing::write_files(
                 &img,
@@ -333,8 +357,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             no_verify,
         } => {
-            let a = open(&image, &cli.platform)?;
-            let b = open(&other, &cli.platform)?;
+            let a = open(&image, &opts)?;
+            let b = open(&other, &opts)?;
             let d = strata::listing::diff_images(&a, &b, !no_verify, &cache)
                 .with_context(|| format!("comparing {image} with {other}"))?;
             print_report(json, &d, strata::listing::render_tree_diff)?;
@@ -348,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             top,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let w = strata::listing::waste(&img, !no_verify, top, &cache)
                 .with_context(|| format!("measuring {image}"))?;
             print_report(json, &w, strata::listing::render_waste)?;
@@ -371,7 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             strata::listing::write_diff(&img, only, !no_verify, &cache, style(json), &mut stdout())
                 .with_context(|| format!("diffing {image}"))?;
@@ -385,7 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_xattrs,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let args = extract::ExtractArgs {
                 dir,
                 up_to,
@@ -399,11 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!("{} entries, {} bytes written", stats.entries, stats.bytes);
         }
         Command::Build(args) => {
-            let base = args
-                .from
-                .as_deref()
-                .map(|f| open(f, &cli.platform))
-                .transpose()?;
+            let base = args.from.as_deref().map(|f| open(f, &opts)).transpose()?;
             let report = build::run(&args, base.as_ref(), &cache, cli.quiet)
                 .context("building the image")?;
             if !cli.quiet {
@@ -431,7 +451,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
             no_verify,
         } => {
-            let img = open(&image, &cli.platform)?;
+            let img = open(&image, &opts)?;
             let args = squash::SquashArgs {
                 output,
                 format,

@@ -761,7 +761,7 @@ impl<'w> Merger<'w> {
         }
         wanted.sort();
         self.stats.rereads += 1;
-        let stream = crate::layer::open(layer, None, None).map_err(|e| Error::Layer {
+        let stream = crate::layer::open(layer, None, false, None).map_err(|e| Error::Layer {
             layer: layer.label(),
             message: format!("read error: {e}"),
         })?;
@@ -914,7 +914,7 @@ impl<'w> Merger<'w> {
             let Some(src) = layers.get(i).filter(|_| steps <= 64) else {
                 break;
             };
-            let stream = crate::layer::open(src, None, None).map_err(|e| Error::Layer {
+            let stream = crate::layer::open(src, None, false, None).map_err(|e| Error::Layer {
                 layer: src.label(),
                 message: format!("read error: {e}"),
             })?;

@@ -6,142 +6,116 @@
 
 use crate::error::{Error, Result};
 use crate::image::oci_layout::{self, Platform};
-use crate::image::{Image, archive::ArchiveIndex, docker_archive, spool_stdin};
+use crate::image::{Image, archive::ArchiveIndex, docker_archive, local};
+use crate::transport::{self, OpenOptions, Transport};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reference {
-    DockerArchive {
-        path: PathBuf,
-        select: Option<String>,
-    },
-    Oci {
-        dir: PathBuf,
-        tag: Option<String>,
-    },
-    OciArchive {
-        path: PathBuf,
-        tag: Option<String>,
-    },
-    /// A path whose format is decided by looking at it.
-    Detect(PathBuf),
+/// A parsed reference: a transport from [`transport::TRANSPORTS`] and what follows its name,
+/// or a bare path whose format is decided by looking at it.
+#[derive(Clone)]
+pub struct Reference {
+    transport: Option<&'static dyn Transport>,
+    spec: String,
 }
 
-const TRANSPORTS: &str = "docker-archive:, oci:, oci-archive: (or a bare path)";
+/// Transport names of containers/skopeo that strata does not read yet.
+const NOT_YET: &[&str] = &["docker", "docker-daemon", "containers-storage", "dir"];
 
 impl Reference {
     pub fn parse(s: &str) -> Result<Reference> {
-        if let Some((transport, rest)) = s.split_once(':') {
+        if let Some((name, rest)) = s.split_once(':') {
             // Windows-style or odd paths aside, a known prefix decides.
-            match transport {
-                "docker-archive" => {
-                    let (path, select) = split_path(rest);
-                    return Ok(Reference::DockerArchive { path, select });
-                }
-                "oci" => {
-                    let (dir, tag) = split_path(rest);
-                    return Ok(Reference::Oci { dir, tag });
-                }
-                "oci-archive" => {
-                    let (path, tag) = split_path(rest);
-                    return Ok(Reference::OciArchive { path, tag });
-                }
-                "docker" | "docker-daemon" | "containers-storage" | "dir" => {
-                    return Err(Error::Usage(format!(
-                        "transport {transport}: is not supported yet; supported: {TRANSPORTS}"
-                    )));
-                }
-                t if !Path::new(s).exists() && !t.contains('/') && !t.is_empty() => {
-                    return Err(Error::Usage(format!(
-                        "unknown transport {t}: in {s:?}; supported: {TRANSPORTS}"
-                    )));
-                }
-                _ => {}
+            if let Some(t) = transport::by_name(name) {
+                return Ok(Reference {
+                    transport: Some(t),
+                    spec: rest.to_string(),
+                });
+            }
+            let supported = format!("{} (or a bare path)", transport::names());
+            if NOT_YET.contains(&name) {
+                return Err(Error::Usage(format!(
+                    "transport {name}: is not supported yet; supported: {supported}"
+                )));
+            }
+            if !Path::new(s).exists() && !name.contains('/') && !name.is_empty() {
+                return Err(Error::Usage(format!(
+                    "unknown transport {name}: in {s:?}; supported: {supported}"
+                )));
             }
         }
-        Ok(Reference::Detect(PathBuf::from(s)))
+        Ok(Reference {
+            transport: None,
+            spec: s.to_string(),
+        })
     }
 
+    /// The transport's name (`None` for a bare path, detected when opened).
+    pub fn transport_name(&self) -> Option<&'static str> {
+        self.transport.map(|t| t.name())
+    }
+
+    /// What follows the transport's name (the whole reference for a bare path).
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    /// Open with the default options but for the platform.
     pub fn open(&self, platform: &Platform) -> Result<Image> {
+        self.open_with(&OpenOptions {
+            platform: platform.clone(),
+            ..OpenOptions::default()
+        })
+    }
+
+    pub fn open_with(&self, opts: &OpenOptions) -> Result<Image> {
         let shown = self.to_string();
-        match self {
-            Reference::DockerArchive { path, select } => {
-                let (path, spool) = local(path)?;
-                let mut img = docker_archive::open(&path, select.as_deref(), &shown)?;
-                img._spool = spool;
-                Ok(img)
-            }
-            Reference::Oci { dir, tag } => {
-                oci_layout::open_dir(dir, tag.as_deref(), platform, &shown)
-            }
-            Reference::OciArchive { path, tag } => {
-                let (path, spool) = local(path)?;
-                let mut img = oci_layout::open_archive(&path, tag.as_deref(), platform, &shown)?;
-                img._spool = spool;
-                Ok(img)
-            }
-            Reference::Detect(path) => {
-                if path.is_dir() {
-                    return oci_layout::open_dir(path, None, platform, &shown);
-                }
-                let (local_path, spool) = local(path)?;
-                let index = ArchiveIndex::open(&local_path)?;
-                let mut img = if index.contains("manifest.json") || index.contains("repositories") {
-                    docker_archive::open_index(index, None, &shown)?
-                } else if index.contains("index.json") {
-                    drop(index);
-                    oci_layout::open_archive(&local_path, None, platform, &shown)?
-                } else {
-                    return Err(Error::Format(format!(
-                        "{}: neither a docker-archive nor an OCI archive (no manifest.json, repositories or index.json)",
-                        path.display()
-                    )));
-                };
-                img._spool = spool;
-                Ok(img)
-            }
+        match self.transport {
+            Some(t) => t.open(&self.spec, &shown, opts),
+            None => detect(Path::new(&self.spec), &shown, &opts.platform),
         }
     }
 }
 
-/// A path, with stdin (`-`) spooled to a temp file.
-fn local(path: &Path) -> Result<(PathBuf, Option<Arc<tempfile::TempPath>>)> {
-    if path == Path::new("-") {
-        let (p, guard) = spool_stdin()?;
-        return Ok((p, Some(guard)));
+/// A bare path: a directory is an OCI layout; a file is a docker or OCI archive by what it
+/// holds.
+fn detect(path: &Path, shown: &str, platform: &Platform) -> Result<Image> {
+    if path.is_dir() {
+        return oci_layout::open_dir(path, None, platform, shown);
     }
-    if !path.exists() {
-        return Err(Error::Usage(format!("{}: no such file", path.display())));
-    }
-    Ok((path.to_path_buf(), None))
+    let (local_path, spool): (PathBuf, _) = local(path)?;
+    let index = ArchiveIndex::open(&local_path)?;
+    let mut img = if index.contains("manifest.json") || index.contains("repositories") {
+        docker_archive::open_index(index, None, shown)?
+    } else if index.contains("index.json") {
+        drop(index);
+        oci_layout::open_archive(&local_path, None, platform, shown)?
+    } else {
+        return Err(Error::Format(format!(
+            "{}: neither a docker-archive nor an OCI archive (no manifest.json, repositories or index.json)",
+            path.display()
+        )));
+    };
+    img._spool = spool;
+    Ok(img)
 }
 
-/// `PATH[:SUFFIX]`: the path is everything before the first colon, unless the whole string
-/// names an existing file (paths with colons).
-fn split_path(rest: &str) -> (PathBuf, Option<String>) {
-    if Path::new(rest).exists() {
-        return (PathBuf::from(rest), None);
+impl std::fmt::Debug for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reference({self})")
     }
-    match rest.split_once(':') {
-        Some((p, sel)) if !sel.is_empty() => (PathBuf::from(p), Some(sel.to_string())),
-        Some((p, _)) => (PathBuf::from(p), None),
-        None => (PathBuf::from(rest), None),
+}
+
+impl PartialEq for Reference {
+    fn eq(&self, other: &Self) -> bool {
+        self.transport_name() == other.transport_name() && self.spec == other.spec
     }
 }
 
 impl std::fmt::Display for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let opt = |o: &Option<String>| o.as_ref().map(|s| format!(":{s}")).unwrap_or_default();
-        match self {
-            Reference::DockerArchive { path, select } => {
-                write!(f, "docker-archive:{}{}", path.display(), opt(select))
-            }
-            Reference::Oci { dir, tag } => write!(f, "oci:{}{}", dir.display(), opt(tag)),
-            Reference::OciArchive { path, tag } => {
-                write!(f, "oci-archive:{}{}", path.display(), opt(tag))
-            }
-            Reference::Detect(p) => write!(f, "{}", p.display()),
+        match self.transport {
+            Some(t) => write!(f, "{}:{}", t.name(), self.spec),
+            None => write!(f, "{}", self.spec),
         }
     }
 }
@@ -150,33 +124,34 @@ impl std::fmt::Display for Reference {
 mod tests {
     use super::*;
 
+    fn parts(s: &str) -> (Option<&'static str>, String) {
+        let r = Reference::parse(s).unwrap();
+        (r.transport_name(), r.spec().to_string())
+    }
+
     #[test]
     fn transports_parse() {
         assert_eq!(
-            Reference::parse("docker-archive:/x/img.tar:busybox:latest").unwrap(),
-            Reference::DockerArchive {
-                path: "/x/img.tar".into(),
-                select: Some("busybox:latest".into())
-            }
+            parts("docker-archive:/x/img.tar:busybox:latest"),
+            (Some("docker-archive"), "/x/img.tar:busybox:latest".into())
         );
         assert_eq!(
-            Reference::parse("docker-archive:/x/img.tar:@1").unwrap(),
-            Reference::DockerArchive {
-                path: "/x/img.tar".into(),
-                select: Some("@1".into())
-            }
+            crate::image::split_path("/x/img.tar:busybox:latest"),
+            ("/x/img.tar".into(), Some("busybox:latest".into()))
         );
         assert_eq!(
-            Reference::parse("oci:/x/layout:v1").unwrap(),
-            Reference::Oci {
-                dir: "/x/layout".into(),
-                tag: Some("v1".into())
-            }
+            crate::image::split_path("/x/img.tar:@1"),
+            ("/x/img.tar".into(), Some("@1".into()))
         );
         assert_eq!(
-            Reference::parse("img.tar").unwrap(),
-            Reference::Detect("img.tar".into())
+            parts("oci:/x/layout:v1"),
+            (Some("oci"), "/x/layout:v1".into())
         );
+        assert_eq!(
+            crate::image::split_path("/x/layout:v1"),
+            ("/x/layout".into(), Some("v1".into()))
+        );
+        assert_eq!(parts("img.tar"), (None, "img.tar".into()));
     }
 
     #[test]

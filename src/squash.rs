@@ -98,9 +98,10 @@ pub(crate) fn diff_id_of(layer: &Layer) -> Result<String> {
     if let Some(d) = &layer.diff_id {
         return Ok(d.clone());
     }
-    let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
+    let region = layer.blob.local_region(true, &layer.label())?;
+    let kind = crate::layer::detect(&region).map_err(|e| Error::io(layer.label(), e))?;
     let mut r = kind
-        .decoder(io::BufReader::with_capacity(1 << 20, layer.region.reader()))
+        .decoder(io::BufReader::with_capacity(1 << 20, region.reader()))
         .map_err(|e| Error::io(layer.label(), e))?;
     let mut hw = crate::sink::members::HashWriter::new(io::sink());
     io::copy(&mut r, &mut hw).map_err(|e| Error::io(layer.label(), e))?;

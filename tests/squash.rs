@@ -19,7 +19,9 @@ fn layer_tars(reference: &str) -> Vec<Vec<u8>> {
         .unwrap();
     img.layers
         .iter()
-        .map(|l| strata::compression::decode_all(&l.region.read_all().unwrap()).unwrap())
+        .map(|l| {
+            strata::compression::decode_all(&l.blob.region().unwrap().read_all().unwrap()).unwrap()
+        })
         .collect()
 }
 
@@ -228,8 +230,8 @@ fn from_keeps_lower_blobs_and_config() {
         "kept blob digest"
     );
     assert_eq!(
-        sq.layers[0].region.read_all().unwrap(),
-        orig.layers[0].region.read_all().unwrap()
+        sq.layers[0].blob.region().unwrap().read_all().unwrap(),
+        orig.layers[0].blob.region().unwrap().read_all().unwrap()
     );
     assert_eq!(
         sq.config["config"], orig.config["config"],

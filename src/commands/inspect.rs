@@ -86,12 +86,20 @@ pub fn report(img: &Image) -> Result<Report> {
         }
     }
     for l in &img.layers {
-        let mut head = [0u8; 6];
-        let n = l
-            .region
-            .file
-            .read_at_region(&mut head, l.region.offset, l.region.len);
-        let comp = crate::compression::Compression::detect(&head[..n]);
+        // A local blob tells its compression by its first bytes; a streamed one is not read
+        // for this, its media type says.
+        let comp = match l.blob.region() {
+            Some(r) => {
+                let mut head = [0u8; 6];
+                let n = r.file.read_at_region(&mut head, r.offset, r.len);
+                crate::compression::Compression::detect(&head[..n])
+            }
+            None => l
+                .media_type
+                .as_deref()
+                .map(crate::compression::Compression::of_media_type)
+                .unwrap_or(crate::compression::Compression::None),
+        };
         layers.push(LayerReport {
             index: l.index,
             digest: l.digest.clone(),

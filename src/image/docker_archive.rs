@@ -20,6 +20,28 @@ struct ManifestItem {
     layers: Vec<String>,
 }
 
+/// The `docker-archive:` transport.
+pub struct DockerArchive;
+
+impl crate::transport::Transport for DockerArchive {
+    fn name(&self) -> &'static str {
+        "docker-archive"
+    }
+
+    fn open(
+        &self,
+        spec: &str,
+        shown: &str,
+        _opts: &crate::transport::OpenOptions,
+    ) -> Result<Image> {
+        let (path, select) = super::split_path(spec);
+        let (path, spool) = super::local(&path)?;
+        let mut img = open(&path, select.as_deref(), shown)?;
+        img._spool = spool;
+        Ok(img)
+    }
+}
+
 pub fn open(path: &Path, select: Option<&str>, reference: &str) -> Result<Image> {
     let archive = ArchiveIndex::open(path)?;
     open_index(archive, select, reference)
@@ -130,7 +152,7 @@ fn from_manifest(archive: &ArchiveIndex, select: Option<&str>, reference: &str) 
         layers.push(Layer {
             index: i,
             location: format!("{}: {name}", archive.path),
-            region: archive.region(name)?,
+            blob: crate::blob::Blob::local(archive.region(name)?),
             media_type: None,
             digest: blob_digest(name),
             diff_id: ids.get(i).cloned(),
@@ -255,7 +277,7 @@ fn from_legacy(archive: &ArchiveIndex, select: Option<&str>, reference: &str) ->
         layers.push(Layer {
             index: i,
             location: format!("{}: {name}", archive.path),
-            region: archive.region(&name)?,
+            blob: crate::blob::Blob::local(archive.region(&name)?),
             media_type: None,
             digest: None,
             diff_id: None,

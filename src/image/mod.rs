@@ -7,7 +7,9 @@
 pub mod archive;
 pub mod docker_archive;
 pub mod oci_layout;
+pub mod platform;
 
+use crate::blob::Blob;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -89,7 +91,8 @@ pub struct Layer {
     pub index: usize,
     /// Where the bytes are: the member name or blob path, for messages.
     pub location: String,
-    pub region: FileRegion,
+    /// The stored bytes.
+    pub blob: Blob,
     pub media_type: Option<String>,
     /// Digest of the stored blob (verified while streaming when known).
     pub digest: Option<String>,
@@ -108,8 +111,9 @@ impl Layer {
         format!("layer {} ({})", self.index, short_digest(id))
     }
 
+    /// The stored size (0 when a streamed blob's size is not known before reading it).
     pub fn stored_size(&self) -> u64 {
-        self.region.len
+        self.blob.size().unwrap_or(0)
     }
 }
 
@@ -238,6 +242,31 @@ pub fn diff_ids(config: &Value) -> Vec<String> {
 
 pub fn path_string(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A path, with stdin (`-`) spooled to a temp file.
+pub fn local(path: &Path) -> Result<(PathBuf, Option<Arc<tempfile::TempPath>>)> {
+    if path == Path::new("-") {
+        let (p, guard) = spool_stdin()?;
+        return Ok((p, Some(guard)));
+    }
+    if !path.exists() {
+        return Err(Error::Usage(format!("{}: no such file", path.display())));
+    }
+    Ok((path.to_path_buf(), None))
+}
+
+/// `PATH[:SUFFIX]`: the path is everything before the first colon, unless the whole string
+/// names an existing file (paths with colons).
+pub fn split_path(rest: &str) -> (PathBuf, Option<String>) {
+    if Path::new(rest).exists() {
+        return (PathBuf::from(rest), None);
+    }
+    match rest.split_once(':') {
+        Some((p, sel)) if !sel.is_empty() => (PathBuf::from(p), Some(sel.to_string())),
+        Some((p, _)) => (PathBuf::from(p), None),
+        None => (PathBuf::from(rest), None),
+    }
 }
 
 pub fn spool_stdin() -> Result<(PathBuf, Arc<tempfile::TempPath>)> {

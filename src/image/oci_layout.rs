@@ -46,67 +46,36 @@ impl Store for ArchiveIndex {
     }
 }
 
-/// `os/arch[/variant]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
+pub use super::platform::Platform;
 
-impl Platform {
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] => Ok(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] => Ok(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(Error::Usage(format!(
-                "bad platform {s:?}: expected os/arch[/variant]"
-            ))),
-        }
+/// The `oci:DIR[:REF]` transport.
+pub struct OciDir;
+
+impl crate::transport::Transport for OciDir {
+    fn name(&self) -> &'static str {
+        "oci"
     }
 
-    fn of(desc: &Value) -> Option<Platform> {
-        let p = desc.get("platform")?;
-        Some(Platform {
-            os: p.get("os")?.as_str()?.to_string(),
-            arch: p.get("architecture")?.as_str()?.to_string(),
-            variant: p.get("variant").and_then(Value::as_str).map(str::to_string),
-        })
-    }
-
-    fn matches(&self, other: &Platform) -> bool {
-        self.os == other.os
-            && self.arch == other.arch
-            && (self.variant.is_none() || self.variant == other.variant)
+    fn open(&self, spec: &str, shown: &str, opts: &crate::transport::OpenOptions) -> Result<Image> {
+        let (dir, tag) = super::split_path(spec);
+        open_dir(&dir, tag.as_deref(), &opts.platform, shown)
     }
 }
 
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// The `oci-archive:PATH[:REF]` transport.
+pub struct OciArchive;
 
-impl Default for Platform {
-    fn default() -> Self {
-        Platform {
-            os: "linux".into(),
-            arch: "amd64".into(),
-            variant: None,
-        }
+impl crate::transport::Transport for OciArchive {
+    fn name(&self) -> &'static str {
+        "oci-archive"
+    }
+
+    fn open(&self, spec: &str, shown: &str, opts: &crate::transport::OpenOptions) -> Result<Image> {
+        let (path, tag) = super::split_path(spec);
+        let (path, spool) = super::local(&path)?;
+        let mut img = open_archive(&path, tag.as_deref(), &opts.platform, shown)?;
+        img._spool = spool;
+        Ok(img)
     }
 }
 
@@ -278,7 +247,7 @@ fn open_store(
         layers.push(Layer {
             index: i,
             location: format!("{where_}: {name}"),
-            region,
+            blob: super::Blob::local(region),
             media_type: d
                 .get("mediaType")
                 .and_then(Value::as_str)
@@ -345,22 +314,7 @@ fn resolve(
                 names.join(", ")
             )));
         }
-        match with_platform
-            .iter()
-            .find(|d| Platform::of(d).is_some_and(|p| platform.matches(&p)))
-        {
-            Some(d) => (*d).clone(),
-            None => {
-                let list: Vec<String> = with_platform
-                    .iter()
-                    .filter_map(|d| Platform::of(d).map(|p| p.to_string()))
-                    .collect();
-                return Err(Error::Usage(format!(
-                    "{where_}: no image for platform {platform}; available: {} (use --platform)",
-                    list.join(", ")
-                )));
-            }
-        }
+        super::platform::pick(&with_platform, platform, where_)?
     };
     let media = pick.get("mediaType").and_then(Value::as_str);
     if media.is_some() && !is_index(media, None) {

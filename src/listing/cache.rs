@@ -59,6 +59,11 @@ impl Cache {
         Cache { dir }
     }
 
+    /// The cache's directory (`None` when disabled).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
     pub fn disabled() -> Cache {
         Cache { dir: None }
     }

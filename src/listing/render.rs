@@ -154,7 +154,7 @@ pub fn change_line(sign: char, c: &Change) -> String {
 }
 
 /// A size like `5000`, `20MB`, `1.5GiB`.
-fn parse_bytes(s: &str) -> Option<f64> {
+pub fn parse_bytes(s: &str) -> Option<f64> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -44,18 +44,19 @@ impl ImageWriter for DockerArchive<'_> {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
         let id = self.next_id(diff_id);
         let name = format!("{id}/layer.tar");
-        let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
+        let region = layer.blob.local_region(verified, &layer.label())?;
+        let kind = crate::layer::detect(&region).map_err(|e| Error::io(layer.label(), e))?;
         let d = if kind == Compression::None {
             let known = diff_id
                 .strip_prefix("sha256:")
                 .filter(|_| verified && layer.diff_id.is_some());
-            self.out.add_region(&name, &layer.region, known)?
+            self.out.add_region(&name, &region, known)?
         } else {
             // docker save layers are uncompressed tars: inflate while copying.
             let label = layer.label();
             self.out.add_produced(&|_| name.clone(), &mut |w| {
                 let mut dec = kind
-                    .decoder(BufReader::with_capacity(1 << 20, layer.region.reader()))
+                    .decoder(BufReader::with_capacity(1 << 20, region.reader()))
                     .map_err(|e| Error::io(label.clone(), e))?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {

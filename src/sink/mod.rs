@@ -90,12 +90,8 @@ fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn Image
     }
 }
 
-/// Write an image: `go` writes it through the writer it is given (and may be called twice,
-/// for a measured stream). Files and directories appear only when complete.
-pub fn write_image<R>(
-    t: &Target<'_>,
-    mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
-) -> Result<R> {
+/// What no format can write.
+fn check(t: &Target<'_>) -> Result<()> {
     if matches!(t.compression, Compression::Xz | Compression::Bzip2) {
         return Err(Error::Usage(format!(
             "image layers are written uncompressed, gzip or zstd (OCI has no media type for {})",
@@ -108,6 +104,40 @@ pub fn write_image<R>(
                 .into(),
         ));
     }
+    Ok(())
+}
+
+/// Write an image as one tar (docker-archive or oci-archive; `t.path` is not used) to a
+/// writer that cannot seek — a pipe, a socket, an HTTP body. Each new layer is produced twice
+/// (its size and digest come before its bytes); with `t.measure_first` the whole image runs
+/// through a dry pass first, so every error comes before the first byte.
+pub fn write_image_to<R>(
+    t: &Target<'_>,
+    w: &mut dyn std::io::Write,
+    mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
+) -> Result<R> {
+    check(t)?;
+    if t.format == Format::Oci {
+        return Err(Error::Usage(
+            "--format oci writes a directory: give it with -o DIR".into(),
+        ));
+    }
+    if t.measure_first {
+        let mut m = Measure::default();
+        go(writer_for(t, &mut m).as_mut())?;
+        go(writer_for(t, &mut TarMembers::replay(w, m)).as_mut())
+    } else {
+        go(writer_for(t, &mut TarMembers::stream(w)).as_mut())
+    }
+}
+
+/// Write an image: `go` writes it through the writer it is given (and may be called twice,
+/// for a measured stream). Files and directories appear only when complete.
+pub fn write_image<R>(
+    t: &Target<'_>,
+    mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
+) -> Result<R> {
+    check(t)?;
     if t.format == Format::Oci {
         let dir = t.path.filter(|p| *p != Path::new("-")).ok_or_else(|| {
             Error::Usage("--format oci writes a directory: give it with -o DIR".into())
@@ -121,15 +151,7 @@ pub fn write_image<R>(
     }
     let mut sink = Sink::create(t.path, t.force)?;
     let r = match &mut sink {
-        Sink::Stdout(w) => {
-            if t.measure_first {
-                let mut m = Measure::default();
-                go(writer_for(t, &mut m).as_mut())?;
-                go(writer_for(t, &mut TarMembers::replay(w, m)).as_mut())?
-            } else {
-                go(writer_for(t, &mut TarMembers::stream(w)).as_mut())?
-            }
-        }
+        Sink::Stdout(w) => write_image_to(t, w, go)?,
         Sink::File { tmp, .. } => {
             let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             let r = go(writer_for(t, &mut TarMembers::seekable(&mut bw)?).as_mut())?;

@@ -32,7 +32,8 @@ fn blob_name(d: &Digested) -> String {
 
 impl ImageWriter for OciLayout<'_> {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
-        let kind = crate::layer::detect(&layer.region).map_err(|e| Error::io(layer.label(), e))?;
+        let region = layer.blob.local_region(verified, &layer.label())?;
+        let kind = crate::layer::detect(&region).map_err(|e| Error::io(layer.label(), e))?;
         // The name needs the digest: a verified source already told us, else hash on the way.
         let known = layer
             .digest
@@ -40,13 +41,11 @@ impl ImageWriter for OciLayout<'_> {
             .and_then(|d| d.strip_prefix("sha256:"))
             .filter(|_| verified);
         let d = match known {
-            Some(hex) => {
-                self.out
-                    .add_region(&format!("blobs/sha256/{hex}"), &layer.region, Some(hex))?
-            }
+            Some(hex) => self
+                .out
+                .add_region(&format!("blobs/sha256/{hex}"), &region, Some(hex))?,
             None => self.out.add_produced(&blob_name, &mut |w| {
-                std::io::copy(&mut layer.region.reader(), w)
-                    .map_err(|e| Error::io(layer.label(), e))?;
+                std::io::copy(&mut region.reader(), w).map_err(|e| Error::io(layer.label(), e))?;
                 Ok(())
             })?,
         };

@@ -1,0 +1,587 @@
+//! Blobs: the stored bytes of a layer, wherever they are.
+//!
+//! A blob is either a byte range of a local file (a member of an archive, a file of an OCI
+//! layout), read with `pread` as often as an operation likes, or a stream from a source that
+//! delivers it once (a registry, a daemon, a pipe). A streamed blob is read from its source at
+//! most once per process: the first [`Blob::open`] tees the bytes into the [`BlobStore`] as they
+//! pass, hashes them on the way, and at the end — digest checked — renames the copy under its
+//! digest. Every later open, and every operation that needs the bytes twice (the merge's
+//! hardlink re-reads, squash's kept layers, a two-pass pipe output), reads that local copy.
+
+use crate::error::{Error, Result};
+use crate::image::FileRegion;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// A source that can deliver a blob's bytes, from the start, as a stream.
+pub trait Fetch: Send + Sync {
+    /// Open the blob at its source. Strata calls this at most once per blob and process when
+    /// the stream is read to its end (the bytes are kept in the blob store after that).
+    fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// A layer's stored bytes.
+#[derive(Clone)]
+pub struct Blob {
+    inner: Arc<Inner>,
+}
+
+enum Inner {
+    Local(FileRegion),
+    Streamed {
+        fetch: Box<dyn Fetch>,
+        digest: Option<String>,
+        size: Option<u64>,
+        store: Arc<BlobStore>,
+        /// The local copy, once the stream was read to its end.
+        copy: OnceLock<FileRegion>,
+    },
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.inner {
+            Inner::Local(r) => write!(f, "Blob::Local({} bytes at {})", r.len, r.offset),
+            Inner::Streamed { digest, .. } => write!(f, "Blob::Streamed({digest:?})"),
+        }
+    }
+}
+
+/// The error a streamed blob's reader returns when its bytes do not have its digest.
+#[derive(Debug)]
+pub struct DigestMismatch {
+    pub expected: String,
+    pub actual: String,
+}
+
+impl fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "blob digest mismatch: expected {}, got {}",
+            self.expected, self.actual
+        )
+    }
+}
+
+impl std::error::Error for DigestMismatch {}
+
+/// The message of an I/O error, or of the digest mismatch it carries.
+pub fn mismatch_of(e: &io::Error) -> Option<&DigestMismatch> {
+    e.get_ref().and_then(|r| r.downcast_ref::<DigestMismatch>())
+}
+
+impl Blob {
+    /// A blob that is a byte range of a local file.
+    pub fn local(region: FileRegion) -> Blob {
+        Blob {
+            inner: Arc::new(Inner::Local(region)),
+        }
+    }
+
+    /// A blob delivered as a stream by `fetch`, kept in `store` once read. `digest` (the
+    /// `sha256:` of the stored bytes) is checked at the end of the first read, and names the
+    /// local copy; `size`, when known, is what `inspect` shows before any byte is read.
+    pub fn streamed(
+        fetch: Box<dyn Fetch>,
+        digest: Option<String>,
+        size: Option<u64>,
+        store: Arc<BlobStore>,
+    ) -> Blob {
+        Blob {
+            inner: Arc::new(Inner::Streamed {
+                fetch,
+                digest,
+                size,
+                store,
+                copy: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The size of the stored bytes, when known without reading them.
+    pub fn size(&self) -> Option<u64> {
+        match &*self.inner {
+            Inner::Local(r) => Some(r.len),
+            Inner::Streamed { size, copy, .. } => copy.get().map(|r| r.len).or(*size),
+        }
+    }
+
+    /// Whether the bytes are local (a file region, or a streamed blob already kept).
+    pub fn is_local(&self) -> bool {
+        self.region().is_some()
+    }
+
+    /// The bytes as a local file region: always for local blobs; for a streamed one once it
+    /// was read to its end in this process, or when the store already holds its digest.
+    pub fn region(&self) -> Option<FileRegion> {
+        match &*self.inner {
+            Inner::Local(r) => Some(r.clone()),
+            Inner::Streamed {
+                digest,
+                store,
+                copy,
+                ..
+            } => {
+                if let Some(r) = copy.get() {
+                    return Some(r.clone());
+                }
+                let r = store.get(digest.as_deref()?)?;
+                Some(copy.get_or_init(|| r).clone())
+            }
+        }
+    }
+
+    /// Open the stored bytes from the start. A streamed blob not yet kept is fetched from its
+    /// source and copied into the store as it is read; the digest is checked at its end (the
+    /// read that reaches the end fails with a [`DigestMismatch`] when `verify` is set; without
+    /// it a mismatching copy is used for this process but never stored under the digest).
+    pub fn open(&self, verify: bool) -> io::Result<Box<dyn Read + Send>> {
+        if let Some(r) = self.region() {
+            return Ok(Box::new(r.reader()));
+        }
+        let Inner::Streamed {
+            fetch,
+            digest,
+            store,
+            ..
+        } = &*self.inner
+        else {
+            unreachable!("a local blob always has its region");
+        };
+        let source = fetch.open()?;
+        let tmp = store.begin()?;
+        Ok(Box::new(Tee {
+            source,
+            tmp: Some(tmp),
+            hasher: Sha256::new(),
+            len: 0,
+            digest: digest.clone(),
+            verify,
+            blob: self.clone(),
+        }))
+    }
+
+    /// The bytes as a local region, reading a streamed blob to its end first if it was not
+    /// read yet (for operations that need random access or several reads).
+    pub fn local_region(&self, verify: bool, label: &str) -> Result<FileRegion> {
+        if let Some(r) = self.region() {
+            return Ok(r);
+        }
+        let mut r = self.open(verify).map_err(|e| read_error(label, e))?;
+        io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(label, e))?;
+        self.region().ok_or_else(|| Error::Layer {
+            layer: label.to_string(),
+            message: "blob was read but not kept".into(),
+        })
+    }
+
+    fn keep(&self, region: FileRegion) {
+        if let Inner::Streamed { copy, .. } = &*self.inner {
+            let _ = copy.set(region);
+        }
+    }
+}
+
+fn read_error(label: &str, e: io::Error) -> Error {
+    match mismatch_of(&e) {
+        Some(m) => Error::Digest {
+            what: label.to_string(),
+            expected: m.expected.clone(),
+            actual: m.actual.clone(),
+        },
+        None => Error::Layer {
+            layer: label.to_string(),
+            message: format!("read error: {e}"),
+        },
+    }
+}
+
+/// A streamed blob's first read: bytes pass through to the reader, into a temp file of the
+/// store and into a hasher; at the source's end the copy is kept.
+struct Tee {
+    source: Box<dyn Read + Send>,
+    tmp: Option<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    len: u64,
+    digest: Option<String>,
+    verify: bool,
+    blob: Blob,
+}
+
+impl Tee {
+    fn end(&mut self) -> io::Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(std::mem::take(&mut self.hasher).finalize())
+        );
+        let matches = match &self.digest {
+            Some(want) if want.starts_with("sha256:") => *want == actual,
+            _ => false,
+        };
+        if !matches
+            && self.verify
+            && let Some(want) = self.digest.clone().filter(|w| w.starts_with("sha256:"))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                DigestMismatch {
+                    expected: want,
+                    actual,
+                },
+            ));
+        }
+        let Inner::Streamed { store, .. } = &*self.blob.inner else {
+            return Ok(());
+        };
+        // Only verified bytes are kept under their digest; others stay with this process.
+        let region = if matches {
+            store.commit(tmp, &actual, self.len)?
+        } else {
+            let file = tmp.reopen()?;
+            FileRegion {
+                file: Arc::new(file),
+                offset: 0,
+                len: self.len,
+            }
+        };
+        self.blob.keep(region);
+        Ok(())
+    }
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.source.read(buf)?;
+        if n == 0 {
+            self.end()?;
+            return Ok(0);
+        }
+        if let Some(tmp) = self.tmp.as_mut() {
+            tmp.write_all(&buf[..n])?;
+        }
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// Default size cap of the blob store.
+pub const DEFAULT_STORE_CAP: u64 = 10 << 30;
+
+/// Temp files older than this in the store are left over from a killed run.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
+
+/// A content-addressed store of streamed blobs: `DIR/sha256/<hex>`, written to a temp file
+/// in `DIR/tmp/` and renamed (so several processes can fill it at once: a rename of the same
+/// content over the same name is harmless), least recently used evicted past a size cap.
+/// Nothing touches the disk until the first blob is kept.
+pub struct BlobStore {
+    place: Place,
+    cap: u64,
+    /// Serialises eviction within the process.
+    lock: Mutex<()>,
+}
+
+enum Place {
+    Dir(PathBuf),
+    /// For this process only, made at the first use, removed on drop.
+    Temp(OnceLock<tempfile::TempDir>),
+}
+
+impl fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.place {
+            Place::Dir(d) => write!(f, "BlobStore({}, cap {})", d.display(), self.cap),
+            Place::Temp(_) => write!(f, "BlobStore(temporary)"),
+        }
+    }
+}
+
+impl BlobStore {
+    /// The store at `dir` (usually `<cache dir>/blobs`), holding at most `cap` bytes.
+    pub fn new(dir: PathBuf, cap: u64) -> BlobStore {
+        BlobStore {
+            place: Place::Dir(dir),
+            cap,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// A store that lives as long as this value, in the system's temp directory: what
+    /// `--no-cache` gives, so that a blob is still fetched only once.
+    pub fn temporary() -> BlobStore {
+        BlobStore {
+            place: Place::Temp(OnceLock::new()),
+            cap: u64::MAX,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The store's directory, when it exists (a temporary one is made by its first blob).
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Dir(d) => Some(d),
+            Place::Temp(t) => t.get().map(|t| t.path()),
+        }
+    }
+
+    fn make_dir(&self) -> io::Result<&Path> {
+        match &self.place {
+            Place::Dir(d) => Ok(d),
+            Place::Temp(t) => {
+                if t.get().is_none() {
+                    let made = tempfile::Builder::new().prefix("strata-blobs-").tempdir()?;
+                    let _ = t.set(made);
+                }
+                t.get()
+                    .map(|t| t.path())
+                    .ok_or_else(|| io::Error::other("temp blob store vanished"))
+            }
+        }
+    }
+
+    /// The path of a digest, when it is one (`sha256:` and 64 hex digits: never a path).
+    fn path_of(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| self.dir().map(|d| d.join("sha256").join(hex)))?
+    }
+
+    /// The kept copy of `digest`, marked as just used.
+    pub fn get(&self, digest: &str) -> Option<FileRegion> {
+        let path = self.path_of(digest)?;
+        let file = File::open(&path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        // The least recently used go first: a use counts as a modification time.
+        let _ = file.set_modified(SystemTime::now());
+        Some(FileRegion {
+            file: Arc::new(file),
+            offset: 0,
+            len: meta.len(),
+        })
+    }
+
+    fn begin(&self) -> io::Result<tempfile::NamedTempFile> {
+        let tmp = self.make_dir()?.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        tempfile::Builder::new()
+            .prefix(".blob-")
+            .suffix(".partial")
+            .tempfile_in(tmp)
+    }
+
+    /// Keep a verified temp file under its digest, then evict past the cap.
+    fn commit(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &str,
+        len: u64,
+    ) -> io::Result<FileRegion> {
+        let path = self
+            .path_of(digest)
+            .ok_or_else(|| io::Error::other(format!("not a sha256 digest: {digest}")))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = tmp.persist(&path).map_err(|e| e.error)?;
+        let region = FileRegion {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        };
+        self.evict(&path);
+        Ok(region)
+    }
+
+    /// Remove the least recently used blobs until the store is under its cap (never `keep`,
+    /// the one just added), and temp files left by killed runs. Files another process has
+    /// open stay readable to it: only their names go.
+    fn evict(&self, keep: &Path) {
+        let Ok(_guard) = self.lock.lock() else {
+            return;
+        };
+        let Some(dir) = self.dir() else { return };
+        let now = SystemTime::now();
+        if let Ok(rd) = fs::read_dir(dir.join("tmp")) {
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP);
+                if old {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let Ok(rd) = fs::read_dir(dir.join("sha256")) else {
+            return;
+        };
+        let mut blobs: Vec<(SystemTime, u64, PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                m.is_file()
+                    .then(|| (m.modified().unwrap_or(now), m.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+        if total <= self.cap {
+            return;
+        }
+        blobs.sort();
+        for (_, len, path) in blobs {
+            if total <= self.cap {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bytes(Vec<u8>, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Fetch for Bytes {
+        fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Box::new(io::Cursor::new(self.0.clone())))
+        }
+    }
+
+    fn digest_of(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    fn streamed(
+        data: &[u8],
+        digest: String,
+        store: &Arc<BlobStore>,
+    ) -> (Blob, Arc<std::sync::atomic::AtomicUsize>) {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let b = Blob::streamed(
+            Box::new(Bytes(data.to_vec(), n.clone())),
+            Some(digest),
+            Some(data.len() as u64),
+            store.clone(),
+        );
+        (b, n)
+    }
+
+    fn read_all(b: &Blob) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        b.open(true)?.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    #[test]
+    fn a_streamed_blob_is_fetched_once_and_kept_under_its_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::new(d.path().join("blobs"), u64::MAX));
+        let data = b"hello layer".repeat(1000);
+        let (b, n) = streamed(&data, digest_of(&data), &store);
+        assert_eq!(read_all(&b).unwrap(), data);
+        assert_eq!(read_all(&b).unwrap(), data);
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another blob value with the same digest (another process) finds the copy.
+        let (b2, n2) = streamed(&data, digest_of(&data), &store);
+        assert!(b2.is_local());
+        assert_eq!(read_all(&b2).unwrap(), data);
+        assert_eq!(n2.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_mismatch_fails_the_read_and_keeps_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::new(d.path().join("blobs"), u64::MAX));
+        let wrong = digest_of(b"something else");
+        let (b, _) = streamed(b"payload", wrong.clone(), &store);
+        let e = read_all(&b).unwrap_err();
+        let m = mismatch_of(&e).expect("a digest mismatch");
+        assert_eq!(m.expected, wrong);
+        assert!(store.get(&wrong).is_none());
+        assert!(!b.is_local());
+        // Unverified, the bytes are used but not stored under the digest.
+        let mut v = Vec::new();
+        b.open(false).unwrap().read_to_end(&mut v).unwrap();
+        assert_eq!(v, b"payload");
+        assert!(store.get(&wrong).is_none());
+        assert!(b.is_local());
+    }
+
+    #[test]
+    fn a_stream_cut_short_keeps_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::new(d.path().join("blobs"), u64::MAX));
+        let data = vec![7u8; 100_000];
+        let (b, _) = streamed(&data, digest_of(&data), &store);
+        let mut r = b.open(true).unwrap();
+        let mut buf = [0u8; 10];
+        r.read_exact(&mut buf).unwrap();
+        drop(r);
+        assert!(!b.is_local());
+        assert_eq!(fs::read_dir(d.path().join("blobs/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_least_recently_used_blobs_go_past_the_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::new(d.path().join("blobs"), 2500));
+        let blobs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
+        for (i, data) in blobs.iter().enumerate() {
+            let (b, _) = streamed(data, digest_of(data), &store);
+            read_all(&b).unwrap();
+            // Distinct use times, oldest first; blob 0 is used again before blob 2 arrives.
+            let t = SystemTime::now() - Duration::from_secs(100 - i as u64 * 10);
+            File::open(store.path_of(&digest_of(data)).unwrap())
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            if i == 1 {
+                assert!(store.get(&digest_of(&blobs[0])).is_some());
+            }
+        }
+        assert!(store.get(&digest_of(&blobs[0])).is_some());
+        assert!(
+            store.get(&digest_of(&blobs[1])).is_none(),
+            "blob 1 was least recently used"
+        );
+        assert!(store.get(&digest_of(&blobs[2])).is_some());
+    }
+
+    #[test]
+    fn digests_are_never_paths() {
+        let store = BlobStore::new(PathBuf::from("/nonexistent"), 1);
+        assert!(
+            store
+                .path_of(&format!("sha256:{}", "a".repeat(64)))
+                .is_some()
+        );
+        assert!(store.path_of("sha256:../../etc/passwd").is_none());
+        assert!(store.path_of("../x:y").is_none());
+        assert!(
+            store
+                .path_of(&format!("sha256:{}", "A".repeat(64)))
+                .is_none()
+        );
+    }
+}
