@@ -1,12 +1,14 @@
+mod commands;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commands::{build, extract, flatten, squash};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use strata::blob::BlobStore;
-use strata::commands::{build, extract, flatten, inspect, squash};
-use strata::compression::Compression;
 use strata::image::oci_layout::Platform;
+use strata::inspect;
 use strata::reference::Reference;
 use strata::transport::OpenOptions;
 
@@ -71,7 +73,7 @@ enum Command {
         output: Option<PathBuf>,
         /// Compress the output.
         #[arg(long, value_enum, default_value = "none")]
-        compress: Compression,
+        compress: commands::CompressArg,
         /// Compression level (gzip/xz 0-9, zstd 1-22).
         #[arg(long)]
         level: Option<u32>,
@@ -187,7 +189,7 @@ enum Command {
         output: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value = "docker-archive")]
-        format: squash::Format,
+        format: commands::FormatArg,
         /// Tag(s) for the new image (default: the original's).
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
@@ -200,7 +202,7 @@ enum Command {
         last: Option<usize>,
         /// Compression of the new layer (oci, oci-archive; default gzip).
         #[arg(long, value_enum)]
-        compress: Option<Compression>,
+        compress: Option<commands::CompressArg>,
         /// Compression level.
         #[arg(long)]
         level: Option<u32>,
@@ -315,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let img = open(&image, &opts)?;
             let args = flatten::FlattenArgs {
                 output,
-                compress,
+                compress: compress.into(),
                 level,
                 up_to,
                 force,
@@ -454,11 +456,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let img = open(&image, &opts)?;
             let args = squash::SquashArgs {
                 output,
-                format,
+                format: format.into(),
                 tags,
                 from,
                 last,
-                compress,
+                compress: compress.map(Into::into),
                 level,
                 created,
                 force,

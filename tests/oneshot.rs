@@ -160,6 +160,7 @@ fn flatten(layers: &[strata::image::Layer]) -> Vec<u8> {
         &strata::merge::MergeOptions {
             verify: true,
             progress: None,
+            cancel: Default::default(),
         },
     )
     .unwrap();
@@ -204,6 +205,7 @@ fn squash_to_a_pipe_reads_each_blob_once() {
                     created: Some("2020-01-01T00:00:00Z".into()),
                     verify: true,
                     progress: None,
+                    cancel: Default::default(),
                 };
                 let mut piped = Vec::new();
                 let report = strata::sink::write_image_to(&target, &mut piped, |w| {
@@ -274,7 +276,7 @@ fn extract_and_inspect_read_each_blob_once_or_not_at_all() {
     for r in fixtures(d.path()) {
         let f = Fixture::new(&r);
         let img = f.image();
-        let report = strata::commands::inspect::report(&img).unwrap();
+        let report = strata::inspect::report(&img).unwrap();
         assert_eq!(report.layers.len(), 3);
         assert_eq!(f.opens(), vec![0, 0, 0], "inspect reads no layer");
         let out = tempfile::tempdir().unwrap();
@@ -288,6 +290,7 @@ fn extract_and_inspect_read_each_blob_once_or_not_at_all() {
                 xattrs: false,
                 verify: true,
                 progress: None,
+                cancel: Default::default(),
             },
         )
         .unwrap();
@@ -321,6 +324,7 @@ fn build_from_a_streamed_base_reads_each_blob_once() {
                 created: "1970-01-01T00:00:01Z".into(),
                 config: Default::default(),
                 progress: None,
+                cancel: Default::default(),
             };
             let mut out = Vec::new();
             let report = strata::sink::write_image_to(&target, &mut out, |w| {
@@ -365,6 +369,7 @@ fn a_corrupt_streamed_blob_is_a_digest_error_and_is_not_kept() {
             &strata::merge::MergeOptions {
                 verify: true,
                 progress: None,
+                cancel: Default::default(),
             },
         )
         .unwrap_err()

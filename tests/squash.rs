@@ -54,6 +54,7 @@ fn squash_layers(layers: &[Vec<u8>], from: usize) -> Result<Vec<Vec<u8>>, String
         created: None,
         verify: true,
         progress: None,
+        cancel: Default::default(),
     };
     strata::squash::squash(&img, &opts, &mut w, &["x:1".into()]).map_err(|e| e.to_string())?;
     drop(f);

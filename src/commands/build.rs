@@ -1,18 +1,17 @@
 //! `strata build`: a layered image from directories, reproducibly, to a file, a directory or
 //! a pipe.
 
-use super::flatten::progress_bar;
-use crate::build::config::{ConfigChanges, build_config, parse_command};
-use crate::build::plan::{LayerSpec, parse_layer_arg, parse_layers_json};
-use crate::build::walk::WalkOptions;
-use crate::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, base_claims, build, plan};
-use crate::compression::Compression;
-use crate::error::{Error, Result};
-use crate::image::Image;
-use crate::listing::Cache;
-use crate::sink::{Format, Target, write_image};
-use crate::timestamp::{parse_rfc3339, parse_time, rfc3339_from_epoch, source_date_epoch};
+use super::progress::Bar;
 use std::path::{Path, PathBuf};
+use strata::build::config::{ConfigChanges, build_config, parse_command};
+use strata::build::plan::{LayerSpec, parse_layer_arg, parse_layers_json};
+use strata::build::walk::WalkOptions;
+use strata::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, base_claims, build, plan};
+use strata::error::{Error, Result};
+use strata::image::Image;
+use strata::listing::Cache;
+use strata::sink::{Format, Target, write_image};
+use strata::timestamp::{parse_rfc3339, parse_time, rfc3339_from_epoch, source_date_epoch};
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
@@ -87,10 +86,10 @@ pub struct BuildArgs {
     pub tags: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "docker-archive")]
-    pub format: Format,
+    pub format: super::FormatArg,
     /// Compression of the new layers (oci, oci-archive; default gzip).
     #[arg(long, value_enum)]
-    pub compress: Option<Compression>,
+    pub compress: Option<super::CompressArg>,
     /// Compression level.
     #[arg(long)]
     pub level: Option<u32>,
@@ -123,7 +122,7 @@ fn layer_specs(args: &BuildArgs) -> Result<Vec<LayerSpec>> {
 
 fn read_config_file(p: &Path) -> Result<serde_json::Value> {
     let bytes = std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-    crate::image::parse_json(&bytes, &p.display().to_string())
+    strata::image::parse_json(&bytes, &p.display().to_string())
 }
 
 fn changes(args: &BuildArgs) -> Result<ConfigChanges> {
@@ -185,6 +184,9 @@ pub fn run(
     cache: &Cache,
     quiet: bool,
 ) -> Result<BuildReport> {
+    if Format::from(args.format) != Format::Oci {
+        super::refuse_terminal(args.output.as_deref())?;
+    }
     let specs = layer_specs(args)?;
     let (mtime, created) = times(args)?;
     let config = changes(args)?;
@@ -208,26 +210,28 @@ pub fn run(
     };
     let trees = plan(&specs, &walk_opts, base_layers, claims)?;
     let target = Target {
-        format: args.format,
+        format: Format::from(args.format),
         path: args.output.as_deref(),
         force: args.force,
-        compression: args.compress.unwrap_or(args.format.default_compression()),
+        compression: args
+            .compress
+            .map(Into::into)
+            .unwrap_or(Format::from(args.format).default_compression()),
         level: args.level,
         measure_first: true,
     };
-    let to_pipe =
-        args.format != Format::Oci && args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    let to_pipe = Format::from(args.format) != Format::Oci
+        && args.output.as_deref().is_none_or(|p| p == Path::new("-"));
     let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();
-    let progress = progress_bar(if to_pipe { 2 * bytes } else { bytes }, quiet);
+    let progress = Bar::new(if to_pipe { 2 * bytes } else { bytes }, quiet);
     let opts = BuildOptions {
         mtime,
         created,
         config,
-        progress: progress.clone(),
+        progress: Bar::callback(&progress),
+        cancel: Default::default(),
     };
     let report = write_image(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
+    Bar::finish(progress);
     Ok(report)
 }

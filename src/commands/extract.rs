@@ -1,10 +1,10 @@
 //! `strata extract`: the merged filesystem of an image, unpacked into a directory.
 
-use super::flatten::progress_bar;
-use crate::error::{Error, Result};
-use crate::extract::{ExtractOptions, ExtractStats, extract};
-use crate::image::Image;
+use super::progress::Bar;
 use std::path::PathBuf;
+use strata::error::{Error, Result};
+use strata::extract::{ExtractOptions, ExtractStats, extract};
+use strata::image::Image;
 
 pub struct ExtractArgs {
     pub dir: PathBuf,
@@ -42,18 +42,17 @@ pub fn run(img: &Image, args: &ExtractArgs) -> Result<ExtractStats> {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
-    let progress = progress_bar(total, args.quiet);
+    let progress = Bar::new(total, args.quiet);
     let is_root = rustix::process::geteuid().is_root();
     let opts = ExtractOptions {
         same_owner: args.same_owner.unwrap_or(is_root),
         xattrs: args.xattrs,
         verify: args.verify,
-        progress: progress.clone(),
+        progress: Bar::callback(&progress),
+        cancel: Default::default(),
     };
     let stats = extract(layers, dir, &opts)
         .map_err(|e| Error::Usage(format!("{e} ({} is left partly extracted)", dir.display())))?;
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
+    Bar::finish(progress);
     Ok(stats)
 }

@@ -1,13 +1,12 @@
 //! `strata flatten`: the merged root filesystem as one tar.
 
-use crate::compression::Compression;
-use crate::error::Result;
-use crate::image::Image;
-use crate::merge::{MergeOptions, MergeStats, flatten};
-use crate::output::{self, Sink};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use super::progress::Bar;
 use std::path::PathBuf;
+use strata::compression::Compression;
+use strata::error::Result;
+use strata::image::Image;
+use strata::merge::{MergeOptions, MergeStats, flatten};
+use strata::output::{self, Sink};
 
 pub struct FlattenArgs {
     pub output: Option<PathBuf>,
@@ -19,28 +18,16 @@ pub struct FlattenArgs {
     pub verify: bool,
 }
 
-/// A byte progress bar on stderr when it is a terminal.
-pub fn progress_bar(total: u64, quiet: bool) -> Option<ProgressBar> {
-    if quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-    ) {
-        pb.set_style(style);
-    }
-    Some(pb)
-}
-
 pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
+    super::refuse_terminal(args.output.as_deref())?;
     let layers = img.layers_up_to(args.up_to.as_deref())?;
     let mut sink = Sink::create(args.output.as_deref(), args.force)?;
     let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
-    let progress = progress_bar(total, args.quiet);
+    let progress = Bar::new(total, args.quiet);
     let opts = MergeOptions {
         verify: args.verify,
-        progress: progress.clone(),
+        progress: Bar::callback(&progress),
+        cancel: Default::default(),
     };
     let stats = {
         let mut w = sink.writer(args.compress, args.level)?;
@@ -49,8 +36,6 @@ pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
         stats
     };
     sink.commit()?;
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
+    Bar::finish(progress);
     Ok(stats)
 }

@@ -1,15 +1,15 @@
 //! `strata squash`: a `docker load`-able (or OCI) image with the top layers merged into one.
 
-use super::flatten::progress_bar;
-use crate::compression::Compression;
-use crate::error::{Error, Result};
-use crate::image::Image;
-use crate::sink::{Target, write_image};
-use crate::squash::{SquashOptions, SquashReport, squash};
-use crate::timestamp::{parse_rfc3339, rfc3339_from_epoch, source_date_epoch};
+use super::progress::Bar;
 use std::path::PathBuf;
+use strata::compression::Compression;
+use strata::error::{Error, Result};
+use strata::image::Image;
+use strata::sink::{Target, write_image};
+use strata::squash::{SquashOptions, SquashReport, squash};
+use strata::timestamp::{parse_rfc3339, rfc3339_from_epoch, source_date_epoch};
 
-pub use crate::sink::Format;
+pub use strata::sink::Format;
 
 pub struct SquashArgs {
     pub output: Option<PathBuf>,
@@ -34,6 +34,9 @@ fn created(args: &SquashArgs) -> Result<Option<String>> {
 }
 
 pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
+    if args.format != Format::Oci {
+        super::refuse_terminal(args.output.as_deref())?;
+    }
     let from = match (&args.from, args.last) {
         (Some(_), Some(_)) => {
             return Err(Error::Usage("--from and --last exclude each other".into()));
@@ -52,12 +55,13 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         .iter()
         .map(|l| l.stored_size())
         .sum();
-    let progress = progress_bar(total, args.quiet);
+    let progress = Bar::new(total, args.quiet);
     let opts = SquashOptions {
         from,
         created: created(args)?,
         verify: args.verify,
-        progress: progress.clone(),
+        progress: Bar::callback(&progress),
+        cancel: Default::default(),
     };
     let target = Target {
         format: args.format,
@@ -69,8 +73,6 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         measure_first: false,
     };
     let report = write_image(&target, |w| squash(img, &opts, w, &tags))?;
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
-    }
+    Bar::finish(progress);
     Ok(report)
 }

@@ -376,6 +376,7 @@ pub fn flatten_ref(reference: &str) -> Result<Vec<u8>, strata::Error> {
         &strata::merge::MergeOptions {
             verify: true,
             progress: None,
+            cancel: Default::default(),
         },
     )?;
     Ok(out)

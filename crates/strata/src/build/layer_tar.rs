@@ -3,9 +3,9 @@
 //! file contents read now — and checked to be exactly the size the walk saw.
 
 use super::walk::{Kind, LayerTree};
+use crate::control::{Cancel, Pass, ProgressRef};
 use crate::error::{Error, Result};
 use crate::tarstream::{self, NewEntry, padded};
-use indicatif::ProgressBar;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,14 +22,16 @@ pub fn write_layer(
     tree: &LayerTree,
     opts: &TarOptions,
     out: &mut dyn Write,
-    progress: Option<&ProgressBar>,
+    progress: Option<&ProgressRef>,
+    cancel: &Cancel,
 ) -> Result<()> {
-    let werr = |e| Error::io("writing output", e);
+    let werr = |e| Error::output("writing output", e);
     let mut w = BufWriter::with_capacity(BUF, out);
     let mut header = Vec::with_capacity(3 * tarstream::BLOCK);
     let mut buf = vec![0u8; BUF];
     let mut name = Vec::new();
     for e in &tree.entries {
+        cancel.check()?;
         name.clear();
         name.extend_from_slice(&e.path);
         if e.kind == Kind::Dir {
@@ -61,8 +63,8 @@ pub fn write_layer(
             copy_file(tree, e, &mut buf, &mut w)?;
             let pad = (padded(e.size) - e.size) as usize;
             w.write_all(&tarstream::ZEROS[..pad]).map_err(werr)?;
-            if let Some(pb) = progress {
-                pb.inc(e.size);
+            if let Some(p) = progress {
+                p.advance(e.size, None, Pass::Build);
             }
         }
     }
@@ -130,7 +132,7 @@ fn copy_file(
             return Ok(());
         }
         w.write_all(&buf[..n])
-            .map_err(|err| Error::io("writing output", err))?;
+            .map_err(|err| Error::output("writing output", err))?;
         left -= n as u64;
         if left == 0 && n < want {
             // A short read of a regular file is its end.

@@ -67,7 +67,7 @@ impl ImageWriter for DockerArchive<'_> {
                         return Ok(());
                     }
                     w.write_all(&buf[..n])
-                        .map_err(|e| Error::io("writing output", e))?;
+                        .map_err(|e| Error::output("writing output", e))?;
                 }
             })?
         };

@@ -7,12 +7,12 @@
 //! The merge runs on its own thread (with the decoders and verifiers beside it) and hands the
 //! flattened tar over a bounded channel; this thread only creates files.
 
+use crate::control::{Cancel, ProgressRef};
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::merge::{MergeOptions, Merger};
 use crate::pathname::{normalize, split_parent, trim_dir};
 use crate::tarstream::{EntryType, Header, TarReader};
-use indicatif::ProgressBar;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use std::io::{self, BufRead, Read, Write};
@@ -24,7 +24,8 @@ pub struct ExtractOptions {
     pub same_owner: bool,
     pub xattrs: bool,
     pub verify: bool,
-    pub progress: Option<ProgressBar>,
+    pub progress: Option<ProgressRef>,
+    pub cancel: Cancel,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +110,8 @@ struct Extractor<'a> {
     root: OwnedFd,
     opts: &'a ExtractOptions,
     is_root: bool,
+    /// Bits the kernel strips from modes at creation (the process umask is never changed).
+    umask: u32,
     /// The effective uid and gid new files get.
     ids: (u64, u64),
     dirs: Vec<DirAttrs>,
@@ -173,7 +176,7 @@ impl Extractor<'_> {
             Err(rustix::io::Errno::NOENT) => {
                 let (parent, base) = split_parent(rel);
                 let pfd = self.open_or_make(parent)?;
-                match rustix::fs::mkdirat(&pfd, base, Mode::from_raw_mode(0o700)) {
+                match self.mkdir_private(&pfd, base) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(fs_err(rel, "creating directory", e)),
                 }
@@ -282,12 +285,12 @@ impl Extractor<'_> {
         );
         match kind {
             EntryType::Directory => {
-                match rustix::fs::mkdirat(dir, base, Mode::from_raw_mode(0o700)) {
+                match self.mkdir_private(dir, base) {
                     Ok(()) => {}
                     Err(rustix::io::Errno::EXIST) => {
                         // Keep a directory that is there already; anything else goes.
                         self.clear(dir, base, true, path)?;
-                        match rustix::fs::mkdirat(dir, base, Mode::from_raw_mode(0o700)) {
+                        match self.mkdir_private(dir, base) {
                             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                             Err(e) => return Err(fs_err(path, "creating directory", e)),
                         }
@@ -309,8 +312,8 @@ impl Extractor<'_> {
                 });
             }
             EntryType::Regular | EntryType::Other(_) => {
-                // Created with its permission bits (the umask is 0 while extracting);
-                // setuid/setgid/sticky only after the owner, which clears them.
+                // Created with its permission bits (set again below when the umask took
+                // some); setuid/setgid/sticky only after the owner, which clears them.
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
                     | OFlags::EXCL
@@ -330,7 +333,7 @@ impl Extractor<'_> {
                 self.stats.bytes += h.size;
                 let fd: OwnedFd = f.into();
                 let chowned = self.set_owner_fd(&fd, path, uid, gid)?;
-                if chowned || mode & 0o7000 != 0 {
+                if chowned || mode & 0o7000 != 0 || mode & self.umask != 0 {
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
                         .map_err(|e| fs_err(path, "chmod", e))?;
                 }
@@ -383,6 +386,16 @@ impl Extractor<'_> {
             }
         }
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A new directory only its owner can enter, whatever the umask; its own mode comes
+    /// after its children.
+    fn mkdir_private(&self, dir: &OwnedFd, base: &[u8]) -> rustix::io::Result<()> {
+        rustix::fs::mkdirat(dir, base, Mode::from_raw_mode(0o700))?;
+        if self.umask & 0o700 != 0 {
+            rustix::fs::chmodat(dir, base, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+        }
         Ok(())
     }
 
@@ -497,22 +510,28 @@ pub fn extract(layers: &[Layer], dir: &Path, opts: &ExtractOptions) -> Result<Ex
         Mode::empty(),
     )
     .map_err(|e| Error::io(format!("opening {}", dir.display()), e.into()))?;
-    // Files are created with their own permission bits; restored below.
-    let old_umask = rustix::process::umask(Mode::empty());
-    let r = extract_with_umask_zero(layers, root, opts);
-    rustix::process::umask(old_umask);
-    r
+    extract_beneath(layers, root, opts)
 }
 
-fn extract_with_umask_zero(
-    layers: &[Layer],
-    root: OwnedFd,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
+/// The process's umask, read without changing it (Linux 4.7+ shows it in
+/// `/proc/self/status`); unknown, every bit counts as masked, so every mode is set anew.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
+fn extract_beneath(layers: &[Layer], root: OwnedFd, opts: &ExtractOptions) -> Result<ExtractStats> {
     let (tx, rx) = sync_channel::<Vec<u8>>(8);
     let mopts = MergeOptions {
         verify: opts.verify,
         progress: opts.progress.clone(),
+        cancel: opts.cancel.clone(),
     };
     std::thread::scope(|s| {
         let merge = s.spawn(move || {
@@ -533,6 +552,7 @@ fn extract_with_umask_zero(
             root,
             opts,
             is_root: rustix::process::geteuid().is_root(),
+            umask: current_umask(),
             ids: (
                 rustix::process::geteuid().as_raw() as u64,
                 rustix::process::getegid().as_raw() as u64,

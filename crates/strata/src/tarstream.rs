@@ -16,6 +16,9 @@ const MAX_EXTENSION: u64 = 1 << 20;
 pub enum TarError {
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Writing copied data failed: the output's fault, not the tar's.
+    #[error("write failed: {0}")]
+    Write(io::Error),
     #[error("truncated tar stream (ended inside {0})")]
     Truncated(&'static str),
     #[error("corrupt tar header at byte {offset}: {what}")]
@@ -309,7 +312,7 @@ impl<R: BufRead> TarReader<R> {
                 return Err(TarError::Truncated("entry data"));
             }
             let k = (buf.len() as u64).min(self.remaining) as usize;
-            out.write_all(&buf[..k])?;
+            out.write_all(&buf[..k]).map_err(TarError::Write)?;
             self.inner.consume(k);
             self.pos += k as u64;
             self.remaining -= k as u64;
@@ -325,7 +328,8 @@ impl<R: BufRead> TarReader<R> {
         let size = self.remaining;
         self.copy_data(out)?;
         let pad = padded(size) - size;
-        out.write_all(&ZEROS[..pad as usize])?;
+        out.write_all(&ZEROS[..pad as usize])
+            .map_err(TarError::Write)?;
         Ok(())
     }
 

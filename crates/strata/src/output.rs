@@ -5,7 +5,7 @@
 use crate::compression::{Compression, Encoder};
 use crate::error::{Error, Result};
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,17 +22,11 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// `None` or `-` means stdout (refused when it is a terminal).
+    /// `None` or `-` means stdout.
     pub fn create(target: Option<&Path>, force: bool) -> Result<Sink> {
         match target.filter(|p| *p != Path::new("-")) {
             None => {
                 let out = io::stdout();
-                if target.is_none() && out.is_terminal() {
-                    return Err(Error::Usage(
-                        "refusing to write a tar to a terminal; use -o FILE (or -o - to insist)"
-                            .into(),
-                    ));
-                }
                 let fd = out
                     .as_fd()
                     .try_clone_to_owned()
@@ -92,7 +86,7 @@ impl Sink {
     /// Make the output visible: flush, and for a file, rename the temp file into place.
     pub fn commit(self) -> Result<()> {
         match self {
-            Sink::Stdout(mut w) => w.flush().map_err(|e| Error::io("writing stdout", e)),
+            Sink::Stdout(mut w) => w.flush().map_err(|e| Error::output("writing stdout", e)),
             Sink::File { tmp, dest, force } => {
                 let shown = dest.display().to_string();
                 let r = if force {
@@ -114,7 +108,7 @@ pub fn finish<W: Write>(enc: Encoder<BufWriter<W>>) -> Result<()> {
     let mut buf = enc
         .finish()
         .map_err(|e| Error::io("finishing the compressed stream", e))?;
-    buf.flush().map_err(|e| Error::io("writing output", e))
+    buf.flush().map_err(|e| Error::output("writing output", e))
 }
 
 /// Write a directory at `dest`: built under a temp name beside it by `f`, moved into place only

@@ -53,7 +53,7 @@ pub enum Style {
 }
 
 fn wio(e: std::io::Error) -> Error {
-    Error::io("writing output", e)
+    Error::output("writing output", e)
 }
 
 fn json_str(v: &impl Serialize) -> String {
@@ -146,7 +146,7 @@ pub(crate) fn each_entry(
         .filter(|(_, c)| c.is_none())
         .map(|(l, _)| *l)
         .collect();
-    let mut pipeline = Pipeline::new(to_read, verify, None);
+    let mut pipeline = Pipeline::new(to_read, verify, None, &Default::default());
     let mut read_i = 0;
     for (layer, cached) in layers.iter().zip(&found) {
         f(Item::Start(layer))?;

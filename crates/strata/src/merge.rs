@@ -14,6 +14,7 @@
 //!   overwritten or deleted above, the first surviving alias receives the content and the
 //!   others link to it; a link is only ever written after its target.
 
+use crate::control::{Cancel, ProgressRef};
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::layer::{LayerStream, Pipeline};
@@ -21,7 +22,6 @@ use crate::pathname::{normalize, split_parent, trim_dir};
 use crate::pathtree::{EMITTED, HAS_DESCENDANT, Kind, NodeId, PathTree, ROOT};
 use crate::tarstream::{self, EntryType, Header, Rewrite, TarError, TarReader};
 use crate::whiteout::{self, Marker};
-use indicatif::ProgressBar;
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -29,7 +29,11 @@ use std::io::Write;
 pub struct MergeOptions {
     /// Check blob digests and diff_ids while reading.
     pub verify: bool,
-    pub progress: Option<ProgressBar>,
+    /// Told of every chunk of stored bytes read.
+    pub progress: Option<ProgressRef>,
+    /// Checked per entry and per chunk: a tripped handle ends the merge with
+    /// [`Error::Cancelled`].
+    pub cancel: Cancel,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -112,19 +116,22 @@ pub struct Merger<'w> {
     /// Links to write once the current entry's data is out: (aliases, their target).
     after_data: Vec<(Vec<Alias>, Vec<u8>)>,
     stats: MergeStats,
+    cancel: Cancel,
 }
 
+/// The output failed while `layer` was being merged.
 fn io_err(layer: &Layer, e: std::io::Error) -> Error {
-    Error::Layer {
-        layer: layer.label(),
-        message: format!("write failed: {e}"),
-    }
+    Error::output(format!("{}: write failed", layer.label()), e)
 }
 
+/// Reading `layer` failed — or, copying its data, writing did.
 fn tar_err(layer: &Layer, e: TarError) -> Error {
-    Error::Layer {
-        layer: layer.label(),
-        message: e.to_string(),
+    match e {
+        TarError::Write(e) => io_err(layer, e),
+        e => Error::Layer {
+            layer: layer.label(),
+            message: e.to_string(),
+        },
     }
 }
 
@@ -171,6 +178,7 @@ impl<'w> Merger<'w> {
             below_layers: &[],
             after_data: Vec::new(),
             stats: MergeStats::default(),
+            cancel: Cancel::default(),
         }
     }
 
@@ -203,8 +211,23 @@ impl<'w> Merger<'w> {
     }
 
     fn run_layers(&mut self, layers: &[Layer], opts: &MergeOptions) -> Result<()> {
+        self.cancel = opts.cancel.clone();
+        let r = self.merge_all(layers, opts);
+        // Whatever failed, a cancelled merge says so.
+        match r {
+            Err(_) if self.cancel.is_cancelled() => Err(Error::Cancelled),
+            r => r,
+        }
+    }
+
+    fn merge_all(&mut self, layers: &[Layer], opts: &MergeOptions) -> Result<()> {
         let order: Vec<&Layer> = layers.iter().rev().collect();
-        let mut pipeline = Pipeline::new(order.clone(), opts.verify, opts.progress.clone());
+        let mut pipeline = Pipeline::new(
+            order.clone(),
+            opts.verify,
+            opts.progress.clone(),
+            &opts.cancel,
+        );
         for (i, layer) in order.iter().enumerate() {
             let stream = pipeline.next_for(layer)?;
             if let Err(e) = self.merge_layer(layer, stream) {
@@ -218,7 +241,7 @@ impl<'w> Merger<'w> {
         if let Some(layer) = order.last() {
             self.finish(layer)?;
         } else {
-            tarstream::write_trailer(self.out).map_err(|e| Error::io("writing output", e))?;
+            tarstream::write_trailer(self.out).map_err(|e| Error::output("writing output", e))?;
         }
         self.stats.paths = self.tree.len();
         self.stats.index_bytes = self.tree.heap_bytes();
@@ -232,6 +255,7 @@ impl<'w> Merger<'w> {
         let mut rd = TarReader::new(stream);
         let mut path_buf: Vec<u8> = Vec::new();
         while let Some(h) = rd.next_entry().map_err(|e| tar_err(layer, e))? {
+            self.cancel.check()?;
             self.stats.entries_read += 1;
             let norm = normalize(h.path).map_err(|e| Error::Entry {
                 layer: layer.label(),
@@ -761,9 +785,11 @@ impl<'w> Merger<'w> {
         }
         wanted.sort();
         self.stats.rereads += 1;
-        let stream = crate::layer::open(layer, None, false, None).map_err(|e| Error::Layer {
-            layer: layer.label(),
-            message: format!("read error: {e}"),
+        let stream = crate::layer::open(layer, None, false, None, &self.cancel).map_err(|e| {
+            Error::Layer {
+                layer: layer.label(),
+                message: format!("read error: {e}"),
+            }
         })?;
         let mut rd = TarReader::new(stream);
         let mut next = 0;
@@ -914,9 +940,11 @@ impl<'w> Merger<'w> {
             let Some(src) = layers.get(i).filter(|_| steps <= 64) else {
                 break;
             };
-            let stream = crate::layer::open(src, None, false, None).map_err(|e| Error::Layer {
-                layer: src.label(),
-                message: format!("read error: {e}"),
+            let stream = crate::layer::open(src, None, false, None, &self.cancel).map_err(|e| {
+                Error::Layer {
+                    layer: src.label(),
+                    message: format!("read error: {e}"),
+                }
             })?;
             let mut rd = TarReader::new(stream);
             let mut next: Option<Vec<u8>> = None;

@@ -5,11 +5,11 @@
 //! still hide something there (`merge::Merger::onto`). The config is kept, with new
 //! `rootfs.diff_ids` and one history entry for the squashed layer.
 
+use crate::control::{Cancel, ProgressRef};
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer};
 use crate::merge::{MergeOptions, Merger};
 use crate::sink::{ImageWriter, LayerOut};
-use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use std::io::{self, BufWriter, Write};
 
@@ -21,7 +21,8 @@ pub struct SquashOptions {
     /// RFC 3339 time for `created` (else the original's).
     pub created: Option<String>,
     pub verify: bool,
-    pub progress: Option<ProgressBar>,
+    pub progress: Option<ProgressRef>,
+    pub cancel: Cancel,
 }
 
 pub struct SquashReport {
@@ -55,6 +56,7 @@ pub fn squash(
         let mopts = MergeOptions {
             verify: opts.verify,
             progress: None,
+            cancel: opts.cancel.clone(),
         };
         Some(Merger::new(&mut sink).index_only().run_view(kept, &mopts)?)
     };
@@ -72,6 +74,7 @@ pub fn squash(
             } else {
                 None
             },
+            cancel: opts.cancel.clone(),
         };
         passes += 1;
         let mut bw = BufWriter::with_capacity(1 << 20, w);
@@ -81,7 +84,7 @@ pub fn squash(
             None => merger,
         };
         merger.run(squashed, &mopts)?;
-        bw.flush().map_err(|e| Error::io("writing output", e))
+        bw.flush().map_err(|e| Error::output("writing output", e))
     })?;
     out.push(new);
     let config = squashed_config(img, opts.from, &out, opts.created.as_deref())?;

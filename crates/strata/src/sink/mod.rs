@@ -45,7 +45,7 @@ pub fn oci_layer_media_type(c: Compression) -> &'static str {
 }
 
 /// The on-disk formats an image can be written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// What `docker save` writes and `docker load` reads (a tar).
     DockerArchive,
@@ -156,7 +156,7 @@ pub fn write_image<R>(
             let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             let r = go(writer_for(t, &mut TarMembers::seekable(&mut bw)?).as_mut())?;
             bw.into_inner()
-                .map_err(|e| Error::io("writing output", e.into_error()))?;
+                .map_err(|e| Error::output("writing output", e.into_error()))?;
             r
         }
     };

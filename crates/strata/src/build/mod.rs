@@ -12,12 +12,12 @@ pub mod layer_tar;
 pub mod plan;
 pub mod walk;
 
+use crate::control::{Cancel, ProgressRef};
 use crate::error::Result;
 use crate::image::Image;
 use crate::listing::Cache;
 use crate::sink::{ImageWriter, LayerOut};
 use config::{ConfigChanges, build_config};
-use indicatif::ProgressBar;
 use layer_tar::{TarOptions, write_layer};
 use plan::LayerSpec;
 use walk::{Claims, LayerTree, WalkOptions};
@@ -32,7 +32,9 @@ pub struct BuildOptions {
     /// `created` of the image and its new history entries (RFC 3339).
     pub created: String,
     pub config: ConfigChanges,
-    pub progress: Option<ProgressBar>,
+    pub progress: Option<ProgressRef>,
+    /// Checked per entry written.
+    pub cancel: Cancel,
 }
 
 pub struct BuildReport {
@@ -123,8 +125,9 @@ pub fn build(
         mtime: opts.mtime.max(0) as u64,
     };
     for tree in trees {
-        let layer =
-            writer.new_layer(&mut |w| write_layer(tree, &topts, w, opts.progress.as_ref()))?;
+        let layer = writer.new_layer(&mut |w| {
+            write_layer(tree, &topts, w, opts.progress.as_ref(), &opts.cancel)
+        })?;
         out.push(layer);
     }
     let new_diffs: Vec<String> = out[base_layers..]

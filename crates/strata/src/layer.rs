@@ -11,8 +11,8 @@
 
 use crate::blob::mismatch_of;
 use crate::compression::Compression;
+use crate::control::{Cancel, Pass, ProgressRef};
 use crate::image::{FileRegion, Layer};
-use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
@@ -34,17 +34,20 @@ enum Msg {
     End(Result<(), String>),
 }
 
-/// Counts bytes read for the progress bar.
+/// Reports bytes read as progress, and stops reading once cancelled (checked per chunk).
 struct Counted {
     inner: Box<dyn Read + Send>,
-    progress: Option<ProgressBar>,
+    progress: Option<ProgressRef>,
+    layer: usize,
+    cancel: Cancel,
 }
 
 impl Read for Counted {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.cancel.check_io()?;
         let n = self.inner.read(buf)?;
         if let Some(p) = &self.progress {
-            p.inc(n as u64);
+            p.advance(n as u64, Some(self.layer), Pass::Read);
         }
         Ok(n)
     }
@@ -197,14 +200,18 @@ pub fn open(
     layer: &Layer,
     diff_id: Option<String>,
     verify: bool,
-    progress: Option<ProgressBar>,
+    progress: Option<ProgressRef>,
+    cancel: &Cancel,
 ) -> io::Result<LayerStream> {
+    let count = |inner: Box<dyn Read + Send>, progress: Option<ProgressRef>| Counted {
+        inner,
+        progress,
+        layer: layer.index,
+        cancel: cancel.clone(),
+    };
     if let Some(region) = layer.blob.region() {
         let kind = detect(&region)?;
-        let counted = Counted {
-            inner: Box::new(region.reader()),
-            progress,
-        };
+        let counted = count(Box::new(region.reader()), progress);
         return start(kind, counted, diff_id, false);
     }
     // A stream: its compression is peeked from its first bytes, and the blob digest is
@@ -213,10 +220,7 @@ pub fn open(
     let head = read_head(&mut raw)?;
     let kind = Compression::detect(&head);
     let peek = io::Cursor::new(head).chain(raw);
-    let counted = Counted {
-        inner: Box::new(peek),
-        progress,
-    };
+    let counted = count(Box::new(peek), progress);
     // Uncompressed, the stored bytes are the tar: its diff_id needs a hash of its own only
     // when it differs from the blob digest the blob reader checks.
     let diff_id = diff_id
@@ -229,10 +233,7 @@ pub fn open(
             hasher: Some(Sha256::new()),
             want,
         };
-        let counted = Counted {
-            inner: Box::new(hashed),
-            progress: None,
-        };
+        let counted = count(Box::new(hashed), None);
         return start(kind, counted, None, true);
     }
     start(kind, counted, diff_id, true)
@@ -370,13 +371,14 @@ struct Verifier {
 type Check = (FileRegion, Vec<(String, &'static str)>);
 
 struct Job {
+    cancel: Cancel,
     region: FileRegion,
     expect: Vec<(String, &'static str)>,
     done: SyncSender<Result<(), String>>,
 }
 
 impl Verifier {
-    fn start(jobs: Vec<Option<Check>>) -> Verifier {
+    fn start(jobs: Vec<Option<Check>>, cancel: &Cancel) -> Verifier {
         let mut queue = VecDeque::new();
         let mut results = Vec::new();
         for job in jobs {
@@ -384,6 +386,7 @@ impl Verifier {
                 Some((region, expect)) if !expect.is_empty() => {
                     let (tx, rx) = sync_channel(1);
                     queue.push_back(Job {
+                        cancel: cancel.clone(),
                         region,
                         expect,
                         done: tx,
@@ -405,7 +408,7 @@ impl Verifier {
                             Err(_) => None,
                         };
                         let Some(job) = job else { return };
-                        let r = hash_region(&job.region).and_then(|h| {
+                        let r = hash_region(&job.region, &job.cancel).and_then(|h| {
                             for (want, what) in &job.expect {
                                 check(h.clone(), want, what)?;
                             }
@@ -429,11 +432,14 @@ impl Verifier {
     }
 }
 
-fn hash_region(region: &FileRegion) -> Result<Sha256, String> {
+fn hash_region(region: &FileRegion, cancel: &Cancel) -> Result<Sha256, String> {
     let mut h = Sha256::new();
     let mut r = region.reader();
     let mut buf = vec![0u8; READ_BUF];
     loop {
+        if cancel.is_cancelled() {
+            return Err("cancelled".into());
+        }
         let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
             return Ok(h);
@@ -450,12 +456,18 @@ pub struct Pipeline<'a> {
     open: VecDeque<io::Result<LayerStream>>,
     diff_ids: Vec<Option<String>>,
     verifier: Verifier,
-    progress: Option<ProgressBar>,
+    progress: Option<ProgressRef>,
     verify: bool,
+    cancel: Cancel,
 }
 
 impl<'a> Pipeline<'a> {
-    pub fn new(layers: Vec<&'a Layer>, verify: bool, progress: Option<ProgressBar>) -> Self {
+    pub fn new(
+        layers: Vec<&'a Layer>,
+        verify: bool,
+        progress: Option<ProgressRef>,
+        cancel: &Cancel,
+    ) -> Self {
         let mut jobs = Vec::new();
         let mut diff_ids = Vec::new();
         for l in &layers {
@@ -486,7 +498,7 @@ impl<'a> Pipeline<'a> {
             }
             jobs.push(Some((region, expect)));
         }
-        let verifier = Verifier::start(jobs);
+        let verifier = Verifier::start(jobs, cancel);
         let mut p = Pipeline {
             layers,
             next: 0,
@@ -495,6 +507,7 @@ impl<'a> Pipeline<'a> {
             verifier,
             progress,
             verify,
+            cancel: cancel.clone(),
         };
         p.fill();
         p
@@ -508,6 +521,7 @@ impl<'a> Pipeline<'a> {
                 self.diff_ids[i].take(),
                 self.verify,
                 self.progress.clone(),
+                &self.cancel,
             ));
             self.next += 1;
         }

@@ -217,7 +217,7 @@ pub trait Members {
 }
 
 fn wio(e: io::Error) -> Error {
-    Error::io("writing output", e)
+    Error::output("writing output", e)
 }
 
 /// Copy a region to `w`, hashing it unless its digest is `known` (already verified).
@@ -425,7 +425,7 @@ impl DirMembers {
 impl Members for DirMembers {
     fn add_bytes(&mut self, name: &str, data: &[u8]) -> Result<()> {
         let p = self.path(name)?;
-        std::fs::write(&p, data).map_err(|e| Error::io(format!("writing {}", p.display()), e))
+        std::fs::write(&p, data).map_err(|e| Error::output(format!("writing {}", p.display()), e))
     }
 
     fn add_region(

@@ -7,11 +7,12 @@
 
 pub mod blob;
 pub mod build;
-pub mod commands;
 pub mod compression;
+pub mod control;
 pub mod error;
 pub mod extract;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod listing;
 pub mod merge;
