@@ -2,7 +2,7 @@
 //! destinations, written as a reproducible tar (see [`layer_tar`]), optionally on top of an
 //! existing image whose layers are copied through unchanged.
 //!
-//! The order of work: [`plan`] walks every source first (file lists fixed, type conflicts
+//! The order of work: [`plan()`] walks every source first (file lists fixed, type conflicts
 //! refused — nothing written yet); [`build`] then writes kept layers, new layers and the
 //! config through any [`ImageWriter`], which asks for each new layer once (to a file or a
 //! directory) or twice (to a pipe: size and digest first, then the bytes, compared).

@@ -29,10 +29,9 @@ use walker::{Event, Kind, Node, Paths, State, Walker, What, what_changed};
 pub struct FileEntry {
     /// Absolute path (`/etc/passwd`).
     pub path: String,
-    /// file, dir, symlink, hardlink, char, block, fifo, other; `whiteout` or `opaque` for
-    /// deletions.
+    /// What the entry is (`type` in JSON).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EntryKind,
     pub size: u64,
     pub mode: u32,
     pub uid: u64,
@@ -42,6 +41,64 @@ pub struct FileEntry {
     pub link: Option<String>,
     /// A whiteout (the path is deleted) or an opaque marker (the directory's lower contents are).
     pub deleted: bool,
+}
+
+/// What a listed entry is: a tar entry type, or one of the two deletion markers. Serialized
+/// as the lowercase name (`file`, `dir`, `symlink`, `hardlink`, `char`, `block`, `fifo`,
+/// `other`, `whiteout`, `opaque`).
+#[derive(Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    Other,
+    /// `.wh.NAME`: NAME and its subtree are deleted.
+    Whiteout,
+    /// `.wh..wh..opq`: the directory's lower-layer contents are deleted.
+    Opaque,
+}
+
+impl EntryKind {
+    /// The kind of a tar entry.
+    pub fn of(t: EntryType) -> EntryKind {
+        match t {
+            EntryType::Regular => EntryKind::File,
+            EntryType::HardLink => EntryKind::Hardlink,
+            EntryType::Symlink => EntryKind::Symlink,
+            EntryType::Char => EntryKind::Char,
+            EntryType::Block => EntryKind::Block,
+            EntryType::Directory => EntryKind::Dir,
+            EntryType::Fifo => EntryKind::Fifo,
+            EntryType::Other(_) => EntryKind::Other,
+        }
+    }
+
+    /// The name as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+            EntryKind::Char => "char",
+            EntryKind::Block => "block",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Other => "other",
+            EntryKind::Whiteout => "whiteout",
+            EntryKind::Opaque => "opaque",
+        }
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How a report is printed.
@@ -215,7 +272,7 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<(FileEntry,
     };
     let mut e = FileEntry {
         path: abs(path),
-        kind: h.kind.name().to_string(),
+        kind: EntryKind::of(h.kind),
         size: h.size,
         mode: h.mode() & 0o7777,
         uid: h.uid(),
@@ -228,7 +285,7 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<(FileEntry,
         Ok(Marker::AufsMeta) => return None,
         Ok(Marker::Opaque) => {
             e.path = abs(dir);
-            e.kind = "opaque".into();
+            e.kind = EntryKind::Opaque;
             e.deleted = true;
             dir.to_vec()
         }
@@ -239,7 +296,7 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<(FileEntry,
             }
             p.extend_from_slice(name);
             e.path = abs(&p);
-            e.kind = "whiteout".into();
+            e.kind = EntryKind::Whiteout;
             e.deleted = true;
             e.size = 0;
             p

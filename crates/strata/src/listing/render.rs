@@ -1,6 +1,6 @@
 //! Text renderings of the listing reports, and the `waste --ci` thresholds.
 
-use super::{Change, FileEntry, TreeDiff, WasteReport};
+use super::{Change, EntryKind, FileEntry, TreeDiff, WasteReport};
 use crate::error::{Error, Result};
 
 pub fn render_tree_diff(d: &TreeDiff) -> String {
@@ -58,14 +58,14 @@ pub fn render_waste(w: &WasteReport) -> String {
     s
 }
 
-fn mode_string(kind: &str, mode: u32) -> String {
+fn mode_string(kind: EntryKind, mode: u32) -> String {
     let t = match kind {
-        "dir" => 'd',
-        "symlink" => 'l',
-        "hardlink" => 'h',
-        "char" => 'c',
-        "block" => 'b',
-        "fifo" => 'p',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        EntryKind::Hardlink => 'h',
+        EntryKind::Char => 'c',
+        EntryKind::Block => 'b',
+        EntryKind::Fifo => 'p',
         _ => '-',
     };
     let mut s = String::from(t);
@@ -113,7 +113,7 @@ pub fn files_layer(
     );
     for e in entries {
         if e.deleted {
-            let what = if e.kind == "opaque" {
+            let what = if e.kind == EntryKind::Opaque {
                 "opaque directory"
             } else {
                 "deleted"
@@ -121,8 +121,8 @@ pub fn files_layer(
             let _ = writeln!(s, "  {what:<38} {}", e.path);
             continue;
         }
-        let link = match (&e.link, e.kind.as_str()) {
-            (Some(l), "hardlink") => format!(
+        let link = match (&e.link, e.kind) {
+            (Some(l), EntryKind::Hardlink) => format!(
                 " link to /{}",
                 l.trim_start_matches("./").trim_start_matches('/')
             ),
@@ -132,7 +132,7 @@ pub fn files_layer(
         let _ = writeln!(
             s,
             "  {} {:>5}/{:<5} {:>12} {}{}",
-            mode_string(&e.kind, e.mode),
+            mode_string(e.kind, e.mode),
             e.uid,
             e.gid,
             e.size,

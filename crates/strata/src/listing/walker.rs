@@ -9,7 +9,7 @@
 //! vector indexed by node — about 70 bytes per path in all, names included, where a map of
 //! path strings to states costs 200+.
 
-use super::{Cache, Item, each_entry};
+use super::{Cache, EntryKind, Item, each_entry};
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::pathtree::{NodeId, PathTree, ROOT, grow};
@@ -43,15 +43,16 @@ impl Kind {
         Self::ALL.get(k as usize).copied().unwrap_or(Kind::Other)
     }
 
-    pub fn parse(k: &str) -> Kind {
+    /// The kind of path a listed entry makes (a hardlink makes a file).
+    pub fn of(k: EntryKind) -> Kind {
         match k {
-            "file" | "hardlink" => Kind::File,
-            "dir" => Kind::Dir,
-            "symlink" => Kind::Symlink,
-            "char" => Kind::Char,
-            "block" => Kind::Block,
-            "fifo" => Kind::Fifo,
-            _ => Kind::Other,
+            EntryKind::File | EntryKind::Hardlink => Kind::File,
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::Symlink => Kind::Symlink,
+            EntryKind::Char => Kind::Char,
+            EntryKind::Block => Kind::Block,
+            EntryKind::Fifo => Kind::Fifo,
+            EntryKind::Other | EntryKind::Whiteout | EntryKind::Opaque => Kind::Other,
         }
     }
 
@@ -456,13 +457,13 @@ impl Walker {
                         Some(raw) => raw.as_slice(),
                         None => e.path.trim_start_matches('/').as_bytes(),
                     };
-                    match e.kind.as_str() {
-                        "opaque" => {
+                    match e.kind {
+                        EntryKind::Opaque => {
                             let id = paths.insert(p)?;
                             self.ensure_dirs(paths, id, true, layer, on);
                             opaque.push(id);
                         }
-                        "whiteout" => {
+                        EntryKind::Whiteout => {
                             let id = paths.insert(p)?;
                             self.ensure_dirs(paths, id, false, layer, on);
                             whiteouts.push(id);
@@ -494,7 +495,7 @@ impl Walker {
                                             e.path, e.size
                                         )));
                                     }
-                                    let kind = Kind::parse(&e.kind);
+                                    let kind = Kind::of(e.kind);
                                     let print = match kind {
                                         Kind::File => seen.content.as_deref().and_then(fingerprint),
                                         Kind::Symlink => e
