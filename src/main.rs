@@ -184,12 +184,13 @@ enum Command {
     )]
     Squash {
         image: String,
-        /// Output file (or directory for --format oci), or `-` for stdout.
+        /// Output file (or directory for --format oci), `-` for stdout, or a reference:
+        /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH` (its format is the reference's).
         #[arg(short, long, value_name = "FILE|DIR|-")]
         output: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "docker-archive")]
-        format: commands::FormatArg,
+        /// Output format (default docker-archive, or what `-o TRANSPORT:…` names).
+        #[arg(long, value_enum)]
+        format: Option<commands::FormatArg>,
         /// Tag(s) for the new image (default: the original's).
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
@@ -347,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
                 !no_verify,
                 &cache,
+                &Default::default(),
                 style(json),
                 &mut stdout(),
             )
@@ -361,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let a = open(&image, &opts)?;
             let b = open(&other, &opts)?;
-            let d = strata::listing::diff_images(&a, &b, !no_verify, &cache)
+            let d = strata::listing::diff_images(&a, &b, !no_verify, &cache, &Default::default())
                 .with_context(|| format!("comparing {image} with {other}"))?;
             print_report(json, &d, strata::listing::render_tree_diff)?;
         }
@@ -375,7 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_verify,
         } => {
             let img = open(&image, &opts)?;
-            let w = strata::listing::waste(&img, !no_verify, top, &cache)
+            let w = strata::listing::waste(&img, !no_verify, top, &cache, &Default::default())
                 .with_context(|| format!("measuring {image}"))?;
             print_report(json, &w, strata::listing::render_waste)?;
             if ci {
@@ -399,8 +401,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &opts)?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            strata::listing::write_diff(&img, only, !no_verify, &cache, style(json), &mut stdout())
-                .with_context(|| format!("diffing {image}"))?;
+            strata::listing::write_diff(
+                &img,
+                only,
+                !no_verify,
+                &cache,
+                &Default::default(),
+                style(json),
+                &mut stdout(),
+            )
+            .with_context(|| format!("diffing {image}"))?;
         }
         Command::Extract {
             image,
@@ -456,7 +466,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let img = open(&image, &opts)?;
             let args = squash::SquashArgs {
                 output,
-                format: format.into(),
+                format: format.map(Into::into),
                 tags,
                 from,
                 last,

@@ -1,6 +1,7 @@
 //! Cancellation through the library: a flatten of a large image, cancelled mid-way, returns
-//! `Error::Cancelled` within a second, and no decoder or verifier thread outlives it. (One
-//! test in its own binary, so the process's thread count is this test's.)
+//! `Error::Cancelled` within a second, and no decoder or verifier thread outlives it; listings
+//! stop the same way. (Tests of their own binary, one at a time, so the process's thread
+//! count is the running test's.)
 
 mod common;
 
@@ -8,6 +9,8 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use strata::control::Cancel;
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -50,8 +53,74 @@ fn big_layer(seed: u8, n: usize) -> Vec<u8> {
     l.build()
 }
 
+/// Wait up to a second for the thread count to fall back to `before`.
+fn assert_threads_back_to(before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while threads() > before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|t| std::fs::read_to_string(t.path().join("comm")).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        threads(),
+        before,
+        "threads left running after the cancel: {names:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_listing_stops_and_leaves_no_thread() {
+    let _one = ONE_AT_A_TIME.lock().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let layers: Vec<Vec<u8>> = (0..3u8).map(|i| big_layer(i, 8)).collect();
+    let root = write_oci_dir(d.path(), &layers, Comp::Gzip);
+    let img = strata::reference::Reference::parse(&format!("oci:{}", root.display()))
+        .unwrap()
+        .open(&Default::default())
+        .unwrap();
+    let before = threads();
+    let cancel = Cancel::new();
+    // A writer that cancels at the first byte of the report.
+    struct CancelOnWrite(Cancel);
+    impl Write for CancelOnWrite {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.cancel();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let cache = strata::listing::Cache::disabled();
+    let r = strata::listing::write_files(
+        &img,
+        None,
+        true,
+        &cache,
+        &cancel,
+        strata::listing::Style::Json,
+        &mut CancelOnWrite(cancel.clone()),
+    );
+    assert!(
+        matches!(r, Err(strata::Error::Cancelled)),
+        "{:?}",
+        r.map(|_| ())
+    );
+    let r = strata::listing::waste(&img, true, 5, &cache, &cancel);
+    assert!(
+        matches!(r, Err(strata::Error::Cancelled)),
+        "{:?}",
+        r.map(|_| ())
+    );
+    assert_threads_back_to(before);
+}
+
 #[test]
 fn cancel_mid_flatten_returns_within_a_second_and_leaves_no_thread() {
+    let _one = ONE_AT_A_TIME.lock().unwrap();
     let d = tempfile::tempdir().unwrap();
     let layers: Vec<Vec<u8>> = (0..4u8).map(|i| big_layer(i, 16)).collect();
     // Gzip layers (decoder threads) beside uncompressed ones (verifiers hashing the whole blob).
@@ -102,18 +171,5 @@ fn cancel_mid_flatten_returns_within_a_second_and_leaves_no_thread() {
         tripped - started
     );
     // Every thread the merge started ends within a second as well.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while threads() > before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .map(|t| std::fs::read_to_string(t.path().join("comm")).unwrap_or_default())
-        .collect();
-    assert_eq!(
-        threads(),
-        before,
-        "threads left running after the cancel: {names:?}"
-    );
+    assert_threads_back_to(before);
 }

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use strata::blob::{Blob, BlobStore, Fetch};
+use strata::control::Cancel;
 use strata::image::Image;
 use strata::sink::{Format, Target};
 use strata::transport::{OpenOptions, Transport};
@@ -246,22 +247,40 @@ fn listings_read_each_blob_once() {
             let f = Fixture::new(&r);
             let img = f.image();
             let mut out = Vec::new();
-            strata::listing::write_files(&img, None, true, &cache, Style::Json, &mut out).unwrap();
+            strata::listing::write_files(
+                &img,
+                None,
+                true,
+                &cache,
+                &Cancel::new(),
+                Style::Json,
+                &mut out,
+            )
+            .unwrap();
             f.assert_each_once(&format!("files {r}"));
             let f = Fixture::new(&r);
             let img = f.image();
-            strata::listing::write_diff(&img, None, true, &cache, Style::Json, &mut out).unwrap();
+            strata::listing::write_diff(
+                &img,
+                None,
+                true,
+                &cache,
+                &Cancel::new(),
+                Style::Json,
+                &mut out,
+            )
+            .unwrap();
             let o = f.opens();
             // With the listings cached by `files`, diff reads no layer at all.
             let want = if cached { 0 } else { 1 };
             assert!(o.iter().all(|&n| n == want), "diff {r}: {o:?}");
             let f = Fixture::new(&r);
             let img = f.image();
-            strata::listing::waste(&img, true, 10, &Cache::disabled()).unwrap();
+            strata::listing::waste(&img, true, 10, &Cache::disabled(), &Cancel::new()).unwrap();
             f.assert_each_once(&format!("waste {r}"));
             let (fa, fb) = (Fixture::new(&r), Fixture::new(&r));
             let (a, b) = (fa.image(), fb.image());
-            strata::listing::diff_images(&a, &b, true, &Cache::disabled()).unwrap();
+            strata::listing::diff_images(&a, &b, true, &Cache::disabled(), &Cancel::new()).unwrap();
             let (oa, ob) = (fa.opens(), fb.opens());
             // The shared layers are read once, from either image.
             let sum: Vec<usize> = oa.iter().zip(&ob).map(|(x, y)| x + y).collect();
@@ -310,7 +329,13 @@ fn build_from_a_streamed_base_reads_each_blob_once() {
             let img = f.image();
             // What `build --from` does: the base's tree for the type checks (the listing
             // walk), then its layers copied through — to a pipe, measured first (two passes).
-            strata::build::base_claims(&img, true, &strata::listing::Cache::disabled()).unwrap();
+            strata::build::base_claims(
+                &img,
+                true,
+                &strata::listing::Cache::disabled(),
+                &Cancel::new(),
+            )
+            .unwrap();
             let target = Target {
                 format,
                 path: None,

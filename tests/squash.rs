@@ -343,3 +343,58 @@ fn bad_requests_fail_cleanly() {
         "{left:?}"
     );
 }
+
+#[test]
+fn output_references_name_their_format() {
+    let d = tempfile::tempdir().unwrap();
+    let layers = vec![
+        LayerBuilder::new().file("a", "1").build(),
+        LayerBuilder::new().file("b", "2").build(),
+    ];
+    let src = write_docker_archive(d.path(), &layers)
+        .display()
+        .to_string();
+    let want = flatten_ref(&src).unwrap();
+    let layout = d.path().join("layout");
+    let archive = d.path().join("sq-oci.tar");
+    let docker = d.path().join("sq-docker.tar");
+    for (out, reference) in [
+        (
+            format!("oci:{}", layout.display()),
+            format!("oci:{}", layout.display()),
+        ),
+        (
+            format!("oci-archive:{}", archive.display()),
+            format!("oci-archive:{}", archive.display()),
+        ),
+        (
+            format!("docker-archive:{}", docker.display()),
+            format!("docker-archive:{}", docker.display()),
+        ),
+    ] {
+        ok(&squash_cli(&[&src, "-o", &out, "--tag", "x:1"]));
+        let img = strata::reference::Reference::parse(&reference)
+            .unwrap()
+            .open(&Default::default())
+            .unwrap();
+        assert_eq!(img.layers.len(), 1, "{out}");
+        assert_eq!(
+            model::canon(&model::read_flat(&flatten_ref(&reference).unwrap()).unwrap()),
+            model::canon(&model::read_flat(&want).unwrap()),
+            "{out}"
+        );
+    }
+    assert!(layout.join("index.json").is_file());
+    // A reference and a --format that disagree: one line, nothing written.
+    let o = squash_cli(&[
+        &src,
+        "-o",
+        &format!("oci:{}", d.path().join("x").display()),
+        "--format",
+        "docker-archive",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("contradicts --format docker-archive"), "{err}");
+    assert!(!d.path().join("x").exists());
+}

@@ -10,7 +10,7 @@ use strata::build::{BuildOptions, BuildReport, DEFAULT_EPOCH, base_claims, build
 use strata::error::{Error, Result};
 use strata::image::Image;
 use strata::listing::Cache;
-use strata::sink::{Format, Target, write_image};
+use strata::sink::{Format, Target};
 use strata::timestamp::{parse_rfc3339, parse_time, rfc3339_from_epoch, source_date_epoch};
 
 #[derive(clap::Args, Debug)]
@@ -84,16 +84,17 @@ pub struct BuildArgs {
     /// Tag(s) of the new image.
     #[arg(long = "tag", value_name = "NAME:TAG")]
     pub tags: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "docker-archive")]
-    pub format: super::FormatArg,
+    /// Output format (default docker-archive, or what `-o TRANSPORT:…` names).
+    #[arg(long, value_enum)]
+    pub format: Option<super::FormatArg>,
     /// Compression of the new layers (oci, oci-archive; default gzip).
     #[arg(long, value_enum)]
     pub compress: Option<super::CompressArg>,
     /// Compression level.
     #[arg(long)]
     pub level: Option<u32>,
-    /// Output file (or directory for --format oci), or `-` for stdout.
+    /// Output file (or directory for --format oci), `-` for stdout, or a reference:
+    /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH` (its format is the reference's).
     #[arg(short, long, value_name = "FILE|DIR|-")]
     pub output: Option<PathBuf>,
     /// Replace an existing output.
@@ -184,7 +185,8 @@ pub fn run(
     cache: &Cache,
     quiet: bool,
 ) -> Result<BuildReport> {
-    if Format::from(args.format) != Format::Oci {
+    let out = super::ImageOutput::resolve(args.output.as_deref(), args.format.map(Format::from))?;
+    if out.format != Format::Oci && out.dest.is_none() {
         super::refuse_terminal(args.output.as_deref())?;
     }
     let specs = layer_specs(args)?;
@@ -205,23 +207,22 @@ pub fn run(
     };
     let base_layers = base.map_or(0, |b| b.layers.len());
     let claims = match base {
-        Some(b) => base_claims(b, true, cache)?,
+        Some(b) => base_claims(b, true, cache, &Default::default())?,
         None => Default::default(),
     };
     let trees = plan(&specs, &walk_opts, base_layers, claims)?;
     let target = Target {
-        format: Format::from(args.format),
+        format: out.format,
         path: args.output.as_deref(),
         force: args.force,
         compression: args
             .compress
             .map(Into::into)
-            .unwrap_or(Format::from(args.format).default_compression()),
+            .unwrap_or(out.format.default_compression()),
         level: args.level,
         measure_first: true,
     };
-    let to_pipe = Format::from(args.format) != Format::Oci
-        && args.output.as_deref().is_none_or(|p| p == Path::new("-"));
+    let to_pipe = out.to_stdout(args.output.as_deref());
     let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();
     let progress = Bar::new(if to_pipe { 2 * bytes } else { bytes }, quiet);
     let opts = BuildOptions {
@@ -231,7 +232,7 @@ pub fn run(
         progress: Bar::callback(&progress),
         cancel: Default::default(),
     };
-    let report = write_image(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
+    let report = out.write(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
     Bar::finish(progress);
     Ok(report)
 }

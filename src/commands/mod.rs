@@ -11,6 +11,82 @@ use std::path::Path;
 use strata::compression::Compression;
 use strata::sink::Format;
 
+/// Where `-o` and `--format` say an image goes: a destination reference (`oci:DIR`, whose
+/// format is its own), or a path (or stdout) in `--format` (default docker-archive).
+pub struct ImageOutput {
+    pub format: Format,
+    /// The destination and its spec, when `-o` named one.
+    pub dest: Option<(&'static dyn strata::sink::Destination, String)>,
+}
+
+impl ImageOutput {
+    pub fn resolve(output: Option<&Path>, format: Option<Format>) -> strata::Result<ImageOutput> {
+        let named = output
+            .and_then(|o| o.to_str())
+            .and_then(strata::sink::destination);
+        match named {
+            Some((d, spec)) => {
+                if let Some(f) = format.filter(|f| *f != d.format()) {
+                    return Err(strata::Error::Usage(format!(
+                        "-o {}:{spec} writes {}; it contradicts --format {}",
+                        d.name(),
+                        d.name(),
+                        format_name(f)
+                    )));
+                }
+                Ok(ImageOutput {
+                    format: d.format(),
+                    dest: Some((d, spec.to_string())),
+                })
+            }
+            None => Ok(ImageOutput {
+                format: format.unwrap_or(Format::DockerArchive),
+                dest: None,
+            }),
+        }
+    }
+
+    /// Whether the image goes to stdout.
+    pub fn to_stdout(&self, output: Option<&Path>) -> bool {
+        self.format != Format::Oci
+            && match &self.dest {
+                Some((_, spec)) => spec == "-",
+                None => output.is_none_or(|p| p == Path::new("-")),
+            }
+    }
+
+    /// Write the image `go` produces.
+    pub fn write<R>(
+        &self,
+        target: &strata::sink::Target<'_>,
+        mut go: impl FnMut(&mut dyn strata::sink::ImageWriter) -> strata::Result<R>,
+    ) -> strata::Result<R> {
+        let target = strata::sink::Target {
+            format: self.format,
+            ..*target
+        };
+        match &self.dest {
+            None => strata::sink::write_image(&target, go),
+            Some((d, spec)) => {
+                let mut out = None;
+                d.write(spec, &target, &mut |w| {
+                    out = Some(go(w)?);
+                    Ok(())
+                })?;
+                out.ok_or_else(|| strata::Error::Format("the image writer wrote nothing".into()))
+            }
+        }
+    }
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::DockerArchive => "docker-archive",
+        Format::Oci => "oci",
+        Format::OciArchive => "oci-archive",
+    }
+}
+
 /// No output given and stdout a terminal: a tar there helps nobody.
 pub fn refuse_terminal(output: Option<&Path>) -> strata::Result<()> {
     if output.is_none() && std::io::stdout().is_terminal() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use strata::compression::Compression;
 use strata::error::{Error, Result};
 use strata::image::Image;
-use strata::sink::{Target, write_image};
+use strata::sink::Target;
 use strata::squash::{SquashOptions, SquashReport, squash};
 use strata::timestamp::{parse_rfc3339, rfc3339_from_epoch, source_date_epoch};
 
@@ -13,7 +13,8 @@ pub use strata::sink::Format;
 
 pub struct SquashArgs {
     pub output: Option<PathBuf>,
-    pub format: Format,
+    /// `--format`, when given.
+    pub format: Option<Format>,
     pub tags: Vec<String>,
     pub from: Option<String>,
     pub last: Option<usize>,
@@ -34,7 +35,8 @@ fn created(args: &SquashArgs) -> Result<Option<String>> {
 }
 
 pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
-    if args.format != Format::Oci {
+    let out = super::ImageOutput::resolve(args.output.as_deref(), args.format)?;
+    if out.format != Format::Oci && out.dest.is_none() {
         super::refuse_terminal(args.output.as_deref())?;
     }
     let from = match (&args.from, args.last) {
@@ -64,15 +66,15 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         cancel: Default::default(),
     };
     let target = Target {
-        format: args.format,
+        format: out.format,
         path: args.output.as_deref(),
         force: args.force,
-        compression: args.compress.unwrap_or(args.format.default_compression()),
+        compression: args.compress.unwrap_or(out.format.default_compression()),
         level: args.level,
         // Squash indexes the kept layers for each run: two runs would read them twice.
         measure_first: false,
     };
-    let report = write_image(&target, |w| squash(img, &opts, w, &tags))?;
+    let report = out.write(&target, |w| squash(img, &opts, w, &tags))?;
     Bar::finish(progress);
     Ok(report)
 }

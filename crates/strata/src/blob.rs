@@ -55,7 +55,9 @@ impl fmt::Debug for Blob {
 /// The error a streamed blob's reader returns when its bytes do not have its digest.
 #[derive(Debug)]
 pub struct DigestMismatch {
+    /// The digest the blob was named by (`sha256:<hex>`).
     pub expected: String,
+    /// The digest of the bytes actually read (`sha256:<hex>`).
     pub actual: String,
 }
 
@@ -71,7 +73,7 @@ impl fmt::Display for DigestMismatch {
 
 impl std::error::Error for DigestMismatch {}
 
-/// The message of an I/O error, or of the digest mismatch it carries.
+/// The digest mismatch an I/O error carries, if it is one (see [`DigestMismatch`]).
 pub fn mismatch_of(e: &io::Error) -> Option<&DigestMismatch> {
     e.get_ref().and_then(|r| r.downcast_ref::<DigestMismatch>())
 }
@@ -274,7 +276,7 @@ impl Read for Tee {
     }
 }
 
-/// Default size cap of the blob store.
+/// Default size cap of the blob store, in bytes (10 GiB).
 pub const DEFAULT_STORE_CAP: u64 = 10 << 30;
 
 /// Temp files older than this in the store are left over from a killed run.

@@ -2,12 +2,18 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
+/// A compression format of a layer stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Not compressed (plain tar).
     None,
+    /// gzip (`1f 8b`).
     Gzip,
+    /// Zstandard (`28 b5 2f fd`).
     Zstd,
+    /// xz (`fd 37 7a 58 5a 00`).
     Xz,
+    /// bzip2 (`BZh`).
     Bzip2,
 }
 
@@ -27,6 +33,7 @@ impl Compression {
         }
     }
 
+    /// The format's lower-case name (`none`, `gzip`, `zstd`, `xz`, `bzip2`).
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
@@ -37,8 +44,6 @@ impl Compression {
         }
     }
 
-    /// Wrap `input` in the matching decoder. Multi-member gzip and concatenated zstd/xz
-    /// frames are read in full, as `zcat` would.
     /// The compression a layer media type names (`…tar+gzip`, `…tar.gzip`, `…+zstd`; plain
     /// tar otherwise).
     pub fn of_media_type(media_type: &str) -> Compression {
@@ -51,6 +56,8 @@ impl Compression {
         }
     }
 
+    /// Wrap `input` in the matching decoder. Multi-member gzip and concatenated zstd/xz
+    /// frames are read in full, as `zcat` would.
     pub fn decoder<'a, R: BufRead + Send + 'a>(
         self,
         input: R,
@@ -77,14 +84,22 @@ pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
 
 /// An encoder that must be finished explicitly (so trailers are written and errors seen).
 pub enum Encoder<W: Write> {
+    /// No compression: bytes go straight to the writer.
     Plain(W),
+    /// gzip.
     Gzip(flate2::write::GzEncoder<W>),
+    /// Zstandard, on two threads.
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// xz.
     Xz(liblzma::write::XzEncoder<W>),
+    /// bzip2.
     Bzip2(bzip2::write::BzEncoder<W>),
 }
 
 impl<W: Write> Encoder<W> {
+    /// An encoder of `kind` writing to `w`. `level` is the format's own compression level;
+    /// without it gzip and xz use 6, zstd 3 and bzip2 9 (gzip and xz cap it at 9, bzip2
+    /// clamps it to 1..=9).
     pub fn new(kind: Compression, level: Option<u32>, w: W) -> io::Result<Self> {
         Ok(match kind {
             Compression::None => Encoder::Plain(w),
@@ -108,6 +123,7 @@ impl<W: Write> Encoder<W> {
         })
     }
 
+    /// Write the format's trailer and hand back the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Plain(w) => Ok(w),

@@ -4,14 +4,18 @@
 
 use std::io;
 
+/// A result whose error is the library's [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in an operation; [`Error::kind`] sorts them by fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading the input failed (a file, a blob, a temp file of the input's).
     #[error("{context}: {source}")]
     Io {
+        /// What was being read (a path, a layer).
         context: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
@@ -25,29 +29,43 @@ pub enum Error {
     /// The caller tripped the [`Cancel`](crate::control::Cancel) handle.
     #[error("cancelled")]
     Cancelled,
+    /// Bytes read do not have the digest they were named by.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     Digest {
+        /// What was read (a layer, a config, a blob).
         what: String,
+        /// The digest it should have.
         expected: String,
+        /// The digest of the bytes read.
         actual: String,
     },
     /// A problem with one entry of one layer.
     #[error("{layer}: {path}: {message}")]
     Entry {
+        /// Which layer (its label, as in messages).
         layer: String,
+        /// The entry's path in the layer.
         path: String,
+        /// What is wrong with it.
         message: String,
     },
     /// A problem reading one layer's stream.
     #[error("{layer}: {message}")]
-    Layer { layer: String, message: String },
+    Layer {
+        /// Which layer (its label, as in messages).
+        layer: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The user asked for something that does not exist or cannot be done.
     #[error("{0}")]
     Usage(String),
     /// Writing the output failed (a full disk; a pipe or a client that went away).
     #[error("{context}: {source}")]
     Output {
+        /// What was being written.
         context: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },

@@ -19,19 +19,28 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
+/// How [`extract`] writes the files.
 pub struct ExtractOptions {
     /// Set owners from the image (default when running as root).
     pub same_owner: bool,
+    /// Set extended attributes from the entries' `SCHILY.xattr.*` PAX records.
     pub xattrs: bool,
+    /// Check each layer's bytes against its digests while merging.
     pub verify: bool,
+    /// Called as layer bytes are read.
     pub progress: Option<ProgressRef>,
+    /// Stops the extraction when tripped.
     pub cancel: Cancel,
 }
 
+/// What [`extract`] wrote.
 #[derive(Debug, Default)]
 pub struct ExtractStats {
+    /// Entries created (the root directory itself and skipped devices not counted).
     pub entries: u64,
+    /// Bytes of regular file data written.
     pub bytes: u64,
+    /// Character and block devices skipped because the process is not root.
     pub skipped_devices: u64,
 }
 
@@ -152,8 +161,6 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_MAGICLINKS);
 
 impl Extractor<'_> {
-    /// Open (creating as needed) the directory `rel` inside the root, never leaving it and
-    /// never following a symlink.
     /// The directory `rel`, opened beneath the root (creating it when children come before
     /// its own entry). The last one is kept open: entries come grouped by directory.
     fn take_dir(&mut self, rel: &[u8]) -> Result<OwnedFd> {

@@ -5,48 +5,78 @@ use crate::image::{Image, short_digest};
 use serde::Serialize;
 use serde_json::Value;
 
+/// What `inspect` shows of an image: from its manifest and config only (serialised as is
+/// for `--json`).
 #[derive(Serialize)]
 pub struct Report {
+    /// The image reference as given.
     pub reference: String,
+    /// The name of the transport that opened it.
     pub transport: String,
+    /// The image's tags, as its source lists them.
     pub tags: Vec<String>,
+    /// The digest of the manifest, when there is one.
     pub manifest_digest: Option<String>,
+    /// The digest of the config blob, when known.
     pub config_digest: Option<String>,
+    /// The config's `os` (empty strings count as missing, here and below).
     pub os: Option<String>,
+    /// The config's `architecture`.
     pub architecture: Option<String>,
+    /// The config's `variant` (`v8`, …).
     pub variant: Option<String>,
+    /// The config's `created` time, as written there.
     pub created: Option<String>,
+    /// The runtime config's `Entrypoint`, as JSON (absent when null).
     pub entrypoint: Option<Value>,
+    /// The runtime config's `Cmd`, as JSON (absent when null).
     pub cmd: Option<Value>,
+    /// The runtime config's `Env` (`KEY=value` strings).
     pub env: Vec<String>,
+    /// The runtime config's `WorkingDir`.
     pub working_dir: Option<String>,
+    /// The runtime config's `User`.
     pub user: Option<String>,
+    /// The runtime config's `Labels`.
     pub labels: serde_json::Map<String, Value>,
+    /// The keys of the runtime config's `ExposedPorts` (`80/tcp`, …).
     pub exposed_ports: Vec<String>,
+    /// The keys of the runtime config's `Volumes`.
     pub volumes: Vec<String>,
+    /// One report per layer, bottom first.
     pub layers: Vec<LayerReport>,
     /// History entries that made no layer (ENV, CMD, …), with the layer they sit above.
     pub empty_history: Vec<EmptyHistory>,
 }
 
+/// One layer in a [`Report`].
 #[derive(Serialize)]
 pub struct LayerReport {
+    /// The layer's index in the image (0 is the bottom layer).
     pub index: usize,
+    /// The digest of the stored blob, when known.
     pub digest: Option<String>,
+    /// The digest of the uncompressed tar (from the config's `rootfs.diff_ids`), when known.
     pub diff_id: Option<String>,
+    /// The layer's media type, when the manifest gives one.
     pub media_type: Option<String>,
     /// Bytes as stored (compressed size for compressed blobs).
     pub size: u64,
     /// Uncompressed size, when the stored blob is the tar itself.
     pub uncompressed_size: Option<u64>,
+    /// The compression's name (see `Compression::name`): by magic bytes for a local blob, by
+    /// media type for one not read yet.
     pub compression: String,
+    /// The `created_by` of the history entry that made this layer.
     pub created_by: Option<String>,
 }
 
+/// A history entry that made no layer (`empty_layer: true`).
 #[derive(Serialize)]
 pub struct EmptyHistory {
     /// Index of the layer below this entry (None: before the first layer).
     pub after_layer: Option<usize>,
+    /// The entry's `created_by` (the build step).
     pub created_by: Option<String>,
 }
 
@@ -57,6 +87,8 @@ fn str_at(v: &Value, ptr: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The report of an image, from its manifest and config (no layer is read; a local blob's
+/// first bytes are, to tell its compression).
 pub fn report(img: &Image) -> Result<Report> {
     let c = &img.config;
     // Old v1 configs (`<id>/json`) keep the runtime config under `config` too.
@@ -182,6 +214,8 @@ fn human(n: u64) -> String {
     }
 }
 
+/// The report as the text `inspect` prints: one field a line, then a table of the layers
+/// with the history entries that made none.
 pub fn render_text(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();

@@ -74,6 +74,7 @@ pub struct LayerStream {
     /// blob verifier).
     diff: Option<(Sha256, String)>,
     end: Option<Result<(), String>>,
+    /// The stored blob's compression, from its first bytes.
     pub compression: Compression,
 }
 
@@ -462,6 +463,8 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
+    /// A pipeline over `layers`, in the order they will be read: with `verify`, local blobs'
+    /// digests are queued for the verifier threads; the first two streams are opened now.
     pub fn new(
         layers: Vec<&'a Layer>,
         verify: bool,

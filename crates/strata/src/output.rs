@@ -12,17 +12,24 @@ use std::path::{Path, PathBuf};
 
 const BUF: usize = 1 << 20;
 
+/// An output stream: stdout, or a file that appears only on [`Sink::commit`].
 pub enum Sink {
+    /// Standard output, buffered (on a duplicate of its descriptor).
     Stdout(BufWriter<File>),
+    /// A file, written to a temp file beside its destination.
     File {
+        /// The temp file being written (`.<name>.….partial` in the destination's directory).
         tmp: tempfile::NamedTempFile,
+        /// Where the file goes on commit.
         dest: PathBuf,
+        /// Replace an existing `dest` on commit.
         force: bool,
     },
 }
 
 impl Sink {
-    /// `None` or `-` means stdout.
+    /// The output at `target`; `None` or `-` means stdout. An existing file is refused
+    /// unless `force`.
     pub fn create(target: Option<&Path>, force: bool) -> Result<Sink> {
         match target.filter(|p| *p != Path::new("-")) {
             None => {

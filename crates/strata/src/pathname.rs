@@ -3,16 +3,20 @@
 
 use std::borrow::Cow;
 
+/// Why a name cannot be normalized.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PathError {
+    /// A `..` climbs above the root (the name, lossily as UTF-8).
     #[error("path {0:?} escapes the root")]
     Escapes(String),
+    /// The name has a NUL byte.
     #[error("path contains a NUL byte")]
     Nul,
 }
 
 /// Returns the path as `a/b/c` (no leading or trailing slash; empty for the root).
-/// Borrows when the input is already in that form, as nearly all real entries are.
+/// Borrows when the input is already in that form, as nearly all real entries are; a
+/// borrowed name may keep one trailing slash (a directory's), which [`trim_dir`] strips.
 pub fn normalize(raw: &[u8]) -> Result<Cow<'_, [u8]>, PathError> {
     if is_clean(raw) {
         return Ok(Cow::Borrowed(raw));

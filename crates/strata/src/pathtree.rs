@@ -9,7 +9,9 @@
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
+/// A node's index in the tree (4 bytes, so the lookup table stays small).
 pub type NodeId = u32;
+/// The root's node: the empty path.
 pub const ROOT: NodeId = 0;
 
 /// What the highest layer seen so far says about a path.
@@ -19,8 +21,11 @@ pub enum Kind {
     /// No layer had an entry or whiteout for it (it may be an implied parent).
     #[default]
     Unclaimed,
+    /// A directory.
     Dir,
+    /// Anything but a directory (a file, a link, a device).
     NonDir,
+    /// Deleted by a whiteout.
     Whiteout,
 }
 
@@ -31,7 +36,9 @@ pub struct Marks {
     pub claim: u16,
     /// Layer index + 1 of the highest opaque marker on this directory; 0 when none.
     pub opaque: u16,
+    /// What the deciding entry was.
     pub kind: Kind,
+    /// [`EMITTED`] and [`HAS_DESCENDANT`] bits.
     pub flags: u8,
 }
 
@@ -64,14 +71,19 @@ pub const EMITTED: u8 = 1;
 /// a directory in the result.
 pub const HAS_DESCENDANT: u8 = 2;
 
+/// Why a path cannot be added to the tree.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
+    /// A component is longer than 65535 bytes.
     #[error("path component longer than 65535 bytes")]
     ComponentTooLong,
+    /// The node ids or the name arena's offsets would pass `u32::MAX`.
     #[error("more than 4 Gi paths or names: image too large for one merge")]
     TooLarge,
 }
 
+/// Paths as a tree of [`Node`]s: each node found by (parent, name) through a hash table of
+/// node ids, its name kept once in a byte arena.
 pub struct PathTree<T = Marks> {
     nodes: Vec<Node<T>>,
     names: Vec<u8>,
@@ -93,6 +105,7 @@ impl<T: Copy + Default> Default for PathTree<T> {
 }
 
 impl<T: Copy + Default> PathTree<T> {
+    /// A tree holding only the root.
     pub fn new() -> Self {
         PathTree {
             nodes: vec![Node {
@@ -109,10 +122,12 @@ impl<T: Copy + Default> PathTree<T> {
         }
     }
 
+    /// The number of nodes, the root included.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether the tree holds only the root.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() == 1
     }
@@ -121,22 +136,27 @@ impl<T: Copy + Default> PathTree<T> {
         self.hasher.hash_one((parent, name))
     }
 
+    /// The node's last component (empty for the root).
     pub fn name(&self, id: NodeId) -> &[u8] {
         name_at(&self.names, self.nodes[id as usize].name_off)
     }
 
+    /// The node's parent (the root is its own).
     pub fn parent(&self, id: NodeId) -> NodeId {
         self.nodes[id as usize].parent
     }
 
+    /// The node `id`.
     pub fn get(&self, id: NodeId) -> &Node<T> {
         &self.nodes[id as usize]
     }
 
+    /// The node `id`, to change its data.
     pub fn get_mut(&mut self, id: NodeId) -> &mut Node<T> {
         &mut self.nodes[id as usize]
     }
 
+    /// The child of `parent` called `name`, if there is one.
     pub fn child(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let h = self.hash(parent, name);
         let nodes = &self.nodes;
@@ -149,6 +169,7 @@ impl<T: Copy + Default> PathTree<T> {
             .copied()
     }
 
+    /// The child of `parent` called `name`, added (with default data) when missing.
     pub fn child_or_insert(&mut self, parent: NodeId, name: &[u8]) -> Result<NodeId, TreeError> {
         if let Some(id) = self.child(parent, name) {
             return Ok(id);
@@ -225,6 +246,7 @@ impl<T: Copy + Default> PathTree<T> {
             + self.table.capacity() * (std::mem::size_of::<NodeId>() + 1)
     }
 
+    /// Every node but the root, in the order they were added.
     pub fn ids(&self) -> impl Iterator<Item = NodeId> {
         1..self.nodes.len() as NodeId
     }

@@ -22,6 +22,9 @@ pub struct Reference {
 const NOT_YET: &[&str] = &["docker", "docker-daemon", "containers-storage", "dir"];
 
 impl Reference {
+    /// Parse a reference: a known transport's `name:` prefix picks it; an unknown name (when
+    /// `s` is not an existing path) or one not supported yet is a usage error; anything else
+    /// is a bare path.
     pub fn parse(s: &str) -> Result<Reference> {
         if let Some((name, rest)) = s.split_once(':') {
             // Windows-style or odd paths aside, a known prefix decides.
@@ -67,6 +70,8 @@ impl Reference {
         })
     }
 
+    /// Open the image with `opts`: through its transport, or for a bare path by what the
+    /// path holds.
     pub fn open_with(&self, opts: &OpenOptions) -> Result<Image> {
         let shown = self.to_string();
         match self.transport {

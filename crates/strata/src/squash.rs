@@ -15,24 +15,32 @@ use std::io::{self, BufWriter, Write};
 
 pub use crate::timestamp::rfc3339_from_epoch;
 
+/// What [`squash`] squashes and how.
 pub struct SquashOptions {
     /// Index of the first squashed layer (0: everything).
     pub from: usize,
     /// RFC 3339 time for `created` (else the original's).
     pub created: Option<String>,
+    /// Check the layers' digests as they are read.
     pub verify: bool,
+    /// Called as the squashed layers' bytes are read (first pass only).
     pub progress: Option<ProgressRef>,
+    /// Stops the squash when tripped.
     pub cancel: Cancel,
 }
 
+/// What [`squash`] wrote.
 pub struct SquashReport {
+    /// The layers written: the kept ones, then the squashed one.
     pub layers: Vec<LayerOut>,
+    /// The new config, as JSON bytes.
     pub config: Vec<u8>,
     /// How many times the squashed layer was produced (2 when streaming to a pipe).
     pub passes: usize,
 }
 
-/// Squash `img` into `writer`.
+/// Squash `img` into `writer`: layers below `opts.from` copied as they are, the rest merged
+/// into one new layer on top of them; the image is tagged `tags`.
 pub fn squash(
     img: &Image,
     opts: &SquashOptions,

@@ -7,39 +7,57 @@
 
 use std::io::{self, BufRead, Write};
 
+/// The tar block size, in bytes: headers are one block, data is padded to whole blocks.
 pub const BLOCK: usize = 512;
 /// Extension payloads (PAX records, GNU long names) larger than this are refused: a header
 /// claiming gigabytes of "name" is an attack, not an image.
 const MAX_EXTENSION: u64 = 1 << 20;
 
+/// Why a tar stream cannot be read (or copied out).
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
+    /// Reading the stream failed.
     #[error("{0}")]
     Io(#[from] io::Error),
     /// Writing copied data failed: the output's fault, not the tar's.
     #[error("write failed: {0}")]
     Write(io::Error),
+    /// The stream ended inside an entry (the part being read: "a header", "entry data", …).
     #[error("truncated tar stream (ended inside {0})")]
     Truncated(&'static str),
+    /// A header block is malformed.
     #[error("corrupt tar header at byte {offset}: {what}")]
-    Corrupt { offset: u64, what: String },
+    Corrupt {
+        /// Offset of the bad block in the stream, in bytes.
+        offset: u64,
+        /// What is wrong with it.
+        what: String,
+    },
 }
 
 /// The kind of a tar entry, from its typeflag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryType {
+    /// A regular file (`0`, NUL, or `7`, a contiguous file).
     Regular,
+    /// A hard link to an earlier entry (`1`).
     HardLink,
+    /// A symbolic link (`2`).
     Symlink,
+    /// A character device (`3`).
     Char,
+    /// A block device (`4`).
     Block,
+    /// A directory (`5`).
     Directory,
+    /// A named pipe (`6`).
     Fifo,
-    /// Anything else (contiguous files, GNU sparse, vendor types): carried through unchanged.
+    /// Anything else (GNU sparse, vendor types), with its typeflag: carried through unchanged.
     Other(u8),
 }
 
 impl EntryType {
+    /// The type of a typeflag byte.
     pub fn from_flag(flag: u8) -> Self {
         match flag {
             b'0' | 0 | b'7' => EntryType::Regular,
@@ -52,6 +70,7 @@ impl EntryType {
             other => EntryType::Other(other),
         }
     }
+    /// A short name for listings and messages (`file`, `dir`, `symlink`, …).
     pub fn name(self) -> &'static str {
         match self {
             EntryType::Regular => "file",
@@ -74,11 +93,14 @@ pub struct Header<'a> {
     pub raw: &'a [u8],
     /// Offset of the main ustar block inside `raw`.
     pub main_at: usize,
-    /// Effective path and link target (after PAX / GNU long-name records).
+    /// Effective path (after PAX / GNU long-name records).
     pub path: &'a [u8],
+    /// Effective link target (likewise; empty when there is none).
     pub link: &'a [u8],
+    /// The entry's type, from its typeflag.
     pub kind: EntryType,
-    /// Bytes of data that follow the header (before padding).
+    /// Bytes of data that follow the header (before padding); 0 for links, directories,
+    /// devices and fifos whatever the size field says.
     pub size: u64,
     /// Offset of the first header byte in the stream.
     pub offset: u64,
@@ -87,20 +109,26 @@ pub struct Header<'a> {
 }
 
 impl Header<'_> {
+    /// The main 512-byte ustar block.
     pub fn main(&self) -> &[u8] {
         &self.raw[self.main_at..self.main_at + BLOCK]
     }
+    /// The mode field (permission, setuid/setgid and sticky bits); 0 when unreadable.
     pub fn mode(&self) -> u32 {
         parse_numeric(&self.main()[100..108]).unwrap_or(0) as u32
     }
+    /// The owner's uid: a PAX `uid` record, else the header field; 0 when unreadable.
     pub fn uid(&self) -> u64 {
         self.pax_number(b"uid")
             .unwrap_or_else(|| parse_numeric(&self.main()[108..116]).unwrap_or(0))
     }
+    /// The group's gid: a PAX `gid` record, else the header field; 0 when unreadable.
     pub fn gid(&self) -> u64 {
         self.pax_number(b"gid")
             .unwrap_or_else(|| parse_numeric(&self.main()[116..124]).unwrap_or(0))
     }
+    /// The modification time field, in seconds since the epoch (PAX `mtime` records are not
+    /// read); 0 when unreadable.
     pub fn mtime(&self) -> u64 {
         parse_numeric(&self.main()[136..148]).unwrap_or(0)
     }
@@ -150,6 +178,7 @@ impl<'a> Iterator for PaxIter<'a> {
     }
 }
 
+/// `n` bytes rounded up to whole blocks.
 pub fn padded(n: u64) -> u64 {
     n.div_ceil(BLOCK as u64) * BLOCK as u64
 }
@@ -220,6 +249,7 @@ pub struct TarReader<R> {
 }
 
 impl<R: BufRead> TarReader<R> {
+    /// A reader at the start of `inner`.
     pub fn new(inner: R) -> Self {
         TarReader {
             inner,
@@ -234,6 +264,7 @@ impl<R: BufRead> TarReader<R> {
         }
     }
 
+    /// The underlying stream, positioned where this reader stopped.
     pub fn into_inner(self) -> R {
         self.inner
     }
@@ -497,6 +528,7 @@ impl<R: BufRead> TarReader<R> {
     }
 }
 
+/// Two zero blocks: the end-of-archive marker, and the source of padding.
 pub static ZEROS: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 
 /// Write the end-of-archive marker.
@@ -547,9 +579,13 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 /// What to change when re-emitting an entry under a new name, link target or type.
 #[derive(Default)]
 pub struct Rewrite<'a> {
+    /// A new path (else the original's).
     pub path: Option<&'a [u8]>,
+    /// A new link target (else the original's).
     pub link: Option<&'a [u8]>,
+    /// A new typeflag byte (else the original's).
     pub kind: Option<u8>,
+    /// A new size field, in bytes (else the original's data size).
     pub size: Option<u64>,
 }
 
@@ -662,11 +698,17 @@ pub struct NewEntry<'a> {
     pub path: &'a [u8],
     /// Type flag: `0` file, `1` hardlink, `2` symlink, `3` char, `4` block, `5` dir, `6` fifo.
     pub flag: u8,
+    /// Permission bits (with setuid, setgid and sticky).
     pub mode: u32,
+    /// Owner's uid.
     pub uid: u64,
+    /// Group's gid.
     pub gid: u64,
+    /// Bytes of data that follow the header.
     pub size: u64,
+    /// Modification time, in seconds since the epoch.
     pub mtime: u64,
+    /// Link target (hardlinks and symlinks; empty otherwise).
     pub link: &'a [u8],
     /// Device major and minor (char and block devices).
     pub device: (u32, u32),

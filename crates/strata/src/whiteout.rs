@@ -7,10 +7,14 @@
 //! `my.wh.file` is an ordinary name: the prefix must start the basename (docker-squash matched
 //! it anywhere). A bare `.wh.` names nothing and is an error (image-spec #1301).
 
+/// The prefix of a whiteout's basename.
 pub const PREFIX: &[u8] = b".wh.";
+/// The basename of an opaque-directory marker.
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
+/// The prefix of AUFS metadata names (and of [`OPAQUE`]).
 pub const META_PREFIX: &[u8] = b".wh..wh.";
 
+/// What a basename means to the merge.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Marker<'a> {
     /// An ordinary entry.
@@ -23,12 +27,16 @@ pub enum Marker<'a> {
     AufsMeta,
 }
 
+/// A whiteout name that cannot be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WhiteoutError {
+    /// `.wh.`, `.wh..` or `.wh...`: the prefix names no file (the basename, lossily as UTF-8).
     #[error("invalid whiteout {0:?}: it names no file")]
     Empty(String),
 }
 
+/// What `basename` is: an ordinary name, a whiteout (with the name it deletes), an opaque
+/// marker or AUFS metadata.
 pub fn classify(basename: &[u8]) -> Result<Marker<'_>, WhiteoutError> {
     if !basename.starts_with(PREFIX) {
         return Ok(Marker::None);

@@ -11,17 +11,29 @@ pub struct ConfigChanges {
     /// A full config: an image config (with `config`, `architecture`…) or just the
     /// container part (`Env`, `Cmd`…). Applied before the flags.
     pub config_file: Option<Value>,
+    /// New `Entrypoint` (empty: none); also clears an inherited `Cmd`, as in a Dockerfile.
     pub entrypoint: Option<Vec<String>>,
+    /// New `Cmd` (empty: none).
     pub cmd: Option<Vec<String>>,
+    /// `KEY=VALUE` entries set in `Env`, replacing ones of the same key.
     pub env: Vec<String>,
+    /// New `WorkingDir`; a relative one is taken from the current one, as WORKDIR does.
     pub workdir: Option<String>,
+    /// New `User`.
     pub user: Option<String>,
+    /// `KEY=VALUE` entries added to `Labels`.
     pub labels: Vec<String>,
+    /// Ports added to `ExposedPorts` (`80`, `80/tcp`, `53/udp`).
     pub expose: Vec<String>,
+    /// Absolute paths added to `Volumes`.
     pub volumes: Vec<String>,
+    /// New `StopSignal`.
     pub stop_signal: Option<String>,
+    /// New `architecture` (drops the base's `variant` unless one is given too).
     pub arch: Option<String>,
+    /// New `os`.
     pub os: Option<String>,
+    /// New `variant`.
     pub variant: Option<String>,
 }
 

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
+/// What every entry of a written layer shares.
 pub struct TarOptions {
     /// The mtime of every entry (seconds since the epoch).
     pub mtime: u64,

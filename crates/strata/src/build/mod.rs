@@ -26,31 +26,37 @@ use walk::{Claims, LayerTree, WalkOptions};
 /// reads as "unset" to some tools).
 pub const DEFAULT_EPOCH: i64 = 1;
 
+/// How [`build`] writes the new layers and the config.
 pub struct BuildOptions {
     /// mtime of every entry, seconds since the epoch.
     pub mtime: i64,
     /// `created` of the image and its new history entries (RFC 3339).
     pub created: String,
+    /// Changes to the config (entrypoint, env, labels, …) over the base's.
     pub config: ConfigChanges,
+    /// Called as source file bytes are written into new layers.
     pub progress: Option<ProgressRef>,
     /// Checked per entry written.
     pub cancel: Cancel,
 }
 
+/// What [`build`] wrote.
 pub struct BuildReport {
+    /// The layers written: the base's, then the new ones.
     pub layers: Vec<LayerOut>,
+    /// The new config, as JSON bytes.
     pub config: Vec<u8>,
 }
 
 /// What the `--from` image holds (its merged tree, from the listing walk — cached like
 /// `strata files`), so that new layers neither change the type of one of its paths (a
 /// directory over its `/lib -> usr/lib`) nor re-emit its directories with other attributes.
-pub fn base_claims(img: &Image, verify: bool, cache: &Cache) -> Result<Claims> {
+pub fn base_claims(img: &Image, verify: bool, cache: &Cache, cancel: &Cancel) -> Result<Claims> {
     use crate::listing::walker::{Kind as K, Paths, Walker};
     let layers: Vec<&crate::image::Layer> = img.layers.iter().collect();
     let mut paths = Paths::new();
     let mut w = Walker::new();
-    w.walk(&mut paths, &layers, verify, cache, &mut |_, _| true)?;
+    w.walk(&mut paths, &layers, verify, cache, cancel, &mut |_, _| true)?;
     let mut claims = Claims::default();
     for id in 1..paths.len() as crate::pathtree::NodeId {
         if let Some(s) = w.state(id) {

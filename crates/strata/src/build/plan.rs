@@ -27,6 +27,7 @@ impl Source {
 /// The sources of one layer, in the order given.
 #[derive(Clone, Debug, Default)]
 pub struct LayerSpec {
+    /// The sources, each placed at its destination.
     pub sources: Vec<Source>,
 }
 

@@ -14,18 +14,27 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+/// What a walked entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// Another path of a file already in the layer (same inode): a tar hardlink.
     Hardlink,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
 }
 
 impl Kind {
+    /// The tar typeflag byte of this kind.
     pub fn tar_flag(self) -> u8 {
         match self {
             Kind::File => b'0',
@@ -38,6 +47,7 @@ impl Kind {
         }
     }
 
+    /// The kind's name in messages (a hardlink is a `file`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::File | Kind::Hardlink => "file",
@@ -59,21 +69,28 @@ impl Kind {
 /// No source: a parent directory of a destination.
 pub const IMPLIED: u32 = u32::MAX;
 
+/// One entry of a layer to be written: everything its tar header says.
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Image path, relative, without a trailing `/`.
     pub path: Box<[u8]>,
     /// Index of the source it comes from in the layer, or [`IMPLIED`].
     pub source: u32,
+    /// What it is.
     pub kind: Kind,
+    /// Permission bits (with setuid, setgid and sticky).
     pub mode: u32,
+    /// Owner's uid (0 unless owners are kept).
     pub uid: u32,
+    /// Group's gid (0 unless owners are kept).
     pub gid: u32,
     /// Bytes of a regular file (0 for everything else).
     pub size: u64,
+    /// The source's device number (`st_rdev`): used for character and block devices.
     pub rdev: u64,
     /// Symlink target, or the image path a hardlink points to.
     pub link: Box<[u8]>,
+    /// Extended attributes, sorted by name (empty unless they are recorded).
     pub xattrs: Vec<Xattr>,
     /// (device, inode) of a regular file with more than one link.
     inode: Option<(u64, u64)>,
@@ -81,7 +98,9 @@ pub struct Entry {
 
 /// A walked layer: its sources and every entry, sorted byte-wise by path.
 pub struct LayerTree {
+    /// The sources it was walked from.
     pub spec: LayerSpec,
+    /// Every entry, in tar order.
     pub entries: Vec<Entry>,
     /// Sum of the regular files' sizes.
     pub file_bytes: u64,
@@ -101,6 +120,7 @@ impl LayerTree {
     }
 }
 
+/// What a walk records besides types, modes and sizes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WalkOptions {
     /// Keep numeric owners from the source (else 0:0).
@@ -112,11 +132,15 @@ pub struct WalkOptions {
 /// Attributes to give a parent directory that no source of this layer provides.
 #[derive(Clone, Copy, Debug)]
 pub struct DirAttrs {
+    /// Permission bits.
     pub mode: u32,
+    /// Owner's uid.
     pub uid: u32,
+    /// Group's gid.
     pub gid: u32,
 }
 
+/// A parent directory's attributes when no layer gave it any: 0755, owned by root.
 pub const DEFAULT_DIR: DirAttrs = DirAttrs {
     mode: 0o755,
     uid: 0,

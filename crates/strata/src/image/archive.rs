@@ -12,13 +12,18 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where each regular member of an outer tar is: name → (data offset, length), in bytes.
 pub struct ArchiveIndex {
+    /// The archive, shared by the regions of its members.
     pub file: Arc<File>,
+    /// The archive's path, for messages.
     pub path: String,
     members: HashMap<String, (u64, u64)>,
 }
 
 impl ArchiveIndex {
+    /// Index the archive at `path`: regular members by their normalized names, symlinks and
+    /// hardlinks to them by theirs.
     pub fn open(path: &Path) -> Result<ArchiveIndex> {
         let shown = path.display().to_string();
         let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
@@ -112,10 +117,12 @@ impl ArchiveIndex {
         })
     }
 
+    /// Whether the archive has a member (or a resolved link) called `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.members.contains_key(name)
     }
 
+    /// Where member `name` (a leading `./` ignored) is in the archive.
     pub fn region(&self, name: &str) -> Result<FileRegion> {
         let name = name.trim_start_matches("./");
         let &(offset, len) = self
@@ -129,12 +136,14 @@ impl ArchiveIndex {
         })
     }
 
+    /// The bytes of member `name`, read into memory (for small ones: manifests, configs).
     pub fn read(&self, name: &str) -> Result<Vec<u8>> {
         self.region(name)?
             .read_all()
             .map_err(|e| Error::io(format!("{}: reading {name}", self.path), e))
     }
 
+    /// The names of every member, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.members.keys().map(String::as_str)
     }

@@ -42,11 +42,15 @@ impl crate::transport::Transport for DockerArchive {
     }
 }
 
+/// Open the docker archive at `path`; `select` (`NAME:TAG` or `@INDEX`) picks an image when
+/// it holds several. `reference` is what the image is called in messages.
 pub fn open(path: &Path, select: Option<&str>, reference: &str) -> Result<Image> {
     let archive = ArchiveIndex::open(path)?;
     open_index(archive, select, reference)
 }
 
+/// The same, from an archive already indexed: by its `manifest.json`, else by the legacy
+/// `repositories` file.
 pub fn open_index(archive: ArchiveIndex, select: Option<&str>, reference: &str) -> Result<Image> {
     if archive.contains("manifest.json") {
         from_manifest(&archive, select, reference)

@@ -1,8 +1,9 @@
 //! Images: a config plus an ordered list of layers that open as byte streams.
 //!
-//! Every transport resolves to the same shape: each layer (and the config) is a region of a
-//! file on disk — a blob file in an OCI layout, or a member of an outer tar read in place by
-//! offset. One file per transport; `reference` picks which.
+//! Every transport resolves to the same shape: each layer is a [`Blob`] — a region of a file
+//! on disk (a blob file in an OCI layout, or a member of an outer tar read in place by
+//! offset), or a stream kept in the blob store once read. One file per transport;
+//! `reference` picks which.
 
 pub mod archive;
 pub mod docker_archive;
@@ -22,12 +23,16 @@ use std::sync::Arc;
 /// A byte range of a file, read with `pread` so many readers can share one descriptor.
 #[derive(Clone, Debug)]
 pub struct FileRegion {
+    /// The file, shared by every region and reader of it.
     pub file: Arc<File>,
+    /// Where the range starts in the file, in bytes.
     pub offset: u64,
+    /// The range's length, in bytes.
     pub len: u64,
 }
 
 impl FileRegion {
+    /// The whole file at `path`.
     pub fn whole(path: &Path) -> io::Result<FileRegion> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
@@ -38,6 +43,7 @@ impl FileRegion {
         })
     }
 
+    /// A reader of the range from its start.
     pub fn reader(&self) -> RegionReader {
         RegionReader {
             region: self.clone(),
@@ -45,6 +51,7 @@ impl FileRegion {
         }
     }
 
+    /// The range's bytes, read into memory.
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         let mut v = Vec::with_capacity(self.len as usize);
         self.reader().read_to_end(&mut v)?;
@@ -52,12 +59,15 @@ impl FileRegion {
     }
 }
 
+/// Reads a [`FileRegion`] from its start; a file that ends before the region does is an
+/// `UnexpectedEof` error.
 pub struct RegionReader {
     region: FileRegion,
     pos: u64,
 }
 
 impl RegionReader {
+    /// Bytes of the region not read yet.
     pub fn remaining(&self) -> u64 {
         self.region.len - self.pos
     }
@@ -88,11 +98,13 @@ impl Read for RegionReader {
 /// One layer, bottom = index 0.
 #[derive(Clone, Debug)]
 pub struct Layer {
+    /// The layer's position in the image (0 is the bottom layer).
     pub index: usize,
     /// Where the bytes are: the member name or blob path, for messages.
     pub location: String,
     /// The stored bytes.
     pub blob: Blob,
+    /// The layer's media type, when the manifest gives one.
     pub media_type: Option<String>,
     /// Digest of the stored blob (verified while streaming when known).
     pub digest: Option<String>,
@@ -117,6 +129,7 @@ impl Layer {
     }
 }
 
+/// A digest for display: `sha256:` and the first 12 hex digits; anything else as it is.
 pub fn short_digest(d: &str) -> &str {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);
     if hex.len() > 12 && d.starts_with("sha256:") {
@@ -131,12 +144,19 @@ pub fn short_digest(d: &str) -> &str {
 pub struct Image {
     /// The reference as the user gave it.
     pub reference: String,
+    /// The name of the transport that opened it (`docker-archive`, `oci`, …).
     pub transport: &'static str,
+    /// The image's tags at its source (`busybox:latest`, an OCI ref name).
     pub tags: Vec<String>,
+    /// The config's bytes as stored (what its digest covers).
     pub config_raw: Vec<u8>,
+    /// The config, parsed.
     pub config: Value,
+    /// The config's digest (`sha256:…`), when known.
     pub config_digest: Option<String>,
+    /// The manifest's digest, when the image has a manifest blob.
     pub manifest_digest: Option<String>,
+    /// The layers, bottom first.
     pub layers: Vec<Layer>,
     /// The spool file behind `-` (stdin); removed when the image is dropped.
     pub _spool: Option<Arc<tempfile::TempPath>>,
@@ -205,6 +225,7 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("bad JSON in {what}: {e}")))
 }
 
+/// The SHA-256 of `bytes`, as lower-case hex (no `sha256:` prefix).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -240,6 +261,7 @@ pub fn diff_ids(config: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A path as text, for messages (non-UTF-8 bytes replaced).
 pub fn path_string(p: &Path) -> String {
     p.display().to_string()
 }
@@ -269,6 +291,7 @@ pub fn split_path(rest: &str) -> (PathBuf, Option<String>) {
     }
 }
 
+/// Copy stdin into a temp file: its path, and the guard that removes it when dropped.
 pub fn spool_stdin() -> Result<(PathBuf, Arc<tempfile::TempPath>)> {
     let mut tmp = tempfile::NamedTempFile::new()
         .map_err(|e| Error::io("creating a temp file to spool stdin", e))?;

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 /// Where the layout's files are.
 pub trait Store {
+    /// The layout's place, for messages (a directory or an archive's path).
     fn describe(&self) -> String;
+    /// Where file `name` (relative to the layout's root: `index.json`, `blobs/…`) is.
     fn region(&self, name: &str) -> Result<FileRegion>;
+    /// The bytes of file `name`, read into memory (for small ones: indexes, manifests,
+    /// configs).
     fn read(&self, name: &str) -> Result<Vec<u8>> {
         self.region(name)?
             .read_all()
@@ -19,6 +23,7 @@ pub trait Store {
     }
 }
 
+/// A layout in a directory (the path of its root).
 pub struct DirStore(pub PathBuf);
 
 impl Store for DirStore {
@@ -81,6 +86,9 @@ impl crate::transport::Transport for OciArchive {
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Open the OCI layout in directory `dir`; `tag` (an `org.opencontainers.image.ref.name`)
+/// picks among its images, `platform` within a multi-platform index. `reference` is what the
+/// image is called in messages.
 pub fn open_dir(
     dir: &Path,
     tag: Option<&str>,
@@ -102,6 +110,7 @@ pub fn open_dir(
     )
 }
 
+/// The same, for an OCI layout in a tar archive at `path`, read in place.
 pub fn open_archive(
     path: &Path,
     tag: Option<&str>,

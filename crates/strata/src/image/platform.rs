@@ -7,12 +7,16 @@ use serde_json::Value;
 /// `os/arch[/variant]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
+    /// The operating system (`linux`).
     pub os: String,
+    /// The architecture, as images name it (`amd64`, `arm64`).
     pub arch: String,
+    /// The CPU variant (`v7`, `v8`), when there is one.
     pub variant: Option<String>,
 }
 
 impl Platform {
+    /// Parse `os/arch` or `os/arch/variant`.
     pub fn parse(s: &str) -> Result<Platform> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {

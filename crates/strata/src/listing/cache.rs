@@ -18,6 +18,7 @@ use xxhash_rust::xxh3::Xxh3;
 const VERSION: u32 = 4;
 const BUF: usize = 32 << 10;
 
+/// The listing cache: a directory of per-layer listings, or disabled.
 #[derive(Clone, Debug)]
 pub struct Cache {
     dir: Option<PathBuf>,
@@ -43,7 +44,8 @@ pub struct Cached {
 }
 
 impl Cache {
-    /// `dir`: `--cache-dir`, else `$XDG_CACHE_HOME/strata`, else `~/.cache/strata`.
+    /// `dir`: `--cache-dir`, else `$XDG_CACHE_HOME/strata`, else `~/.cache/strata`. Not
+    /// `enabled` (or no directory found), the cache is disabled.
     pub fn new(dir: Option<PathBuf>, enabled: bool) -> Cache {
         if !enabled {
             return Cache { dir: None };
@@ -64,10 +66,12 @@ impl Cache {
         self.dir.as_deref()
     }
 
+    /// A cache that holds nothing and keeps nothing.
     pub fn disabled() -> Cache {
         Cache { dir: None }
     }
 
+    /// Whether listings are read from and written to a directory.
     pub fn enabled(&self) -> bool {
         self.dir.is_some()
     }
@@ -246,6 +250,7 @@ impl CacheWriter {
         r
     }
 
+    /// Where the listing goes once finished.
     pub fn dest(&self) -> &std::path::Path {
         &self.dest
     }

@@ -19,6 +19,7 @@ pub mod render;
 mod spill;
 pub mod walker;
 
+use crate::control::Cancel;
 pub use cache::Cache;
 pub use render::{ci_failures, render_tree_diff, render_waste};
 use spill::SpillList;
@@ -32,10 +33,15 @@ pub struct FileEntry {
     /// What the entry is (`type` in JSON).
     #[serde(rename = "type")]
     pub kind: EntryKind,
+    /// Bytes of data (0 for all but regular files and other types with data).
     pub size: u64,
+    /// Permission bits (with setuid, setgid and sticky).
     pub mode: u32,
+    /// Owner's uid.
     pub uid: u64,
+    /// Group's gid.
     pub gid: u64,
+    /// Modification time, in seconds since the epoch.
     pub mtime: u64,
     /// Symlink or hardlink target (`null` otherwise).
     pub link: Option<String>,
@@ -49,13 +55,21 @@ pub struct FileEntry {
 #[derive(Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A hard link to an earlier entry.
     Hardlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
+    /// Any other tar entry type.
     Other,
     /// `.wh.NAME`: NAME and its subtree are deleted.
     Whiteout,
@@ -104,6 +118,7 @@ impl std::fmt::Display for EntryKind {
 /// How a report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
+    /// Human-readable text.
     Text,
     /// One JSON document (the shapes are in the README), written as it is produced.
     Json,
@@ -124,6 +139,7 @@ fn abs(p: &[u8]) -> String {
 /// One entry, owned: what `files` shows, plus what `diff` needs. Also the unit of the cache.
 #[derive(Serialize, serde::Deserialize, Clone, Debug)]
 pub(crate) struct Seen {
+    /// The entry as listed.
     pub entry: FileEntry,
     /// The path's bytes, relative, when they are not UTF-8 (`entry.path` is then lossy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,6 +210,21 @@ pub(crate) fn each_entry(
     layers: &[&Layer],
     verify: bool,
     cache: &Cache,
+    cancel: &Cancel,
+    f: &mut dyn FnMut(Item<'_>) -> Result<()>,
+) -> Result<()> {
+    let r = each_entry_of(layers, verify, cache, cancel, f);
+    match r {
+        Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+        r => r,
+    }
+}
+
+fn each_entry_of(
+    layers: &[&Layer],
+    verify: bool,
+    cache: &Cache,
+    cancel: &Cancel,
     f: &mut dyn FnMut(Item<'_>) -> Result<()>,
 ) -> Result<()> {
     let found: Vec<Option<cache::Cached>> = layers.iter().map(|l| cache.find(l)).collect();
@@ -203,17 +234,21 @@ pub(crate) fn each_entry(
         .filter(|(_, c)| c.is_none())
         .map(|(l, _)| *l)
         .collect();
-    let mut pipeline = Pipeline::new(to_read, verify, None, &Default::default());
+    let mut pipeline = Pipeline::new(to_read, verify, None, cancel);
     let mut read_i = 0;
     for (layer, cached) in layers.iter().zip(&found) {
         f(Item::Start(layer))?;
         match cached {
-            Some(c) => cache.replay(c, &mut |seen| f(Item::Entry(layer, seen)))?,
+            Some(c) => cache.replay(c, &mut |seen| {
+                cancel.check()?;
+                f(Item::Entry(layer, seen))
+            })?,
             None => {
                 let stream = pipeline.next_for(layer)?;
                 // Only a verified layer's listing may stand for its digest in the cache.
                 let mut writer = if verify { cache.writer(layer) } else { None };
                 let r = read_listing(layer, stream, &mut |seen| {
+                    cancel.check()?;
                     if let Some(w) = &mut writer
                         && let Err(e) = w.add(&seen)
                     {
@@ -313,6 +348,7 @@ pub fn write_files(
     only: Option<usize>,
     verify: bool,
     cache: &Cache,
+    cancel: &Cancel,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -333,7 +369,7 @@ pub fn write_files(
     let mut first_entry = true;
     // Text needs the entry count first: one layer's table is buffered.
     let mut table: Vec<FileEntry> = Vec::new();
-    each_entry(&chosen, verify, cache, &mut |item| {
+    each_entry(&chosen, verify, cache, cancel, &mut |item| {
         match (item, style) {
             (Item::Start(l), Style::Json) => {
                 let sep = if first_layer { "" } else { "," };
@@ -376,11 +412,15 @@ pub fn write_files(
     out.flush().map_err(wio)
 }
 
+/// A path a layer (or another image) created, changed or deleted, as `diff` reports it.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Change {
+    /// Absolute path.
     pub path: String,
+    /// What the path is (`file`, `dir`, `symlink`, …; `type` in JSON).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Bytes of data (the new ones for `changed`, the last ones for `deleted`).
     pub size: u64,
     /// Permission bits (the new ones for `changed`, the last ones for `deleted`).
     pub mode: u32,
@@ -656,6 +696,7 @@ pub fn write_diff(
     only: Option<usize>,
     verify: bool,
     cache: &Cache,
+    cancel: &Cancel,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -675,7 +716,7 @@ pub fn write_diff(
     let wanted = |i: usize| only.is_none_or(|o| o == i);
     let held = |e| Error::io("temporary file of the layer's held-back changes", e);
     let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, &mut |layer, ev| {
+    Walker::new().walk(&mut paths, &all, verify, cache, cancel, &mut |layer, ev| {
         if !wanted(layer) {
             return true;
         }
@@ -705,32 +746,52 @@ pub fn write_diff(
     }
 }
 
+/// The counts of a [`TreeDiff`].
 #[derive(Serialize, Debug, Default)]
 pub struct TreeSummary {
+    /// Paths in B and not in A.
     pub added: usize,
+    /// Paths in A and not in B.
     pub removed: usize,
+    /// Paths in both that differ.
     pub modified: usize,
+    /// Bytes of the added paths.
     pub added_bytes: u64,
+    /// Bytes of the removed paths.
     pub removed_bytes: u64,
-    /// Bytes of regular files in each merged tree.
+    /// Bytes of regular files in A's merged tree.
     pub size_a: u64,
+    /// Bytes of regular files in B's merged tree.
     pub size_b: u64,
     /// Bottom layers the two images share (same diff_id), read once.
     pub shared_layers: usize,
 }
 
+/// How image B's merged tree differs from image A's (`diff A B`).
 #[derive(Serialize, Debug)]
 pub struct TreeDiff {
+    /// A's reference.
     pub image_a: String,
+    /// B's reference.
     pub image_b: String,
+    /// Paths only in B (as in B), sorted by path.
     pub added: Vec<Change>,
+    /// Paths only in A (as in A), sorted by path.
     pub removed: Vec<Change>,
+    /// Paths in both that differ (as in B, with what differs), sorted by path.
     pub modified: Vec<Change>,
+    /// The counts.
     pub summary: TreeSummary,
 }
 
 /// The difference between two images' merged trees. Shared bottom layers are read once.
-pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<TreeDiff> {
+pub fn diff_images(
+    a: &Image,
+    b: &Image,
+    verify: bool,
+    cache: &Cache,
+    cancel: &Cancel,
+) -> Result<TreeDiff> {
     let shared = a
         .layers
         .iter()
@@ -741,13 +802,13 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<
     let mut paths = Paths::new();
     let mut base = Walker::new();
     let common: Vec<&Layer> = a.layers[..shared].iter().collect();
-    base.walk(&mut paths, &common, verify, cache, &mut |_, _| true)?;
+    base.walk(&mut paths, &common, verify, cache, cancel, &mut |_, _| true)?;
     let mut wa = base.clone();
     let rest_a: Vec<&Layer> = a.layers[shared..].iter().collect();
-    wa.walk(&mut paths, &rest_a, verify, cache, &mut |_, _| true)?;
+    wa.walk(&mut paths, &rest_a, verify, cache, cancel, &mut |_, _| true)?;
     let mut wb = base;
     let rest_b: Vec<&Layer> = b.layers[shared..].iter().collect();
-    wb.walk(&mut paths, &rest_b, verify, cache, &mut |_, _| true)?;
+    wb.walk(&mut paths, &rest_b, verify, cache, cancel, &mut |_, _| true)?;
     let mut summary = TreeSummary {
         size_a: wa.file_bytes(),
         size_b: wb.file_bytes(),
@@ -790,16 +851,21 @@ pub fn diff_images(a: &Image, b: &Image, verify: bool, cache: &Cache) -> Result<
     })
 }
 
+/// One path of a [`WasteReport`]'s top list.
 #[derive(Serialize, Debug)]
 pub struct WastedPath {
+    /// Absolute path.
     pub path: String,
+    /// Bytes of its versions that do not survive, summed over the layers.
     pub wasted_bytes: u64,
     /// Layers holding copies that do not survive.
     pub layers: Vec<usize>,
 }
 
+/// Space in an image's layers that its merged tree does not show (`waste`).
 #[derive(Serialize, Debug)]
 pub struct WasteReport {
+    /// The image's reference.
     pub image: String,
     /// Bytes of file content in lower layers that the final tree does not show: overwritten,
     /// deleted, hidden by an opaque directory or a type change.
@@ -810,10 +876,10 @@ pub struct WasteReport {
     pub total_bytes: u64,
     /// (total − wasted) / total; 1 for an image without file content.
     pub efficiency: f64,
+    /// The paths that lost the most bytes, most first.
     pub top: Vec<WastedPath>,
 }
 
-/// Wasted space: every file version that a higher layer overwrites or removes.
 /// File data a layer lost: a version of the file at node `id`, written by `layer`.
 /// 12 bytes: sizes are under 2^48 in the walk (`walker::MAX_SIZE`).
 struct Loss {
@@ -897,7 +963,15 @@ fn top_wasted(losses: &mut [Loss], top_n: usize, paths: &Paths) -> Vec<WastedPat
     top
 }
 
-pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<WasteReport> {
+/// Wasted space: every file version that a higher layer overwrites or removes, with the
+/// `top_n` paths that lost the most.
+pub fn waste(
+    img: &Image,
+    verify: bool,
+    top_n: usize,
+    cache: &Cache,
+    cancel: &Cancel,
+) -> Result<WasteReport> {
     let all: Vec<&Layer> = img.layers.iter().collect();
     let mut total = 0u64;
     let mut wasted = 0u64;
@@ -923,7 +997,7 @@ pub fn waste(img: &Image, verify: bool, top_n: usize, cache: &Cache) -> Result<W
         }
     };
     let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, &mut |_, ev| {
+    Walker::new().walk(&mut paths, &all, verify, cache, cancel, &mut |_, ev| {
         match ev {
             Event::Created(_, s) => total += bytes(s),
             Event::Changed(p, old, new) => {

@@ -3,6 +3,8 @@
 use super::{Change, EntryKind, FileEntry, TreeDiff, WasteReport};
 use crate::error::{Error, Result};
 
+/// `diff A B` as text: one line per added (`+`), removed (`-`) and modified (`~`) path, then
+/// the summary.
 pub fn render_tree_diff(d: &TreeDiff) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -32,6 +34,7 @@ pub fn render_tree_diff(d: &TreeDiff) -> String {
     s
 }
 
+/// `waste` as text: the totals, the efficiency, then the top wasted paths.
 pub fn render_waste(w: &WasteReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -87,6 +90,7 @@ fn mode_string(kind: EntryKind, mode: u32) -> String {
     s
 }
 
+/// A layer's heading: `layer N (short digest)`, by its digest, else its diff_id.
 pub fn layer_title(index: usize, digest: &Option<String>, diff_id: &Option<String>) -> String {
     let id = digest
         .as_deref()
@@ -153,7 +157,8 @@ pub fn change_line(sign: char, c: &Change) -> String {
     format!("  {sign} {:<7} {:>12} {}{tail}\n", c.kind, c.size, c.path)
 }
 
-/// A size like `5000`, `20MB`, `1.5GiB`.
+/// A size like `5000`, `20MB`, `1.5GiB`, in bytes (`k`, `m`, `g` are powers of 1000; `kib`,
+/// `mib`, `gib` of 1024); `None` when it is not one.
 pub fn parse_bytes(s: &str) -> Option<f64> {
     let t = s.trim();
     let split = t

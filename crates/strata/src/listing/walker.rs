@@ -10,6 +10,7 @@
 //! path strings to states costs 200+.
 
 use super::{Cache, EntryKind, Item, each_entry};
+use crate::control::Cancel;
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::pathtree::{NodeId, PathTree, ROOT, grow};
@@ -18,12 +19,19 @@ use crate::pathtree::{NodeId, PathTree, ROOT, grow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// A regular file (or a hardlink to one).
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
+    /// Any other tar entry type.
     Other,
 }
 
@@ -56,6 +64,7 @@ impl Kind {
         }
     }
 
+    /// The name as in JSON (`file`, `dir`, `symlink`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::File => "file",
@@ -81,6 +90,7 @@ pub struct State {
     owner: u32,
     /// Permission bits (the listing keeps only those).
     mode: u16,
+    /// What the path is.
     pub kind: Kind,
     flags: u8,
 }
@@ -108,6 +118,7 @@ impl State {
         }
     }
 
+    /// The entry's size, in bytes (a regular file's data; 0 for most others).
     pub fn size(&self) -> u64 {
         self.size_layer & MAX_SIZE
     }
@@ -233,6 +244,7 @@ impl Default for Paths {
 }
 
 impl Paths {
+    /// An index holding only the root.
     pub fn new() -> Self {
         Paths {
             tree: PathTree::new(),
@@ -256,14 +268,17 @@ impl Paths {
         self.owners.get(s.owner)
     }
 
+    /// The number of nodes, the root included (node ids run below it).
     pub fn len(&self) -> usize {
         self.tree.len()
     }
 
+    /// Whether no path was added (only the root is there).
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
 
+    /// The node of a normalized path (no leading slash), if any layer named it.
     pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
         self.tree.lookup(path)
     }
@@ -342,11 +357,14 @@ fn sort_list(head: NodeId, next: &mut [NodeId], tree: &PathTree<()>) -> NodeId {
 /// A node in an event, with the tree to name it.
 #[derive(Clone, Copy)]
 pub struct Node<'a> {
+    /// The path's node.
     pub id: NodeId,
+    /// The index the node belongs to.
     pub paths: &'a Paths,
 }
 
 impl Node<'_> {
+    /// The node's path, no leading slash.
     pub fn path(&self) -> Vec<u8> {
         self.paths.path_of(self.id)
     }
@@ -354,14 +372,22 @@ impl Node<'_> {
 
 /// What applying one entry did to the tree.
 pub enum Event<'a> {
+    /// (path, what is there now) — the path had no state below.
     Created(Node<'a>, &'a State),
     /// (path, what was there, what is there now)
     Changed(Node<'a>, &'a State, &'a State),
     /// (path, what was there) — deleted by a whiteout, an opaque marker, or a directory
     /// replaced by a non-directory.
     Deleted(Node<'a>, &'a State),
-    /// Every change of this layer has been reported.
+    /// Every change of this layer (its index) has been reported.
     LayerDone(usize, &'a Paths),
+}
+
+/// How a walk reads layers: verified or not, through the listing cache, until cancelled.
+struct Reading<'a> {
+    verify: bool,
+    cache: &'a Cache,
+    cancel: &'a Cancel,
 }
 
 /// The state of every path of one image, by node.
@@ -375,10 +401,12 @@ pub struct Walker {
 }
 
 impl Walker {
+    /// A walk over no layers yet: every path absent.
     pub fn new() -> Self {
         Walker::default()
     }
 
+    /// The path's state after the layers walked so far (`None`: absent).
     pub fn state(&self, id: NodeId) -> Option<&State> {
         self.states.get(id as usize).and_then(Option::as_ref)
     }
@@ -401,6 +429,7 @@ impl Walker {
         layers: &[&Layer],
         verify: bool,
         cache: &Cache,
+        cancel: &Cancel,
         on: &mut dyn FnMut(usize, Event<'_>) -> bool,
     ) -> Result<()> {
         let stopped = std::cell::Cell::new(false);
@@ -409,7 +438,12 @@ impl Walker {
                 stopped.set(true);
             }
         };
-        let r = self.walk_events(paths, layers, verify, cache, &stopped, &mut on);
+        let read = Reading {
+            verify,
+            cache,
+            cancel,
+        };
+        let r = self.walk_events(paths, layers, &read, &stopped, &mut on);
         if stopped.get() {
             return Ok(()); // whatever ended the reading: the consumer asked for it
         }
@@ -420,8 +454,7 @@ impl Walker {
         &mut self,
         paths: &mut Paths,
         layers: &[&Layer],
-        verify: bool,
-        cache: &Cache,
+        read: &Reading<'_>,
         stopped: &std::cell::Cell<bool>,
         on: &mut dyn FnMut(usize, Event<'_>),
     ) -> Result<()> {
@@ -435,7 +468,7 @@ impl Walker {
         }
         let mut whiteouts: Vec<NodeId> = Vec::new();
         let mut opaque: Vec<NodeId> = Vec::new();
-        each_entry(layers, verify, cache, &mut |item| {
+        each_entry(layers, read.verify, read.cache, read.cancel, &mut |item| {
             if stopped.get() {
                 return Err(Error::Stopped);
             }
@@ -667,11 +700,12 @@ impl Walker {
             .sum()
     }
 
-    /// Node ids that hold a path, in node order.
+    /// The number of state slots: one past the highest node id the walk has touched.
     pub fn len(&self) -> usize {
         self.states.len()
     }
 
+    /// Whether no path is present.
     pub fn is_empty(&self) -> bool {
         self.states.iter().all(Option::is_none)
     }
@@ -688,6 +722,7 @@ pub struct What(u8);
 impl What {
     const NAMES: [&str; 5] = ["type", "content", "mode", "owner", "link"];
 
+    /// Whether nothing differs.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -703,6 +738,8 @@ impl What {
     }
 }
 
+/// What differs from `old` to `new`: type, content (or a file's size), mode, owner, link
+/// target. The layer that wrote each does not count.
 pub fn what_changed(old: &State, new: &State) -> What {
     let checks = [
         old.kind != new.kind,

@@ -28,6 +28,7 @@ mod hardlinks;
 mod onto;
 pub mod rules;
 
+/// How a merge reads its layers.
 #[derive(Default)]
 pub struct MergeOptions {
     /// Check blob digests and diff_ids while reading.
@@ -39,12 +40,18 @@ pub struct MergeOptions {
     pub cancel: Cancel,
 }
 
+/// What a merge did.
 #[derive(Debug, Default, Clone)]
 pub struct MergeStats {
+    /// Layers merged.
     pub layers: usize,
+    /// Tar entries read, over all layers.
     pub entries_read: u64,
+    /// Entries written to the output.
     pub entries_written: u64,
+    /// Nodes in the path index at the end (the root included).
     pub paths: usize,
+    /// Approximate heap bytes the path index held.
     pub index_bytes: usize,
     /// Layers that had to be read a second time for hardlinks whose target was shadowed.
     pub rereads: usize,
@@ -90,6 +97,8 @@ pub(super) enum Data {
     Copy,
 }
 
+/// The merge of layers into one tar written to `out`, newest layer first; set up with
+/// [`Merger::index_only`] or `Merger::onto`, then [`Merger::run`].
 pub struct Merger<'w> {
     tree: PathTree,
     out: &'w mut dyn Write,
@@ -130,6 +139,7 @@ fn lossy(p: &[u8]) -> String {
 }
 
 impl<'w> Merger<'w> {
+    /// A merge writing to `out`.
     pub fn new(out: &'w mut dyn Write) -> Self {
         Merger {
             tree: PathTree::new(),

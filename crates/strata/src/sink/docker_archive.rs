@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read};
 
+/// An [`ImageWriter`] of the `docker save` format, into any [`Members`].
 pub struct DockerArchive<'a> {
     out: &'a mut dyn Members,
     /// Legacy v1 ids, bottom first: each derived from its parent's and its own diff_id.
@@ -18,6 +19,7 @@ pub struct DockerArchive<'a> {
 }
 
 impl<'a> DockerArchive<'a> {
+    /// A writer adding its files to `out`.
     pub fn new(out: &'a mut dyn Members) -> Self {
         DockerArchive {
             out,

@@ -21,11 +21,14 @@ use xxhash_rust::xxh3::Xxh3;
 /// Size and sha256 (hex) of some bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digested {
+    /// Length, in bytes.
     pub size: u64,
+    /// SHA-256, as lower-case hex (no `sha256:` prefix).
     pub sha256: String,
 }
 
 impl Digested {
+    /// The digest as images write it: `sha256:<hex>`.
     pub fn digest(&self) -> String {
         format!("sha256:{}", self.sha256)
     }
@@ -68,6 +71,7 @@ impl Hashes {
 const HASH_CHUNK: usize = 1 << 20;
 
 impl<W: Write> HashWriter<W> {
+    /// A writer to `inner` that counts and computes the SHA-256.
     pub fn new(inner: W) -> Self {
         Self::start(inner, false)
     }
@@ -104,6 +108,8 @@ impl<W: Write> HashWriter<W> {
         }
     }
 
+    /// Wait for the hashing to end: the inner writer back, with the size and digest of what
+    /// was written.
     pub fn finish(self) -> Result<(W, Digested)> {
         self.finish_checked().map(|(w, d, _)| (w, d))
     }
@@ -144,6 +150,7 @@ pub struct CheckWriter<W: Write> {
 }
 
 impl<W: Write> CheckWriter<W> {
+    /// A writer to `inner` that counts and fingerprints.
     pub fn new(inner: W) -> Self {
         CheckWriter {
             inner,
@@ -152,6 +159,7 @@ impl<W: Write> CheckWriter<W> {
         }
     }
 
+    /// The bytes written and their xxh3-128.
     pub fn finish(self) -> (u64, u128) {
         (self.size, self.check.digest128())
     }
@@ -197,6 +205,7 @@ pub type Produce<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
 
 /// Where an image's files go.
 pub trait Members {
+    /// A small file from memory (a config, a manifest, `index.json`).
     fn add_bytes(&mut self, name: &str, data: &[u8]) -> Result<()>;
     /// Copy a region (a blob as stored). `known`: its sha256 (hex), already verified, so
     /// it is not hashed again.
@@ -250,29 +259,38 @@ fn copy_region(
     Ok(d)
 }
 
+/// A writer that can also seek (an output file), as one trait object.
 pub trait WriteSeek: Write + Seek {}
 impl<T: Write + Seek> WriteSeek for T {}
 
 /// Members of an outer tar.
 pub enum TarMembers<'a> {
+    /// To a file: produced members get a placeholder header, patched once their size and
+    /// digest are known.
     Seekable {
+        /// The output.
         w: &'a mut dyn WriteSeek,
+        /// Where the next member starts, in bytes from the start of `w`.
         pos: u64,
     },
     /// To a pipe. `known`: the first passes of the produced members, already done by a
     /// [`Measure`] run of the same image; without them each member is produced twice here.
     Stream {
+        /// The output.
         w: &'a mut dyn Write,
+        /// First passes not used yet, in member order: (size and digest, xxh3-128 check).
         known: VecDeque<(Digested, u128)>,
     },
 }
 
 impl<'a> TarMembers<'a> {
+    /// A tar written to a seekable `w`, from its current position.
     pub fn seekable(w: &'a mut dyn WriteSeek) -> Result<Self> {
         let pos = w.stream_position().map_err(wio)?;
         Ok(TarMembers::Seekable { w, pos })
     }
 
+    /// A tar written to a stream: each produced member is produced twice.
     pub fn stream(w: &'a mut dyn Write) -> Self {
         TarMembers::Stream {
             w,
@@ -404,6 +422,7 @@ impl Members for TarMembers<'_> {
 
 /// Members as files under a directory (an OCI layout directory).
 pub struct DirMembers {
+    /// The directory; member names are paths under it.
     pub root: PathBuf,
 }
 

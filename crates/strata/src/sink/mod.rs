@@ -18,9 +18,11 @@ use std::path::Path;
 pub struct LayerOut {
     /// Digest of the uncompressed tar.
     pub diff_id: String,
-    /// Digest and size of the blob as stored (equal to the above when uncompressed).
+    /// Digest of the blob as stored (equal to the above when uncompressed).
     pub digest: String,
+    /// Size of the blob as stored, in bytes.
     pub size: u64,
+    /// The blob's media type in the manifest.
     pub media_type: String,
 }
 
@@ -67,13 +69,17 @@ impl Format {
 }
 
 /// Where and how to write an image.
+#[derive(Clone, Copy)]
 pub struct Target<'a> {
+    /// The format to write.
     pub format: Format,
     /// A file, a directory (oci), or `-`/`None` for stdout.
     pub path: Option<&'a Path>,
+    /// Replace an existing file or directory at `path`.
     pub force: bool,
     /// Compression of new layers (oci, oci-archive).
     pub compression: Compression,
+    /// The compression level (the format's default when `None`).
     pub level: Option<u32>,
     /// To a pipe: run the whole image once through [`Measure`] first, so every member's
     /// first pass (and every error) comes before the first byte written. Without it each
@@ -162,4 +168,64 @@ pub fn write_image<R>(
     };
     sink.commit()?;
     Ok(r)
+}
+
+/// Where an image can be written, by reference: `docker-archive:PATH`, `oci:DIR`,
+/// `oci-archive:PATH` (skopeo's names). A destination is one type implementing this, listed
+/// in [`DESTINATIONS`] — the writing side of [`Transport`](crate::transport::Transport).
+pub trait Destination: Sync {
+    /// The name before the colon (`oci-archive`).
+    fn name(&self) -> &'static str;
+    /// The format it writes (it decides the compression default and whether a pipe is used).
+    fn format(&self) -> Format;
+    /// Write the image `go` produces — maybe twice, identically — to `spec` (the reference
+    /// after the name), with `t`'s options (its `format` and `path` are this destination's).
+    fn write(
+        &self,
+        spec: &str,
+        t: &Target<'_>,
+        go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// A file or directory on disk in one of the [`Format`]s.
+struct OnDisk(&'static str, Format);
+
+impl Destination for OnDisk {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn format(&self) -> Format {
+        self.1
+    }
+
+    fn write(
+        &self,
+        spec: &str,
+        t: &Target<'_>,
+        go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
+    ) -> Result<()> {
+        let t = Target {
+            format: self.1,
+            path: Some(Path::new(spec)),
+            ..*t
+        };
+        write_image(&t, go)
+    }
+}
+
+/// Every destination strata writes, by name.
+pub static DESTINATIONS: &[&dyn Destination] = &[
+    &OnDisk("docker-archive", Format::DockerArchive),
+    &OnDisk("oci", Format::Oci),
+    &OnDisk("oci-archive", Format::OciArchive),
+];
+
+/// `NAME:SPEC` naming a destination of [`DESTINATIONS`], split; `None` for anything else (a
+/// plain path).
+pub fn destination(reference: &str) -> Option<(&'static dyn Destination, &str)> {
+    let (name, spec) = reference.split_once(':')?;
+    let d = DESTINATIONS.iter().copied().find(|d| d.name() == name)?;
+    Some((d, spec))
 }

@@ -10,6 +10,7 @@ use crate::image::Layer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// An [`ImageWriter`] of the OCI image layout, into any [`Members`].
 pub struct OciLayout<'a> {
     out: &'a mut dyn Members,
     compression: Compression,
@@ -17,6 +18,8 @@ pub struct OciLayout<'a> {
 }
 
 impl<'a> OciLayout<'a> {
+    /// A writer adding its files to `out`, new layers compressed with `compression` at
+    /// `level`.
     pub fn new(out: &'a mut dyn Members, compression: Compression, level: Option<u32>) -> Self {
         OciLayout {
             out,
