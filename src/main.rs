@@ -348,7 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
                 !no_verify,
                 &cache,
-                &Default::default(),
+                &commands::signals::cancel(),
                 style(json),
                 &mut stdout(),
             )
@@ -363,8 +363,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let a = open(&image, &opts)?;
             let b = open(&other, &opts)?;
-            let d = strata::listing::diff_images(&a, &b, !no_verify, &cache, &Default::default())
-                .with_context(|| format!("comparing {image} with {other}"))?;
+            let d = strata::listing::diff_images(
+                &a,
+                &b,
+                !no_verify,
+                &cache,
+                &commands::signals::cancel(),
+            )
+            .with_context(|| format!("comparing {image} with {other}"))?;
             print_report(json, &d, strata::listing::render_tree_diff)?;
         }
         Command::Waste {
@@ -377,8 +383,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_verify,
         } => {
             let img = open(&image, &opts)?;
-            let w = strata::listing::waste(&img, !no_verify, top, &cache, &Default::default())
-                .with_context(|| format!("measuring {image}"))?;
+            let w =
+                strata::listing::waste(&img, !no_verify, top, &cache, &commands::signals::cancel())
+                    .with_context(|| format!("measuring {image}"))?;
             print_report(json, &w, strata::listing::render_waste)?;
             if ci {
                 let failures = strata::listing::ci_failures(
@@ -406,7 +413,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
                 !no_verify,
                 &cache,
-                &Default::default(),
+                &commands::signals::cancel(),
                 style(json),
                 &mut stdout(),
             )
@@ -501,6 +508,7 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    commands::signals::install();
     // A report whose reader went away (`strata diff … | head`) ends quietly, as a C tool
     // killed by SIGPIPE would (status 141). An image stream cut off is a real failure.
     let report = matches!(
@@ -513,6 +521,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) if report && broken_pipe(&e) => ExitCode::from(141),
+        // Interrupted: what was half written is gone; say so in one line.
+        Err(_) if commands::signals::received().is_some() => {
+            let sig = commands::signals::received().unwrap_or(0);
+            eprintln!("strata: interrupted (signal {sig})");
+            ExitCode::from((128 + sig).clamp(0, 255) as u8)
+        }
         Err(e) => {
             // One line: the chain of contexts, outermost first.
             // (A cause already printed by its parent's message is not repeated.)

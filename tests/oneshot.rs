@@ -200,6 +200,7 @@ fn squash_to_a_pipe_reads_each_blob_once() {
                     compression: format.default_compression(),
                     level: None,
                     measure_first: false,
+                    protect: &[],
                 };
                 let opts = strata::squash::SquashOptions {
                     from,
@@ -343,6 +344,7 @@ fn build_from_a_streamed_base_reads_each_blob_once() {
                 compression: format.default_compression(),
                 level: None,
                 measure_first: true,
+                protect: &[],
             };
             let opts = strata::build::BuildOptions {
                 mtime: 1,

@@ -207,10 +207,19 @@ pub fn run(
     };
     let base_layers = base.map_or(0, |b| b.layers.len());
     let claims = match base {
-        Some(b) => base_claims(b, true, cache, &Default::default())?,
+        Some(b) => base_claims(b, true, cache, &super::signals::cancel())?,
         None => Default::default(),
     };
     let trees = plan(&specs, &walk_opts, base_layers, claims)?;
+    // --force never replaces the base image nor a source tree (nor what holds them).
+    let mut protect = base
+        .map(|b| super::input_paths(&b.reference))
+        .unwrap_or_default();
+    protect.extend(
+        specs
+            .iter()
+            .flat_map(|s| s.sources.iter().map(|src| src.src.clone())),
+    );
     let target = Target {
         format: out.format,
         path: args.output.as_deref(),
@@ -221,6 +230,7 @@ pub fn run(
             .unwrap_or(out.format.default_compression()),
         level: args.level,
         measure_first: true,
+        protect: &protect,
     };
     let to_pipe = out.to_stdout(args.output.as_deref());
     let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();
@@ -230,7 +240,7 @@ pub fn run(
         created,
         config,
         progress: Bar::callback(&progress),
-        cancel: Default::default(),
+        cancel: super::signals::cancel(),
     };
     let report = out.write(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
     Bar::finish(progress);

@@ -49,7 +49,7 @@ pub fn run(img: &Image, args: &ExtractArgs) -> Result<ExtractStats> {
         xattrs: args.xattrs,
         verify: args.verify,
         progress: Bar::callback(&progress),
-        cancel: Default::default(),
+        cancel: super::signals::cancel(),
     };
     let stats = extract(layers, dir, &opts)
         .map_err(|e| Error::Usage(format!("{e} ({} is left partly extracted)", dir.display())))?;

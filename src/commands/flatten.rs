@@ -27,7 +27,7 @@ pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
     let opts = MergeOptions {
         verify: args.verify,
         progress: Bar::callback(&progress),
-        cancel: Default::default(),
+        cancel: super::signals::cancel(),
     };
     let stats = {
         let mut w = sink.writer(args.compress, args.level)?;

@@ -4,6 +4,7 @@ pub mod build;
 pub mod extract;
 pub mod flatten;
 pub mod progress;
+pub mod signals;
 pub mod squash;
 
 use std::io::IsTerminal;
@@ -84,6 +85,15 @@ fn format_name(f: Format) -> &'static str {
         Format::DockerArchive => "docker-archive",
         Format::Oci => "oci",
         Format::OciArchive => "oci-archive",
+    }
+}
+
+/// The local paths an image reference reads (for `--force` never to replace them).
+pub fn input_paths(reference: &str) -> Vec<std::path::PathBuf> {
+    match strata::reference::Reference::parse(reference) {
+        Ok(r) if r.transport_name().is_none() => vec![r.spec().into()],
+        Ok(r) => vec![strata::image::split_path(r.spec()).0],
+        Err(_) => Vec::new(),
     }
 }
 

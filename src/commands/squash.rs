@@ -63,8 +63,9 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         created: created(args)?,
         verify: args.verify,
         progress: Bar::callback(&progress),
-        cancel: Default::default(),
+        cancel: super::signals::cancel(),
     };
+    let protect = super::input_paths(&img.reference);
     let target = Target {
         format: out.format,
         path: args.output.as_deref(),
@@ -73,6 +74,7 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         level: args.level,
         // Squash indexes the kept layers for each run: two runs would read them twice.
         measure_first: false,
+        protect: &protect,
     };
     let report = out.write(&target, |w| squash(img, &opts, w, &tags))?;
     Bar::finish(progress);

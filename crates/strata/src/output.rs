@@ -1,6 +1,11 @@
 //! Where results go: stdout, or a file written to a temp name beside it and renamed into place
 //! only on success — a failure leaves nothing behind, and an existing file is never replaced
-//! without `--force`.
+//! without `--force`. What `--force` may replace is only what strata would have written there:
+//! a regular file for a file output, an OCI layout for a directory output — never the working
+//! directory, `/`, an ancestor of an input, or a directory of other files. A device, fifo or
+//! socket (or a symlink to one: `/dev/null`, `/dev/stdout`) is written as it is, never
+//! replaced. Temp names carry the writer's process id (`.NAME.strata-PID.XXXXXX.partial`), so a
+//! later run writing the same target removes the ones a killed run left.
 
 use crate::compression::{Compression, Encoder};
 use crate::error::{Error, Result};
@@ -16,6 +21,8 @@ const BUF: usize = 1 << 20;
 pub enum Sink {
     /// Standard output, buffered (on a duplicate of its descriptor).
     Stdout(BufWriter<File>),
+    /// A device, fifo or socket named as the output: written in place, never replaced.
+    Device(BufWriter<File>),
     /// A file, written to a temp file beside its destination.
     File {
         /// The temp file being written (`.<name>.….partial` in the destination's directory).
@@ -44,11 +51,28 @@ impl Sink {
                 Ok(Sink::Stdout(BufWriter::with_capacity(BUF, File::from(fd))))
             }
             Some(path) => {
-                if path.exists() && !force {
-                    return Err(Error::Usage(format!(
-                        "{} already exists; use --force to replace it",
-                        path.display()
-                    )));
+                // Followed through symlinks: `/dev/stdout` is a link to a device.
+                match std::fs::metadata(path) {
+                    Ok(m) if is_special(&m) => {
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(|e| Error::output(format!("opening {}", path.display()), e))?;
+                        return Ok(Sink::Device(BufWriter::with_capacity(BUF, f)));
+                    }
+                    Ok(m) if m.is_dir() => {
+                        return Err(Error::Usage(format!(
+                            "{} is a directory; a tar output is a file (or -o - for stdout)",
+                            path.display()
+                        )));
+                    }
+                    Ok(_) if !force => {
+                        return Err(Error::Usage(format!(
+                            "{} already exists; use --force to replace it",
+                            path.display()
+                        )));
+                    }
+                    _ => {}
                 }
                 let dir = match path.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -58,8 +82,9 @@ impl Sink {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                remove_stale_temps(&dir, &name);
                 let tmp = tempfile::Builder::new()
-                    .prefix(&format!(".{name}."))
+                    .prefix(&temp_prefix(&name))
                     .suffix(".partial")
                     // Like any new file: 0666 less the umask (tempfile's default is 0600).
                     .permissions(std::fs::Permissions::from_mode(0o666))
@@ -83,7 +108,7 @@ impl Sink {
         level: Option<u32>,
     ) -> Result<Encoder<BufWriter<&mut dyn Write>>> {
         let w: &mut dyn Write = match self {
-            Sink::Stdout(w) => w,
+            Sink::Stdout(w) | Sink::Device(w) => w,
             Sink::File { tmp, .. } => tmp.as_file_mut(),
         };
         Encoder::new(compression, level, BufWriter::with_capacity(BUF, w))
@@ -94,6 +119,7 @@ impl Sink {
     pub fn commit(self) -> Result<()> {
         match self {
             Sink::Stdout(mut w) => w.flush().map_err(|e| Error::output("writing stdout", e)),
+            Sink::Device(mut w) => w.flush().map_err(|e| Error::output("writing output", e)),
             Sink::File { tmp, dest, force } => {
                 let shown = dest.display().to_string();
                 let r = if force {
@@ -118,21 +144,138 @@ pub fn finish<W: Write>(enc: Encoder<BufWriter<W>>) -> Result<()> {
     buf.flush().map_err(|e| Error::output("writing output", e))
 }
 
+/// Whether a file type is one that is written in place: a character or block device, a
+/// fifo or a socket.
+fn is_special(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    t.is_char_device() || t.is_block_device() || t.is_fifo() || t.is_socket()
+}
+
+/// Temp names of outputs for `name`: recognisable, and carrying this process's id.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.strata-{}.", std::process::id())
+}
+
+/// Remove temp outputs for `name` in `dir` that a killed run left: those whose process is gone.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let lead = format!(".{name}.strata-");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&lead)) else {
+            continue;
+        };
+        let Some((pid, tail)) = rest.split_once('.') else {
+            continue;
+        };
+        if !(tail.ends_with(".partial") || tail.ends_with(".old")) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        tracing::info!("removing {} left by a run that was killed", p.display());
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+    }
+}
+
+/// Whether a process of that id exists (signal 0: nothing is sent).
+fn process_alive(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// Why `--force` may not replace the directory `dest`, if it may not: only an OCI layout that
+/// is neither `/`, the working directory or one of its ancestors, nor an input or an ancestor
+/// of one.
+fn refuse_replacing(dest: &Path, protect: &[PathBuf]) -> Option<String> {
+    let shown = dest.display();
+    let Ok(canon) = std::fs::canonicalize(dest) else {
+        return Some(format!("{shown} cannot be resolved"));
+    };
+    if canon == Path::new("/") {
+        return Some(format!(
+            "refusing to replace {shown}: it is the root directory"
+        ));
+    }
+    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
+        && cwd.starts_with(&canon)
+    {
+        return Some(format!(
+            "refusing to replace {shown}: it is the working directory or holds it"
+        ));
+    }
+    for input in protect {
+        if let Ok(i) = std::fs::canonicalize(input)
+            && i.starts_with(&canon)
+        {
+            return Some(format!(
+                "refusing to replace {shown}: it holds the input {}",
+                input.display()
+            ));
+        }
+    }
+    if !canon.is_dir() {
+        return Some(format!(
+            "{shown} exists and is not a directory; --force replaces only an OCI layout there"
+        ));
+    }
+    if !canon.join("oci-layout").is_file() {
+        return Some(format!(
+            "{shown} is not an OCI layout (no oci-layout file); --force replaces only an OCI layout, remove it yourself if it must go"
+        ));
+    }
+    None
+}
+
 /// Write a directory at `dest`: built under a temp name beside it by `f`, moved into place only
-/// when `f` succeeds (else removed). An existing `dest` is refused unless `force`.
-pub fn write_dir<R>(dest: &Path, force: bool, f: impl FnOnce(&Path) -> Result<R>) -> Result<R> {
-    if dest.exists() && !force {
+/// when `f` succeeds (else removed). An existing `dest` is refused unless `force`, and even
+/// then unless it is an OCI layout that holds neither the working directory nor anything in
+/// `protect` (the inputs); the old one is renamed aside and removed only once the new one is
+/// in place.
+pub fn write_dir<R>(
+    dest: &Path,
+    force: bool,
+    protect: &[PathBuf],
+    f: impl FnOnce(&Path) -> Result<R>,
+) -> Result<R> {
+    let exists = std::fs::symlink_metadata(dest).is_ok();
+    if exists && !force {
         return Err(Error::Usage(format!(
             "{} already exists; use --force to replace it",
             dest.display()
         )));
     }
+    if exists && let Some(why) = refuse_replacing(dest, protect) {
+        return Err(Error::Usage(why));
+    }
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    remove_stale_temps(&parent, &name);
     let tmp = tempfile::Builder::new()
-        .prefix(".strata-out.")
+        .prefix(&temp_prefix(&name))
+        .suffix(".partial")
         .tempdir_in(&parent)
         .map_err(|e| {
             Error::io(
@@ -141,21 +284,30 @@ pub fn write_dir<R>(dest: &Path, force: bool, f: impl FnOnce(&Path) -> Result<R>
             )
         })?;
     let r = f(tmp.path())?;
-    if dest.exists() {
-        let removed = if dest.is_dir() {
-            std::fs::remove_dir_all(dest)
-        } else {
-            std::fs::remove_file(dest)
-        };
-        removed.map_err(|e| Error::io(format!("replacing {}", dest.display()), e))?;
-    }
+    // The old layout goes aside first, and away only once the new one is in place.
+    let aside = if exists {
+        let aside = parent.join(format!("{}old", temp_prefix(&name)));
+        std::fs::rename(dest, &aside)
+            .map_err(|e| Error::output(format!("moving {} aside", dest.display()), e))?;
+        Some(aside)
+    } else {
+        None
+    };
     let kept = tmp.keep();
-    std::fs::rename(&kept, dest).map_err(|e| {
+    if let Err(e) = std::fs::rename(&kept, dest) {
         let _ = std::fs::remove_dir_all(&kept);
-        Error::io(
+        if let Some(a) = &aside {
+            let _ = std::fs::rename(a, dest);
+        }
+        return Err(Error::output(
             format!("moving the output into place at {}", dest.display()),
             e,
-        )
-    })?;
+        ));
+    }
+    if let Some(a) = aside
+        && let Err(e) = std::fs::remove_dir_all(&a)
+    {
+        tracing::warn!("could not remove the replaced {}: {e}", a.display());
+    }
     Ok(r)
 }

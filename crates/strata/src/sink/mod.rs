@@ -85,6 +85,8 @@ pub struct Target<'a> {
     /// first pass (and every error) comes before the first byte written. Without it each
     /// member is produced twice in a row as it comes.
     pub measure_first: bool,
+    /// Paths `--force` must never replace, nor a directory holding them: the inputs.
+    pub protect: &'a [std::path::PathBuf],
 }
 
 fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn ImageWriter + 'm> {
@@ -148,7 +150,7 @@ pub fn write_image<R>(
         let dir = t.path.filter(|p| *p != Path::new("-")).ok_or_else(|| {
             Error::Usage("--format oci writes a directory: give it with -o DIR".into())
         })?;
-        return write_dir(dir, t.force, |root| {
+        return write_dir(dir, t.force, t.protect, |root| {
             let mut members = DirMembers {
                 root: root.to_path_buf(),
             };
@@ -157,7 +159,7 @@ pub fn write_image<R>(
     }
     let mut sink = Sink::create(t.path, t.force)?;
     let r = match &mut sink {
-        Sink::Stdout(w) => write_image_to(t, w, go)?,
+        Sink::Stdout(w) | Sink::Device(w) => write_image_to(t, w, go)?,
         Sink::File { tmp, .. } => {
             let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             let r = go(writer_for(t, &mut TarMembers::seekable(&mut bw)?).as_mut())?;
