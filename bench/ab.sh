@@ -24,8 +24,9 @@ row() {
   local name=$1; shift
   local ta=() tb=() ra=() rb=()
   for _ in $(seq "$RUNS"); do
-    read -r x m < <(t "$A" "$@"); ta+=("$x"); ra+=("$m")
-    read -r y n < <(t "$B" "$@"); tb+=("$y"); rb+=("$n")
+    # Command substitution, not < <(…): the run (and its clean-up) must end before the next.
+    r=$(t "$A" "$@"); read -r x m <<< "$r"; ta+=("$x"); ra+=("$m")
+    r=$(t "$B" "$@"); read -r y n <<< "$r"; tb+=("$y"); rb+=("$n")
   done
   printf '| %s | %s s | %s s | %s / %s MB |\n' "$name" \
     "$(printf '%s\n' "${ta[@]}" | best)" "$(printf '%s\n' "${tb[@]}" | best)" \
@@ -35,7 +36,7 @@ row() {
 floor() {
   local name=$1; shift
   local ts=()
-  for _ in $(seq "$RUNS"); do read -r x _ < <(t sh -c "$*"); ts+=("$x"); done
+  for _ in $(seq "$RUNS"); do r=$(t sh -c "$*"); read -r x _ <<< "$r"; ts+=("$x"); done
   printf '| %s | %s s | | |\n' "$name" "$(printf '%s\n' "${ts[@]}" | best)"
 }
 echo "| what | A: $(basename "$A") | B: $(basename "$B") | peak RSS A / B |"

@@ -178,6 +178,26 @@ enum Command {
         after_help = "Examples:\n  strata build --layer ./rootfs:/ --cmd /bin/sh --tag demo:1 -o - | docker load\n  strata build --from base.tar --layer ./app:/app --entrypoint '[\"/app/run\"]' -o app.tar\n  strata build --layers-from layers.json --format oci --compress zstd -o ./layout"
     )]
     Build(Box<build::BuildArgs>),
+    /// Copy an image between transports, its layers and config unchanged (skopeo copy's job).
+    #[command(
+        after_help = "Examples:\n  strata copy app.tar docker-daemon:app:1\n  strata copy docker-daemon:app:1 oci:./layout:app\n  strata copy oci-archive:app.oci.tar docker-archive:app.tar"
+    )]
+    Copy {
+        /// The image to copy.
+        src: String,
+        /// Where to: `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH`,
+        /// `docker-daemon:NAME:TAG`, or a path written in --format.
+        dst: String,
+        /// Output format for a plain path (default docker-archive).
+        #[arg(long, value_enum)]
+        format: Option<commands::FormatArg>,
+        /// Tag(s) for the copy (default: the source's).
+        #[arg(long = "tag", value_name = "NAME:TAG")]
+        tags: Vec<String>,
+        /// Replace an existing output (only a file, or an OCI layout).
+        #[arg(long)]
+        force: bool,
+    },
     /// Merge the layers of an image (or its top ones) into one, as a loadable image.
     #[command(
         after_help = "Examples:\n  strata squash app.tar -o squashed.tar && docker load -i squashed.tar\n  strata squash app.tar --last 3 --tag app:slim -o - | docker load\n  strata squash oci:./layout --format oci --compress zstd -o ./squashed"
@@ -455,6 +475,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "strata: built sha256:{id} ({} layers) to {shown}",
                     report.layers.len()
                 );
+            }
+        }
+        Command::Copy {
+            src,
+            dst,
+            format,
+            tags,
+            force,
+        } => {
+            let img = open(&src, &opts)?;
+            let dst_path = std::path::PathBuf::from(&dst);
+            let out = commands::ImageOutput::resolve(Some(&dst_path), format.map(Into::into))?;
+            let protect = commands::input_paths(&img.reference);
+            let target = strata::sink::Target {
+                format: out.format,
+                path: Some(&dst_path),
+                force,
+                compression: strata::compression::Compression::None,
+                level: None,
+                measure_first: false,
+                protect: &protect,
+            };
+            let tags = if tags.is_empty() {
+                img.tags.clone()
+            } else {
+                tags
+            };
+            out.write(&target, |w| strata::copy::copy(&img, w, &tags))
+                .with_context(|| format!("copying {src} to {dst}"))?;
+            if !cli.quiet {
+                eprintln!("strata: copied {src} to {dst}");
             }
         }
         Command::Squash {

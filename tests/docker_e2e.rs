@@ -203,6 +203,7 @@ fn strip_runtime(t: &mut Tree) {
 fn strata_flatten(reference: &str) -> Canon {
     let out = Command::new(common::strata_bin())
         .args(["flatten", "-q", reference, "-o", "-"])
+        .env("DOCKER_HOST", docker_host())
         .output()
         .unwrap();
     assert!(
@@ -269,6 +270,9 @@ fn check_image(name: &str) {
     assert!(want.paths.len() > 10, "docker export looks empty");
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("{name} (docker-archive)"), &want, &got);
+    // Straight from the engine, no `docker save` file in between.
+    let got = strata_flatten(&format!("docker-daemon:strata-e2e-{name}:1"));
+    assert_canon_eq(&format!("{name} (docker-daemon)"), &want, &got);
     // The same image as an OCI layout (skopeo gzip-compresses the layers).
     if which("skopeo") {
         let oci = workdir().join(format!("{name}-oci"));
@@ -308,6 +312,7 @@ fn inspect_json(tag: &str) -> serde_json::Value {
 fn strata(args: &[&str]) {
     let o = Command::new(common::strata_bin())
         .args(args)
+        .env("DOCKER_HOST", docker_host())
         .output()
         .unwrap();
     assert!(
@@ -945,5 +950,127 @@ fn built_oci_layouts_satisfy_skopeo_and_umoci() {
         common::model::diff_report(&canon(&src), &canon(&unpacked), "source", "umoci")
     {
         panic!("umoci's unpack of the built layout differs from the source:\n{msg}");
+    }
+}
+
+/// strata's output and status, with the engine's DOCKER_HOST (or another).
+fn strata_out(args: &[&str], host: &str) -> std::process::Output {
+    Command::new(common::strata_bin())
+        .args(args)
+        .env("DOCKER_HOST", host)
+        .output()
+        .unwrap()
+}
+
+fn layer_count(tag: &str) -> usize {
+    inspect_json(tag)["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn run_output(tag: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network=none", tag];
+    args.extend_from_slice(cmd);
+    String::from_utf8(docker(&args)).unwrap()
+}
+
+#[test]
+fn docker_daemon_squash_build_and_copy_without_files_in_between() {
+    let Some(()) = engine() else { return };
+    let steps = "RUN echo one > /one && echo keep > /keep\n\
+                 RUN echo two > /two && rm /one\n\
+                 ENV GREETING=hello\n\
+                 RUN echo three > /three\n\
+                 CMD [\"cat\", \"/two\"]";
+    build(workdir(), "daemon", steps);
+    let src = "docker-daemon:strata-e2e-daemon:1";
+    let orig = inspect_json("strata-e2e-daemon:1");
+    let n = layer_count("strata-e2e-daemon:1");
+    assert!(n >= 4, "{n} layers");
+    // Squash daemon → daemon: all layers, --from 1, --last 2.
+    for (extra, tag, layers) in [
+        (vec![], "sq-all", 1),
+        (vec!["--from", "1"], "sq-from1", 2),
+        (vec!["--last", "2"], "sq-last2", n - 1),
+    ] {
+        let dst = format!("docker-daemon:strata-e2e-daemon:{tag}");
+        let mut args = vec!["squash", "-q", src, "-o", &dst];
+        args.extend(extra.iter().copied());
+        strata(&args);
+        let full = format!("strata-e2e-daemon:{tag}");
+        assert_eq!(layer_count(&full), layers, "{full}");
+        let v = inspect_json(&full);
+        for k in ["Cmd", "Env", "WorkingDir", "Entrypoint"] {
+            assert_eq!(v["Config"][k], orig["Config"][k], "{full}: Config.{k}");
+        }
+        assert_eq!(run_output(&full, &[]), "two\n", "{full} runs its Cmd");
+        let root = run_output(&full, &["ls", "/"]);
+        assert!(
+            !root.lines().any(|l| l == "one"),
+            "{full}: /one was deleted: {root}"
+        );
+        assert_eq!(
+            run_output(&full, &["cat", "/keep", "/three"]),
+            "keep\nthree\n"
+        );
+    }
+    // build --from the engine, into the engine.
+    let ctx = workdir().join("daemon-added");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("file"), "added\n").unwrap();
+    strata(&[
+        "build",
+        "-q",
+        "--from",
+        src,
+        "--layer",
+        &format!("{}:/added", ctx.display()),
+        "-o",
+        "docker-daemon:strata-e2e-daemon:built",
+    ]);
+    assert_eq!(layer_count("strata-e2e-daemon:built"), n + 1);
+    assert_eq!(
+        run_output("strata-e2e-daemon:built", &["cat", "/added/file", "/two"]),
+        "added\ntwo\n"
+    );
+    // copy engine → docker-archive → engine: the same image id (config digest).
+    let file = workdir().join("daemon-copy.tar");
+    strata(&[
+        "copy",
+        "-q",
+        src,
+        &format!("docker-archive:{}", file.display()),
+    ]);
+    strata(&[
+        "copy",
+        "-q",
+        &format!("docker-archive:{}", file.display()),
+        "docker-daemon:strata-e2e-daemon:copied",
+    ]);
+    assert_eq!(inspect_json("strata-e2e-daemon:copied")["Id"], orig["Id"]);
+    // A missing image, an engine that is not there: one line each, exit 1.
+    for (args, host, what) in [
+        (
+            vec!["inspect", "docker-daemon:strata-e2e-no-such:1"],
+            docker_host(),
+            "no such image",
+        ),
+        (
+            vec![
+                "flatten",
+                "docker-daemon:strata-e2e-daemon:1",
+                "-o",
+                "/dev/null",
+            ],
+            "unix:///nonexistent/docker.sock".to_string(),
+            "cannot reach the Docker daemon at unix:///nonexistent/docker.sock",
+        ),
+    ] {
+        let o = strata_out(&args, &host);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }

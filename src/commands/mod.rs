@@ -74,6 +74,7 @@ impl ImageOutput {
                     out = Some(go(w)?);
                     Ok(())
                 })?;
+                tracing::info!("wrote {}:{spec}", d.name());
                 out.ok_or_else(|| strata::Error::Format("the image writer wrote nothing".into()))
             }
         }

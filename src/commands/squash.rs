@@ -78,5 +78,10 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
     };
     let report = out.write(&target, |w| squash(img, &opts, w, &tags))?;
     Bar::finish(progress);
+    if !args.quiet
+        && let Some((d, spec)) = &out.dest
+    {
+        eprintln!("strata: squashed {} to {}:{spec}", img.reference, d.name());
+    }
     Ok(report)
 }

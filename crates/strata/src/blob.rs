@@ -276,6 +276,25 @@ impl Read for Tee {
     }
 }
 
+/// A temp file of the store, hashed as it is written.
+struct HashingFile {
+    file: io::BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Default size cap of the blob store, in bytes (10 GiB).
 pub const DEFAULT_STORE_CAP: u64 = 10 << 30;
 
@@ -382,6 +401,31 @@ impl BlobStore {
             .prefix(".blob-")
             .suffix(".partial")
             .tempfile_in(tmp)
+    }
+
+    /// Copy what `write` produces into the store, hashing it on the way, and keep it under its
+    /// digest: for content whose digest is learnt only by reading it (a `docker save` stream's
+    /// layers). Returns the digest and the kept copy.
+    pub fn put_with(
+        &self,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<(String, FileRegion)> {
+        let tmp = self.begin()?;
+        let mut w = HashingFile {
+            file: io::BufWriter::with_capacity(256 * 1024, tmp),
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        write(&mut w)?;
+        let tmp = w.file.into_inner().map_err(|e| e.into_error())?;
+        let digest = format!("sha256:{}", hex::encode(w.hasher.finalize()));
+        let region = self.commit(tmp, &digest, w.len)?;
+        Ok((digest, region))
+    }
+
+    /// [`BlobStore::put_with`] of everything `r` reads.
+    pub fn put(&self, r: &mut dyn Read) -> io::Result<(String, FileRegion)> {
+        self.put_with(&mut |w| io::copy(r, w).map(|_| ()))
     }
 
     /// Keep a verified temp file under its digest, then evict past the cap.

@@ -62,6 +62,7 @@ pub mod blob;
 pub mod build;
 pub mod compression;
 pub mod control;
+pub mod copy;
 pub mod error;
 pub mod extract;
 pub mod image;

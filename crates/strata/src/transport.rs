@@ -10,7 +10,7 @@
 use crate::blob::BlobStore;
 use crate::error::Result;
 use crate::image::platform::Platform;
-use crate::image::{Image, docker_archive, oci_layout};
+use crate::image::{Image, docker_archive, docker_daemon, oci_layout};
 use std::sync::Arc;
 
 /// What opening an image may need besides the reference.
@@ -43,6 +43,7 @@ pub trait Transport: Sync {
 /// Every transport strata reads, by name: the reference parser's one table.
 pub static TRANSPORTS: &[&dyn Transport] = &[
     &docker_archive::DockerArchive,
+    &docker_daemon::DockerDaemon,
     &oci_layout::OciDir,
     &oci_layout::OciArchive,
 ];

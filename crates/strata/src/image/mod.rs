@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod docker_archive;
+pub mod docker_daemon;
 pub mod oci_layout;
 pub mod platform;
 

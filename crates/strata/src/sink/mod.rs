@@ -190,6 +190,28 @@ pub trait Destination: Sync {
     ) -> Result<()>;
 }
 
+/// An image writer that names the image `tag`, whatever the operation asked for (the name a
+/// destination reference carries: `oci:DIR:REF`, `docker-daemon:NAME:TAG`).
+pub struct Tagged<'a, 'w> {
+    /// The writer that does the work.
+    pub inner: &'a mut (dyn ImageWriter + 'w),
+    /// The one name the image gets.
+    pub tag: String,
+}
+
+impl ImageWriter for Tagged<'_, '_> {
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
+        self.inner.kept_layer(layer, diff_id, verified)
+    }
+    fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut> {
+        self.inner.new_layer(produce)
+    }
+    fn finish(&mut self, config: &[u8], layers: &[LayerOut], _tags: &[String]) -> Result<()> {
+        self.inner
+            .finish(config, layers, std::slice::from_ref(&self.tag))
+    }
+}
+
 /// A file or directory on disk in one of the [`Format`]s.
 struct OnDisk(&'static str, Format);
 
@@ -208,12 +230,25 @@ impl Destination for OnDisk {
         t: &Target<'_>,
         go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
     ) -> Result<()> {
+        // `PATH[:NAME]` as skopeo writes them: the name tags the image (`oci:DIR:v1`).
+        let (path, name) = match spec.split_once(':') {
+            Some((p, n)) if !n.is_empty() && !Path::new(spec).exists() => (p, Some(n)),
+            _ => (spec, None),
+        };
         let t = Target {
             format: self.1,
-            path: Some(Path::new(spec)),
+            path: Some(Path::new(path)),
             ..*t
         };
-        write_image(&t, go)
+        match name {
+            None => write_image(&t, go),
+            Some(n) => write_image(&t, |w| {
+                go(&mut Tagged {
+                    inner: w,
+                    tag: n.to_string(),
+                })
+            }),
+        }
     }
 }
 
@@ -222,6 +257,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &OnDisk("docker-archive", Format::DockerArchive),
     &OnDisk("oci", Format::Oci),
     &OnDisk("oci-archive", Format::OciArchive),
+    &crate::image::docker_daemon::DockerDaemon,
 ];
 
 /// `NAME:SPEC` naming a destination of [`DESTINATIONS`], split; `None` for anything else (a
