@@ -12,6 +12,13 @@ pub const BLOCK: usize = 512;
 /// Extension payloads (PAX records, GNU long names) larger than this are refused: a header
 /// claiming gigabytes of "name" is an attack, not an image.
 const MAX_EXTENSION: u64 = 1 << 20;
+/// All the header bytes of one entry together (extension headers, old-GNU sparse blocks, the
+/// main header) larger than this are refused, so that a stream of extension headers cannot
+/// grow memory without bound.
+const MAX_HEADERS: usize = 4 << 20;
+/// Entry sizes beyond this (4 EiB) are refused: no real file is that big, and the block
+/// arithmetic on them would wrap.
+pub const MAX_ENTRY: u64 = 1 << 62;
 
 /// Why a tar stream cannot be read (or copied out).
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +166,38 @@ impl Header<'_> {
     }
 }
 
-/// Iterator over `len key=value\n` PAX records; stops at the first malformed one.
+/// PAX records (`LEN KEY=VALUE\n`, LEN counting the whole record), checked: a record whose
+/// length is not a number, runs past the data or does not end in a newline, or has no `=`, is
+/// an error — never copied through unread.
+fn parse_pax(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or("a PAX record without a length")?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or("a PAX record with a bad length")?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err("a PAX record whose length does not match it".into());
+        }
+        let rec = &rest[sp + 1..len - 1];
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("a PAX record without '='")?;
+        out.push((&rec[..eq], &rec[eq + 1..]));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// Iterator over `len key=value\n` PAX records; stops at the first malformed one (the
+/// reader has checked them all before an entry is handed out).
 struct PaxIter<'a>(&'a [u8]);
 
 impl<'a> Iterator for PaxIter<'a> {
@@ -416,6 +454,14 @@ impl<R: BufRead> TarReader<R> {
                     }
                     let data_at = self.raw.len();
                     let total = padded(size) as usize;
+                    if data_at + total > MAX_HEADERS {
+                        return Err(TarError::Corrupt {
+                            offset: self.pos - BLOCK as u64,
+                            what: format!(
+                                "extension headers of more than {MAX_HEADERS} bytes for one entry"
+                            ),
+                        });
+                    }
                     self.raw.resize(data_at + total, 0);
                     let mut tmp = std::mem::take(&mut self.raw);
                     let r = self.read_exact_counted(&mut tmp[data_at..], "extension header");
@@ -424,13 +470,26 @@ impl<R: BufRead> TarReader<R> {
                     let data = &self.raw[data_at..data_at + size as usize];
                     match flag {
                         b'x' => {
-                            for (k, v) in PaxIter(data) {
+                            let records = parse_pax(data).map_err(|what| TarError::Corrupt {
+                                offset: self.pos,
+                                what,
+                            })?;
+                            for (k, v) in records {
                                 match k {
                                     b"path" => pax_path = Some(v.to_vec()),
                                     b"linkpath" => pax_link = Some(v.to_vec()),
                                     b"size" => {
-                                        pax_size =
-                                            std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                                        let n = std::str::from_utf8(v)
+                                            .ok()
+                                            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                                            .and_then(|s| s.parse::<u64>().ok());
+                                        pax_size = Some(n.ok_or_else(|| TarError::Corrupt {
+                                            offset: self.pos,
+                                            what: format!(
+                                                "bad PAX size {:?}",
+                                                String::from_utf8_lossy(v)
+                                            ),
+                                        })?);
                                     }
                                     _ => {}
                                 }
@@ -468,6 +527,12 @@ impl<R: BufRead> TarReader<R> {
                 .unwrap_or_else(|| cstr(&block[157..257]).to_vec());
             let kind = EntryType::from_flag(flag);
             let size = pax_size.unwrap_or(size);
+            if size > MAX_ENTRY {
+                return Err(TarError::Corrupt {
+                    offset: self.pos - BLOCK as u64,
+                    what: format!("an entry of {size} bytes, beyond any real file"),
+                });
+            }
             self.path = path;
             self.link = link;
             if gnu_sparse_ext {
@@ -479,6 +544,12 @@ impl<R: BufRead> TarReader<R> {
                     }
                     if self.raw[at + 504] == 0 {
                         break;
+                    }
+                    if self.raw.len() > MAX_HEADERS {
+                        return Err(TarError::Corrupt {
+                            offset: self.pos - BLOCK as u64,
+                            what: "an old-GNU sparse map of more than 4 MiB".into(),
+                        });
                     }
                 }
             }

@@ -60,7 +60,11 @@ impl ArchiveIndex {
             let header_len = h.raw.len() as u64;
             let data_at = pos + header_len;
             let size = h.size;
-            if data_at + size > file_len {
+            // Checked: a size near 2^64 must not wrap the position back into the archive.
+            let end = data_at
+                .checked_add(size)
+                .and_then(|e| e.checked_add(padded(size) - size));
+            if end.is_none_or(|e| data_at + size > file_len || e < data_at) {
                 let name = String::from_utf8_lossy(h.path).into_owned();
                 return Err(Error::Format(format!(
                     "{shown}: truncated archive: member {name} needs {size} bytes, file ends first"
@@ -95,7 +99,7 @@ impl ArchiveIndex {
                     ));
                 }
             }
-            pos = data_at + padded(size);
+            pos = end.unwrap_or(file_len).max(pos + 1);
             chunk = 4096;
         }
         // Links to links resolve in a few rounds; a loop simply stays unresolved.
