@@ -166,10 +166,13 @@ impl Header<'_> {
     }
 }
 
+/// One PAX record: key and value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
 /// PAX records (`LEN KEY=VALUE\n`, LEN counting the whole record), checked: a record whose
 /// length is not a number, runs past the data or does not end in a newline, or has no `=`, is
 /// an error — never copied through unread.
-fn parse_pax(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+fn parse_pax(data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
