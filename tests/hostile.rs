@@ -68,7 +68,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, Duration) {
         .unwrap();
     let deadline = started + Duration::from_secs(20);
     loop {
-        if let Some(_) = child.try_wait().unwrap() {
+        if child.try_wait().unwrap().is_some() {
             break;
         }
         if Instant::now() > deadline {
