@@ -390,3 +390,65 @@ fn huge_declared_size_with_short_body() {
     let r = flatten_fails(&format!("oci:{}", d.path().display()));
     assert!(r.stderr.contains("truncated"), "{}", r.stderr);
 }
+
+#[test]
+fn compression_levels_are_checked_per_codec() {
+    let d = tempfile::tempdir().unwrap();
+    let img = write_docker_archive(d.path(), &layers())
+        .display()
+        .to_string();
+    for (args, what) in [
+        (
+            vec!["flatten", &img, "--compress", "gzip", "--level", "10"],
+            "out of range for gzip: 0-9",
+        ),
+        (
+            vec!["flatten", &img, "--compress", "zstd", "--level", "22"],
+            "out of range for zstd: 1-19",
+        ),
+        (
+            vec!["flatten", &img, "--compress", "bzip2", "--level", "0"],
+            "out of range for bzip2: 1-9",
+        ),
+        (vec!["flatten", &img, "--level", "3"], "needs --compress"),
+        (
+            vec![
+                "squash",
+                &img,
+                "--format",
+                "oci-archive",
+                "--compress",
+                "zstd",
+                "--level",
+                "40",
+            ],
+            "out of range for zstd",
+        ),
+    ] {
+        let out = d.path().join("out");
+        let mut args = args.clone();
+        let o = out.display().to_string();
+        args.extend(["-o", &o]);
+        let r = Command::new(strata_bin()).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left output");
+    }
+    // In range: fine.
+    let o = d.path().join("ok.tar.zst").display().to_string();
+    let r = Command::new(strata_bin())
+        .args([
+            "flatten",
+            &img,
+            "--compress",
+            "zstd",
+            "--level",
+            "19",
+            "-o",
+            &o,
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

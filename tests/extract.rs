@@ -332,3 +332,34 @@ fn modes_owners_times_links_and_directories_last() {
             .is_fifo()
     );
 }
+
+#[test]
+fn setuid_and_setgid_go_when_the_owner_is_not_restored() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let meta = |mode| Meta {
+        mode,
+        uid: 1000,
+        gid: 1000,
+        mtime: 1_500_000_000,
+    };
+    let l = LayerBuilder::new()
+        .file_meta("suid", b"x", &meta(0o4755))
+        .file_meta("sgid", b"x", &meta(0o2755))
+        .file_meta("sticky", b"x", &meta(0o1755))
+        .build();
+    let img = sb.image(&[l]);
+    ok(&extract_cli(&img, &sb.out(), &["--no-same-owner"]));
+    let mode = |p: &str| std::fs::metadata(sb.out().join(p)).unwrap().mode() & 0o7777;
+    // A uid-1000 setuid file must not become setuid for whoever extracts it.
+    assert_eq!(mode("suid"), 0o755);
+    assert_eq!(mode("sgid"), 0o755);
+    assert_eq!(mode("sticky"), 0o1755, "the sticky bit is no privilege");
+    if rustix::process::geteuid().is_root() {
+        // With the owner restored, the bits stay.
+        let out2 = sb.out().with_file_name("owned");
+        ok(&extract_cli(&img, &out2, &[]));
+        let m = std::fs::metadata(out2.join("suid")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o4755, 1000));
+    }
+}

@@ -177,3 +177,236 @@ fn malformed_pax_records_are_errors_not_copied_through() {
         .to_string();
     fails_with(&["flatten", &img, "-o", "/dev/null"], "bad PAX size");
 }
+
+/// An OCI layout of `layers` (uncompressed) whose files can be edited before writing.
+fn layout_files(layers: &[Vec<u8>]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    oci_layout_files(layers, Comp::None, "v1")
+}
+
+/// Point the index at a new manifest (its digest recomputed).
+fn with_manifest(
+    files: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    manifest: serde_json::Value,
+) {
+    let raw = serde_json::to_vec(&manifest).unwrap();
+    let hex = sha256_hex(&raw);
+    files.insert(format!("blobs/sha256/{hex}"), raw.clone());
+    let mut index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    index["manifests"][0]["digest"] = format!("sha256:{hex}").into();
+    index["manifests"][0]["size"] = raw.len().into();
+    files.insert("index.json".into(), serde_json::to_vec(&index).unwrap());
+}
+
+fn manifest_of(files: &std::collections::BTreeMap<String, Vec<u8>>) -> serde_json::Value {
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let d = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(&files[&format!("blobs/sha256/{}", &d[7..])]).unwrap()
+}
+
+#[test]
+fn oci_digests_are_parsed_strictly_and_never_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let secret = d.path().join("secret");
+    std::fs::write(&secret, b"outside the layout").unwrap();
+    let layers = vec![LayerBuilder::new().file("a", "1").build()];
+    for evil in [
+        "../../secret:x",
+        "sha256:../../../secret",
+        "SHA256:abc",
+        "md5:0123456789abcdef0123456789abcdef",
+    ] {
+        let mut files = layout_files(&layers);
+        let mut m = manifest_of(&files);
+        m["layers"][0]["digest"] = evil.into();
+        with_manifest(&mut files, m);
+        let root = d.path().join("layout");
+        let _ = std::fs::remove_dir_all(&root);
+        write_files(&root, &files);
+        fails_with(
+            &["inspect", &format!("oci:{}", root.display())],
+            "bad digest",
+        );
+    }
+}
+
+#[test]
+fn oci_blobs_are_regular_files_inside_the_layout() {
+    let d = tempfile::tempdir().unwrap();
+    let layers = vec![LayerBuilder::new().file("a", "1").build()];
+    let files = layout_files(&layers);
+    let m = manifest_of(&files);
+    let blob = m["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    // A blob that is a symlink out of the layout (to a file with the very same bytes).
+    let root = d.path().join("symlinked");
+    write_files(&root, &files);
+    let outside = d.path().join("outside");
+    std::fs::rename(root.join("blobs/sha256").join(&blob), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("blobs/sha256").join(&blob)).unwrap();
+    fails_with(
+        &["inspect", &format!("oci:{}", root.display())],
+        "out of the layout",
+    );
+    // A blob that is a fifo: an error at once, not a hang.
+    let root = d.path().join("fifo");
+    write_files(&root, &files);
+    let p = root.join("blobs/sha256").join(&blob);
+    std::fs::remove_file(&p).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    fails_with(
+        &["inspect", &format!("oci:{}", root.display())],
+        "not a regular file (a fifo)",
+    );
+}
+
+#[test]
+fn sha512_blobs_are_read_and_verified() {
+    use sha2::Digest;
+    let d = tempfile::tempdir().unwrap();
+    let layers = vec![
+        LayerBuilder::new().file("a", "1").build(),
+        LayerBuilder::new().file("b", "2").build(),
+    ];
+    let mut files = layout_files(&layers);
+    let mut m = manifest_of(&files);
+    let blob = files[&format!(
+        "blobs/sha256/{}",
+        &m["layers"][1]["digest"].as_str().unwrap()[7..]
+    )]
+        .clone();
+    let hex = hex::encode(sha2::Sha512::digest(&blob));
+    files.insert(format!("blobs/sha512/{hex}"), blob.clone());
+    m["layers"][1]["digest"] = format!("sha512:{hex}").into();
+    with_manifest(&mut files, m.clone());
+    let root = d.path().join("sha512");
+    write_files(&root, &files);
+    let r = format!("oci:{}", root.display());
+    let want = flatten_ref(
+        &write_docker_archive(d.path(), &layers)
+            .display()
+            .to_string(),
+    )
+    .unwrap();
+    assert_eq!(flatten_ref(&r).unwrap(), want);
+    // The same blob, altered: the sha512 digest is checked, not skipped.
+    let mut bad = blob.clone();
+    let at = bad.len() - 1100;
+    bad[at] ^= 1;
+    std::fs::write(root.join(format!("blobs/sha512/{hex}")), &bad).unwrap();
+    fails_with(&["flatten", &r, "-o", "/dev/null"], "digest mismatch");
+}
+
+#[test]
+fn gnu_sparse_files_are_refused_not_written_as_their_map() {
+    let d = tempfile::tempdir().unwrap();
+    // Old GNU `S` type, and PAX 1.0 (`GNU.sparse.major`, name GNUSparseFile.0/…).
+    let mut old = header(b"sparse-old", b'S', octal(512));
+    old.extend_from_slice(&[b'm'; 512]);
+    old.extend_from_slice(&[0u8; 1024]);
+    let mut pax1 = pax(&[
+        record("GNU.sparse.major", "1"),
+        record("GNU.sparse.minor", "0"),
+        record("GNU.sparse.name", "big"),
+        record("GNU.sparse.realsize", "1048576"),
+    ]
+    .concat());
+    pax1.extend_from_slice(&header(b"GNUSparseFile.0/big", b'0', octal(512)));
+    pax1.extend_from_slice(&[b'1'; 512]);
+    pax1.extend_from_slice(&[0u8; 1024]);
+    for layer in [old, pax1] {
+        let dir = tempfile::tempdir_in(d.path()).unwrap();
+        let img = write_docker_archive(dir.path(), &[layer])
+            .display()
+            .to_string();
+        fails_with(&["flatten", &img, "-o", "/dev/null"], "GNU sparse file");
+        let out = dir.path().join("x");
+        fails_with(
+            &["extract", &img, &out.display().to_string()],
+            "GNU sparse file",
+        );
+        assert!(!out.join("GNUSparseFile.0").exists());
+    }
+}
+
+#[test]
+fn paths_linux_cannot_create_are_refused_before_any_output_grows() {
+    let d = tempfile::tempdir().unwrap();
+    // 2000 levels of one-letter directories (4000 bytes) fit; a name of 256 bytes or a path
+    // past PATH_MAX does not — and a 137 KB layer of such paths must not flatten to gigabytes.
+    let ok_path = format!("{}f", "d/".repeat(2000));
+    let img = write_docker_archive(d.path(), &[LayerBuilder::new().file(&ok_path, "1").build()]);
+    let out = d.path().join("ok.tar");
+    let (code, err, _) = run(&[
+        "flatten",
+        &img.display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    for (path, what) in [
+        (format!("{}f", "d/".repeat(2100)), "PATH_MAX"),
+        (format!("a/{}/f", "n".repeat(256)), "NAME_MAX"),
+    ] {
+        let dir = tempfile::tempdir_in(d.path()).unwrap();
+        let img = write_docker_archive(dir.path(), &[LayerBuilder::new().file(&path, "1").build()]);
+        fails_with(
+            &["flatten", &img.display().to_string(), "-o", "/dev/null"],
+            what,
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_blob_stops_the_output_once_known() {
+    let d = tempfile::tempdir().unwrap();
+    // The bottom layer is corrupt (one byte of a file changed under its diff_id); the big top
+    // layer is merged first. The background check of the small bottom layer fails long before
+    // the top layer is through: the pipe must stop then, not after the whole top layer.
+    let bottom = LayerBuilder::new()
+        .file("bottom", "UNIQUE-CONTENT-OF-THE-BOTTOM-LAYER")
+        .build();
+    let mut top = LayerBuilder::new();
+    top.dir("big");
+    let data = vec![b'z'; 4096];
+    for i in 0..10_000 {
+        top.file_meta(&format!("big/f{i}"), &data, &Meta::default());
+    }
+    let top = top.build();
+    let top_len = top.len();
+    let archive = write_docker_archive(d.path(), &[bottom, top]);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(34)
+        .position(|w| w == b"UNIQUE-CONTENT-OF-THE-BOTTOM-LAYER")
+        .unwrap();
+    bytes[at] = b'X';
+    std::fs::write(&archive, &bytes).unwrap();
+    let img = archive.display().to_string();
+    let o = Command::new(strata_bin())
+        .args(["flatten", &img, "-o", "-"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("layer 0") && err.contains("digest mismatch"),
+        "{err}"
+    );
+    assert!(
+        o.stdout.len() < top_len / 4,
+        "{} bytes out of a {top_len}-byte top layer went out before stopping",
+        o.stdout.len()
+    );
+    // extract says the same: the mismatch, not an error it caused.
+    let out = d.path().join("x");
+    fails_with(
+        &["extract", &img, &out.display().to_string()],
+        "digest mismatch",
+    );
+}

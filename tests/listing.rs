@@ -753,3 +753,31 @@ mod diff_matches_the_model {
         }
     }
 }
+
+#[test]
+fn files_text_of_a_big_layer_is_held_back_on_disk_and_complete() {
+    // 30k entries: their text lines (past 1 MiB) go through the temp file before the title.
+    let mut l = LayerBuilder::new();
+    l.dir("d");
+    for i in 0..30_000 {
+        l.file(&format!("d/file-with-a-longish-name-{i:06}"), "");
+    }
+    let (_d, img) = image(&[l.build()]);
+    let o = Command::new(strata_bin())
+        .args(["files", "--no-cache", &img])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut lines = text.lines();
+    let title = lines.next().unwrap();
+    assert!(title.ends_with(": 30001 entries"), "{title}");
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest.len(), 30_001);
+    assert!(
+        rest[1].ends_with("/d/file-with-a-longish-name-000000"),
+        "{}",
+        rest[1]
+    );
+    assert!(rest[30_000].ends_with("/d/file-with-a-longish-name-029999"));
+}

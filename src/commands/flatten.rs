@@ -19,6 +19,9 @@ pub struct FlattenArgs {
 }
 
 pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
+    args.compress
+        .check_level(args.level)
+        .map_err(strata::Error::Usage)?;
     super::refuse_terminal(args.output.as_deref())?;
     let layers = img.layers_up_to(args.up_to.as_deref())?;
     let mut sink = Sink::create(args.output.as_deref(), args.force)?;

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::image::FileRegion;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -161,7 +161,11 @@ impl Blob {
         Ok(Box::new(Tee {
             source,
             tmp: Some(tmp),
-            hasher: Sha256::new(),
+            // The blob's own algorithm; SHA-256 when it has no (known) digest.
+            hasher: digest
+                .as_deref()
+                .and_then(crate::digest::Hasher::for_digest)
+                .unwrap_or(crate::digest::Hasher::new(crate::digest::Algorithm::Sha256)),
             len: 0,
             digest: digest.clone(),
             verify,
@@ -209,7 +213,7 @@ fn read_error(label: &str, e: io::Error) -> Error {
 struct Tee {
     source: Box<dyn Read + Send>,
     tmp: Option<tempfile::NamedTempFile>,
-    hasher: Sha256,
+    hasher: crate::digest::Hasher,
     len: u64,
     digest: Option<String>,
     verify: bool,
@@ -221,17 +225,16 @@ impl Tee {
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
-        let actual = format!(
-            "sha256:{}",
-            hex::encode(std::mem::take(&mut self.hasher).finalize())
+        let hasher = std::mem::replace(
+            &mut self.hasher,
+            crate::digest::Hasher::new(crate::digest::Algorithm::Sha256),
         );
-        let matches = match &self.digest {
-            Some(want) if want.starts_with("sha256:") => *want == actual,
-            _ => false,
-        };
+        let actual = hasher.finish();
+        let matches = self.digest.as_deref() == Some(actual.as_str());
+        // A digest that does not match — or that strata cannot compute — fails a verified read.
         if !matches
             && self.verify
-            && let Some(want) = self.digest.clone().filter(|w| w.starts_with("sha256:"))
+            && let Some(want) = self.digest.clone()
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -372,15 +375,14 @@ impl BlobStore {
 
     /// The path of a digest, when it is one (`sha256:` and 64 hex digits: never a path).
     fn path_of(&self, digest: &str) -> Option<PathBuf> {
-        let hex = digest.strip_prefix("sha256:")?;
-        let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        ok.then(|| self.dir().map(|d| d.join("sha256").join(hex)))?
+        let (alg, hex) = crate::digest::parse(digest)?;
+        self.dir().map(|d| d.join(alg.name()).join(hex))
     }
 
     /// The kept copy of `digest`, marked as just used.
     pub fn get(&self, digest: &str) -> Option<FileRegion> {
         let path = self.path_of(digest)?;
-        let file = File::open(&path).ok()?;
+        let file = crate::image::open_regular(&path).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;
@@ -471,10 +473,10 @@ impl BlobStore {
                 }
             }
         }
-        let Ok(rd) = fs::read_dir(dir.join("sha256")) else {
-            return;
-        };
-        let mut blobs: Vec<(SystemTime, u64, PathBuf)> = rd
+        let mut blobs: Vec<(SystemTime, u64, PathBuf)> = ["sha256", "sha512"]
+            .iter()
+            .filter_map(|alg| fs::read_dir(dir.join(alg)).ok())
+            .flatten()
             .flatten()
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
@@ -598,7 +600,7 @@ mod tests {
             read_all(&b).unwrap();
             // Distinct use times, oldest first; blob 0 is used again before blob 2 arrives.
             let t = SystemTime::now() - Duration::from_secs(100 - i as u64 * 10);
-            File::open(store.path_of(&digest_of(data)).unwrap())
+            std::fs::File::open(store.path_of(&digest_of(data)).unwrap())
                 .unwrap()
                 .set_modified(t)
                 .unwrap();

@@ -44,6 +44,33 @@ impl Compression {
         }
     }
 
+    /// The levels each codec takes: gzip and xz 0–9, bzip2 1–9, zstd 1–19 (its "ultra" levels
+    /// 20–22 need windows of hundreds of MiB on both sides, so they are refused). A level with
+    /// no compression is a mistake, not a no-op.
+    pub fn check_level(self, level: Option<u32>) -> Result<(), String> {
+        let Some(l) = level else { return Ok(()) };
+        let range = match self {
+            Compression::None => {
+                return Err(format!(
+                    "--level {l} needs --compress (the output is not compressed)"
+                ));
+            }
+            Compression::Gzip | Compression::Xz => 0..=9,
+            Compression::Bzip2 => 1..=9,
+            Compression::Zstd => 1..=19,
+        };
+        if range.contains(&l) {
+            Ok(())
+        } else {
+            Err(format!(
+                "--level {l} is out of range for {}: {}-{}",
+                self.name(),
+                range.start(),
+                range.end()
+            ))
+        }
+    }
+
     /// The compression a layer media type names (`…tar+gzip`, `…tar.gzip`, `…+zstd`; plain
     /// tar otherwise).
     pub fn of_media_type(media_type: &str) -> Compression {
@@ -101,6 +128,10 @@ impl<W: Write> Encoder<W> {
     /// without it gzip and xz use 6, zstd 3 and bzip2 9 (gzip and xz cap it at 9, bzip2
     /// clamps it to 1..=9).
     pub fn new(kind: Compression, level: Option<u32>, w: W) -> io::Result<Self> {
+        if kind != Compression::None {
+            kind.check_level(level)
+                .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        }
         Ok(match kind {
             Compression::None => Encoder::Plain(w),
             Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(

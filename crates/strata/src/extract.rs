@@ -274,6 +274,7 @@ impl Extractor<'_> {
         let base = split_parent(path).1;
         let kind = h.kind;
         let (mode, uid, gid, mtime) = (h.mode() & 0o7777, h.uid(), h.gid(), h.mtime());
+        let mode = self.safe_mode(mode, uid, gid);
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> = if self.opts.xattrs {
             h.pax_records()
                 .into_iter()
@@ -430,6 +431,14 @@ impl Extractor<'_> {
     }
 
     /// Set the owner when asked and it differs from the creator's; says whether it did.
+    /// Setuid and setgid only with the owner they were meant for: when the owner is not
+    /// restored (`--no-same-owner`, or not root), a setuid file of uid 1000 must not become a
+    /// setuid file of the extracting user — what GNU tar and libarchive do.
+    fn safe_mode(&self, mode: u32, uid: u64, gid: u64) -> u32 {
+        let owner_kept = self.opts.same_owner || (uid == self.ids.0 && gid == self.ids.1);
+        if owner_kept { mode } else { mode & !0o6000 }
+    }
+
     fn set_owner_fd(&self, fd: &OwnedFd, path: &[u8], uid: u64, gid: u64) -> Result<bool> {
         if !self.opts.same_owner || (uid == self.ids.0 && gid == self.ids.1) {
             return Ok(false);
@@ -550,7 +559,7 @@ fn extract_beneath(layers: &[Layer], root: OwnedFd, opts: &ExtractOptions) -> Re
             let r = r.and_then(|st| {
                 w.flush()
                     .map(|_| st)
-                    .map_err(|e| Error::io("handing over the merged stream", e))
+                    .map_err(|e| Error::output("handing over the merged stream", e))
             });
             drop(w);
             r
@@ -581,8 +590,10 @@ fn extract_beneath(layers: &[Layer], root: OwnedFd, opts: &ExtractOptions) -> Re
             .join()
             .map_err(|_| Error::Format("the merge thread panicked".into()))?;
         match (merged, applied) {
-            // The stream was cut short because the merge failed: that is the cause.
-            (Err(m), Err(Error::Format(_))) | (Err(m), Ok(())) => return Err(m),
+            // The merge failed on its own (a digest mismatch, a corrupt layer): that is the
+            // cause, whatever the cut-short stream then did to the extraction.
+            (Err(m), _) if m.kind() != crate::error::ErrorKind::Output => return Err(m),
+            (Err(m), Ok(())) => return Err(m),
             // The merge only stopped because extraction did.
             (_, Err(a)) => return Err(a),
             (Ok(_), Ok(())) => {}

@@ -12,8 +12,8 @@
 use crate::blob::mismatch_of;
 use crate::compression::Compression;
 use crate::control::{Cancel, Pass, ProgressRef};
+use crate::digest::Hasher;
 use crate::image::{FileRegion, Layer};
-use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -72,7 +72,7 @@ pub struct LayerStream {
     source: Source,
     /// diff_id to check at the end (compressed layers; uncompressed ones are checked by the
     /// blob verifier).
-    diff: Option<(Sha256, String)>,
+    diff: Option<(Option<Hasher>, String)>,
     end: Option<Result<(), String>>,
     /// The stored blob's compression, from its first bytes.
     pub compression: Compression,
@@ -133,7 +133,7 @@ impl BufRead for LayerStream {
                 while *at >= cur.len() {
                     match rx.recv() {
                         Ok(Msg::Data(v)) => {
-                            if let Some((h, _)) = self.diff.as_mut() {
+                            if let Some((Some(h), _)) = self.diff.as_mut() {
                                 h.update(&v);
                             }
                             *cur = v;
@@ -166,17 +166,15 @@ impl BufRead for LayerStream {
     }
 }
 
-fn check(hasher: Sha256, want: &str, what: &str) -> Result<(), String> {
-    if !want.starts_with("sha256:") {
-        return Ok(()); // no other algorithm is produced by any tool we read
+/// Check a digest strata computed; one it cannot compute (an unknown algorithm) is an
+/// error, never a pass.
+fn check(hasher: Option<Hasher>, want: &str, what: &str) -> Result<(), String> {
+    match hasher {
+        Some(h) => crate::digest::check(h, want, what),
+        None => Err(format!(
+            "{what} {want:?}: unsupported digest (sha256: or sha512: and its hex digits)"
+        )),
     }
-    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
-    if got != want {
-        return Err(format!(
-            "{what} digest mismatch: expected {want}, got {got}"
-        ));
-    }
-    Ok(())
 }
 
 /// The compression of a region, from its first bytes.
@@ -231,8 +229,9 @@ pub fn open(
     {
         let hashed = Hashed {
             inner: counted,
-            hasher: Some(Sha256::new()),
+            hasher: Hasher::for_digest(&want),
             want,
+            checked: false,
         };
         let counted = count(Box::new(hashed), None);
         return start(kind, counted, None, true);
@@ -284,25 +283,27 @@ fn start(
             cur: Vec::new(),
             at: 0,
         },
-        diff: diff_id.map(|d| (Sha256::new(), d)),
+        diff: diff_id.map(|d| (Hasher::for_digest(&d), d)),
         end: None,
         compression: kind,
     })
 }
 
-/// A reader that checks the SHA-256 of everything read through it at its end.
+/// A reader that checks the digest of everything read through it at its end.
 struct Hashed<R> {
     inner: R,
-    hasher: Option<Sha256>,
+    hasher: Option<Hasher>,
     want: String,
+    checked: bool,
 }
 
 impl<R: Read> Read for Hashed<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 {
-            if let Some(h) = self.hasher.take() {
-                check(h, &self.want, "diff_id").map_err(io::Error::other)?;
+            if !self.checked {
+                self.checked = true;
+                check(self.hasher.take(), &self.want, "diff_id").map_err(io::Error::other)?;
             }
         } else if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
@@ -366,6 +367,8 @@ fn describe_decode_error(kind: Compression, e: io::Error) -> String {
 /// included) and compares it with the expected digests.
 struct Verifier {
     results: Vec<Option<Receiver<Result<(), String>>>>,
+    /// Verdicts that arrived before they were waited for.
+    early: Vec<Option<Result<(), String>>>,
 }
 
 /// What one verification checks: a region and the digests it must have (with their names).
@@ -409,21 +412,41 @@ impl Verifier {
                             Err(_) => None,
                         };
                         let Some(job) = job else { return };
-                        let r = hash_region(&job.region, &job.cancel).and_then(|h| {
-                            for (want, what) in &job.expect {
-                                check(h.clone(), want, what)?;
-                            }
-                            Ok(())
-                        });
+                        let r = hash_region(&job.region, &job.expect, &job.cancel);
                         let _ = job.done.send(r);
                     }
                 });
         }
-        Verifier { results }
+        Verifier {
+            results,
+            early: Vec::new(),
+        }
+    }
+
+    /// The first failed verdict among those already in (without waiting): job index and why.
+    fn failed(&mut self) -> Option<(usize, String)> {
+        if self.early.len() < self.results.len() {
+            self.early.resize_with(self.results.len(), || None);
+        }
+        for i in 0..self.results.len() {
+            if let Some(rx) = &self.results[i]
+                && let Ok(r) = rx.try_recv()
+            {
+                self.results[i] = None;
+                self.early[i] = Some(r);
+            }
+            if let Some(Err(m)) = &self.early[i] {
+                return Some((i, m.clone()));
+            }
+        }
+        None
     }
 
     /// Wait for the verdict on job `i`.
     fn wait(&mut self, i: usize) -> Result<(), String> {
+        if let Some(r) = self.early.get_mut(i).and_then(Option::take) {
+            return r;
+        }
         match self.results.get_mut(i).and_then(Option::take) {
             None => Ok(()),
             Some(rx) => rx
@@ -433,8 +456,21 @@ impl Verifier {
     }
 }
 
-fn hash_region(region: &FileRegion, cancel: &Cancel) -> Result<Sha256, String> {
-    let mut h = Sha256::new();
+/// Hash a whole region once per algorithm the expected digests use, and check each.
+fn hash_region(
+    region: &FileRegion,
+    expect: &[(String, &'static str)],
+    cancel: &Cancel,
+) -> Result<(), String> {
+    use crate::digest::{Algorithm, parse};
+    let mut hashers: Vec<(Algorithm, Hasher)> = Vec::new();
+    for (want, _) in expect {
+        if let Some((alg, _)) = parse(want)
+            && !hashers.iter().any(|(a, _)| *a == alg)
+        {
+            hashers.push((alg, Hasher::new(alg)));
+        }
+    }
     let mut r = region.reader();
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -443,10 +479,22 @@ fn hash_region(region: &FileRegion, cancel: &Cancel) -> Result<Sha256, String> {
         }
         let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
-            return Ok(h);
+            break;
         }
-        h.update(&buf[..n]);
+        for (_, h) in hashers.iter_mut() {
+            h.update(&buf[..n]);
+        }
     }
+    for (want, what) in expect {
+        let h = parse(want).and_then(|(alg, _)| {
+            hashers
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .map(|(_, h)| h.clone())
+        });
+        check(h, want, what)?;
+    }
+    Ok(())
 }
 
 /// Opens layers in processing order, keeping the next one decoding ahead of the merge, with
@@ -545,6 +593,18 @@ impl<'a> Pipeline<'a> {
                 layer: layer.label(),
                 message: format!("read error: {e}"),
             })
+    }
+
+    /// A blob check that has already failed, if any (for any layer, without waiting): the
+    /// output can stop as soon as a mismatch is known, not only when that layer is reached.
+    pub fn failed_check(&mut self) -> crate::Result<()> {
+        match self.verifier.failed() {
+            None => Ok(()),
+            Some((i, message)) => Err(crate::Error::Layer {
+                layer: self.layers.get(i).map(|l| l.label()).unwrap_or_default(),
+                message,
+            }),
+        }
     }
 
     /// The background blob check of the `i`-th layer in processing order.

@@ -63,6 +63,7 @@ pub mod build;
 pub mod compression;
 pub mod control;
 pub mod copy;
+pub mod digest;
 pub mod error;
 pub mod extract;
 pub mod image;

@@ -12,6 +12,31 @@ pub enum PathError {
     /// The name has a NUL byte.
     #[error("path contains a NUL byte")]
     Nul,
+    /// Longer than Linux can create (`PATH_MAX`, counting the leading slash and the NUL).
+    #[error("a path of {0} bytes: File name too long (PATH_MAX is {PATH_MAX})")]
+    TooLong(usize),
+    /// A component longer than Linux allows (`NAME_MAX`).
+    #[error("a name of {0} bytes: File name too long (NAME_MAX is {NAME_MAX})")]
+    NameTooLong(usize),
+}
+
+/// Linux's longest path, in bytes with its NUL: a layer path (from the root) must fit.
+pub const PATH_MAX: usize = 4096;
+/// Linux's longest name of one path component, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Whether a normalized path (without its leading slash) is one Linux can create: names no
+/// one can make are refused, and so implied parent directories cannot make an output grow
+/// with the square of a path's depth.
+fn check_lengths(p: &[u8]) -> Result<(), PathError> {
+    let p = trim_dir(p);
+    if let Some(c) = p.split(|&b| b == b'/').find(|c| c.len() > NAME_MAX) {
+        return Err(PathError::NameTooLong(c.len()));
+    }
+    if p.len() + 2 > PATH_MAX {
+        return Err(PathError::TooLong(p.len() + 1));
+    }
+    Ok(())
 }
 
 /// Returns the path as `a/b/c` (no leading or trailing slash; empty for the root).
@@ -19,6 +44,7 @@ pub enum PathError {
 /// borrowed name may keep one trailing slash (a directory's), which [`trim_dir`] strips.
 pub fn normalize(raw: &[u8]) -> Result<Cow<'_, [u8]>, PathError> {
     if is_clean(raw) {
+        check_lengths(raw)?;
         return Ok(Cow::Borrowed(raw));
     }
     if raw.contains(&0) {
@@ -38,7 +64,9 @@ pub fn normalize(raw: &[u8]) -> Result<Cow<'_, [u8]>, PathError> {
             c => parts.push(c),
         }
     }
-    Ok(Cow::Owned(parts.join(&b'/')))
+    let p = parts.join(&b'/');
+    check_lengths(&p)?;
+    Ok(Cow::Owned(p))
 }
 
 /// Fast path: no leading slash, no empty, `.` or `..` component; a single trailing slash is

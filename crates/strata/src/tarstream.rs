@@ -26,6 +26,10 @@ pub enum TarError {
     /// Reading the stream failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A valid tar feature strata does not apply (GNU sparse files): refused, never copied
+    /// through as its raw map.
+    #[error("{0}")]
+    Unsupported(String),
     /// Writing copied data failed: the output's fault, not the tar's.
     #[error("write failed: {0}")]
     Write(io::Error),
@@ -421,6 +425,7 @@ impl<R: BufRead> TarReader<R> {
         let mut pax_size: Option<u64> = None;
         let mut gnu_path: Option<Vec<u8>> = None;
         let mut gnu_link: Option<Vec<u8>> = None;
+        let mut pax_sparse = false;
         let start = self.pos;
         loop {
             let block_at = self.raw.len();
@@ -478,6 +483,9 @@ impl<R: BufRead> TarReader<R> {
                                 what,
                             })?;
                             for (k, v) in records {
+                                if k.starts_with(b"GNU.sparse.") {
+                                    pax_sparse = true;
+                                }
                                 match k {
                                     b"path" => pax_path = Some(v.to_vec()),
                                     b"linkpath" => pax_link = Some(v.to_vec()),
@@ -529,6 +537,14 @@ impl<R: BufRead> TarReader<R> {
                 .or_else(|| gnu_link.take())
                 .unwrap_or_else(|| cstr(&block[157..257]).to_vec());
             let kind = EntryType::from_flag(flag);
+            if flag == b'S' || pax_sparse {
+                // Its data is a sparse map plus the stored parts, not the file: copied through
+                // it would be the wrong file, and a PAX 1.0 one lands as `GNUSparseFile.0/`.
+                return Err(TarError::Unsupported(format!(
+                    "{}: a GNU sparse file, which strata does not expand; store the layer without --sparse",
+                    String::from_utf8_lossy(&path)
+                )));
+            }
             let size = pax_size.unwrap_or(size);
             if size > MAX_ENTRY {
                 return Err(TarError::Corrupt {

@@ -27,6 +27,12 @@ impl ArchiveIndex {
     pub fn open(path: &Path) -> Result<ArchiveIndex> {
         let shown = path.display().to_string();
         let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), e))?;
+        Self::from_file(file, shown)
+    }
+
+    /// Index an archive already open (a file, or a memfd of bytes); `shown` names it in
+    /// messages.
+    pub fn from_file(file: File, shown: String) -> Result<ArchiveIndex> {
         let file_len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading {shown}"), e))?

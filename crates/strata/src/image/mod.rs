@@ -233,17 +233,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Check a small blob (config, manifest, index) against its digest.
 pub fn verify_blob(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
-    let Some(hex) = digest.strip_prefix("sha256:") else {
+    let Some(mut h) = crate::digest::Hasher::for_digest(digest) else {
         return Err(Error::Format(format!(
-            "{what}: unsupported digest algorithm in {digest:?} (only sha256)"
+            "{what}: unsupported digest {digest:?} (sha256: or sha512: and its hex digits)"
         )));
     };
-    let actual = sha256_hex(bytes);
-    if actual != hex {
+    h.update(bytes);
+    let actual = h.finish();
+    if actual != digest {
         return Err(Error::Digest {
             what: what.to_string(),
             expected: digest.to_string(),
-            actual: format!("sha256:{actual}"),
+            actual,
         });
     }
     Ok(())
@@ -265,6 +266,44 @@ pub fn diff_ids(config: &Value) -> Vec<String> {
 /// A path as text, for messages (non-UTF-8 bytes replaced).
 pub fn path_string(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Open a file for reading only if it is a regular file: opened non-blocking (a fifo planted
+/// where a blob or a cache entry should be must not hang the reader), then checked.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    regular_only(f)
+}
+
+/// `f` if it is a regular file, else an error saying what it is.
+pub fn regular_only(f: File) -> io::Result<File> {
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file (a {})", file_type_name(t)),
+        ));
+    }
+    Ok(f)
+}
+
+fn file_type_name(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    }
 }
 
 /// A path, with stdin (`-`) spooled to a temp file.

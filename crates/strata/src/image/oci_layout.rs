@@ -32,14 +32,50 @@ impl Store for DirStore {
     }
     fn region(&self, name: &str) -> Result<FileRegion> {
         let p = self.0.join(name);
-        FileRegion::whole(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Format(format!("{}: missing {name}", self.describe()))
-            } else {
-                Error::io(format!("opening {}", p.display()), e)
-            }
-        })
+        open_beneath(&self.0, name)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                Ok(FileRegion {
+                    file: std::sync::Arc::new(f),
+                    offset: 0,
+                    len,
+                })
+            })
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::Format(format!("{}: missing {name}", self.describe()))
+                } else {
+                    Error::io(format!("opening {}", p.display()), e)
+                }
+            })
     }
+}
+
+/// Open `name` inside the layout at `root`, by the kernel's rules (`openat2` with
+/// `RESOLVE_BENEATH`): no `..`, absolute path or symlink leads out of the layout; and only a
+/// regular file (opened non-blocking, so a fifo there cannot hang the reader).
+fn open_beneath(root: &Path, name: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::XDEV => std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{name} leads out of the layout"),
+        ),
+        e => e.into(),
+    })?;
+    super::regular_only(std::fs::File::from(fd))
 }
 
 impl Store for ArchiveIndex {
@@ -110,6 +146,16 @@ pub fn open_dir(
     )
 }
 
+/// An OCI archive already indexed (for callers that hold the archive some other way).
+pub fn open_index(
+    index: &ArchiveIndex,
+    tag: Option<&str>,
+    platform: &Platform,
+    reference: &str,
+) -> Result<Image> {
+    open_store(index, tag, platform, reference, "oci-archive")
+}
+
 /// The same, for an OCI layout in a tar archive at `path`, read in place.
 pub fn open_archive(
     path: &Path,
@@ -127,14 +173,15 @@ pub fn open_archive(
     open_store(&index, tag, platform, reference, "oci-archive")
 }
 
+/// `blobs/ALG/HEX` of a digest: only a registered algorithm with its exact hex length, so
+/// the name is never a path out of the layout.
 fn blob_name(digest: &str) -> Result<String> {
-    let (alg, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| Error::Format(format!("bad digest {digest:?}")))?;
-    if alg.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Error::Format(format!("bad digest {digest:?}")));
-    }
-    Ok(format!("blobs/{alg}/{hex}"))
+    let (alg, hex) = crate::digest::parse(digest).ok_or_else(|| {
+        Error::Format(format!(
+            "bad digest {digest:?} (expected sha256: or sha512: and its hex digits)"
+        ))
+    })?;
+    Ok(format!("blobs/{}/{hex}", alg.name()))
 }
 
 fn descriptor_digest(desc: &Value, what: &str) -> Result<String> {

@@ -169,7 +169,7 @@ impl Cache {
 /// Header, trailer, line count and checksum of a cache file: the open file and the number of
 /// entries when all is well.
 fn check(path: &std::path::Path, key: &str) -> std::result::Result<(File, u64), String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let mut f = crate::image::open_regular(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let tail_len = len.min(512);
     f.seek(SeekFrom::Start(len - tail_len))

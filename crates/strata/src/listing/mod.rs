@@ -341,6 +341,47 @@ fn entry_of(h: &crate::tarstream::Header<'_>, path: &[u8]) -> Option<(FileEntry,
     Some((e, key))
 }
 
+/// Lines held back until a count can be printed before them: in memory up to 1 MiB, then in
+/// an unnamed temp file.
+#[derive(Default)]
+struct HeldLines {
+    count: u64,
+    mem: Vec<u8>,
+    file: Option<std::fs::File>,
+}
+
+impl HeldLines {
+    const MEM: usize = 1 << 20;
+
+    fn push(&mut self, line: &[u8]) -> Result<()> {
+        self.count += 1;
+        self.mem.extend_from_slice(line);
+        if self.mem.len() > Self::MEM {
+            let spill = |e| Error::io("writing a temp file of held-back lines", e);
+            if self.file.is_none() {
+                self.file = Some(tempfile::tempfile().map_err(spill)?);
+            }
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(&self.mem).map_err(spill)?;
+            }
+            self.mem.clear();
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, out: &mut dyn Write) -> Result<()> {
+        if let Some(mut f) = self.file.take() {
+            use std::io::Seek;
+            let back = |e| Error::io("reading back held-back lines", e);
+            f.seek(std::io::SeekFrom::Start(0)).map_err(back)?;
+            std::io::copy(&mut f, out).map_err(wio)?;
+        }
+        out.write_all(&self.mem).map_err(wio)?;
+        self.mem.clear();
+        Ok(())
+    }
+}
+
 /// `files`: every entry of the chosen layers (all when `only` is `None`), written to `out`
 /// as the layers are read — one JSON line per entry, or a table per layer.
 pub fn write_files(
@@ -367,8 +408,9 @@ pub fn write_files(
     }
     let mut first_layer = true;
     let mut first_entry = true;
-    // Text needs the entry count first: one layer's table is buffered.
-    let mut table: Vec<FileEntry> = Vec::new();
+    // Text needs the entry count first: one layer's lines are held back — past 1 MiB in an
+    // unnamed temp file, so a layer of a million entries costs no more memory than JSON.
+    let mut table = HeldLines::default();
     each_entry(&chosen, verify, cache, cancel, &mut |item| {
         match (item, style) {
             (Item::Start(l), Style::Json) => {
@@ -393,14 +435,14 @@ pub fn write_files(
                 let nl = if first_entry { "" } else { "\n " };
                 write!(out, "{nl}]}}").map_err(wio)?;
             }
-            (Item::Start(_), Style::Text) => table.clear(),
-            (Item::Entry(_, seen), Style::Text) => table.push(seen.entry),
+            (Item::Start(_), Style::Text) => table = HeldLines::default(),
+            (Item::Entry(_, seen), Style::Text) => {
+                table.push(render::file_line(&seen.entry).as_bytes())?
+            }
             (Item::End(l), Style::Text) => {
-                out.write_all(
-                    render::files_layer(l.index, &l.digest, &l.diff_id, &table).as_bytes(),
-                )
-                .map_err(wio)?;
-                table.clear();
+                let title = render::files_title(l.index, &l.digest, &l.diff_id, table.count);
+                out.write_all(title.as_bytes()).map_err(wio)?;
+                table.replay(out)?;
             }
         }
         Ok(())

@@ -107,44 +107,50 @@ pub fn files_layer(
     diff_id: &Option<String>,
     entries: &[FileEntry],
 ) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{}: {} entries",
-        layer_title(index, digest, diff_id),
-        entries.len()
-    );
+    let mut s = files_title(index, digest, diff_id, entries.len() as u64);
     for e in entries {
-        if e.deleted {
-            let what = if e.kind == EntryKind::Opaque {
-                "opaque directory"
-            } else {
-                "deleted"
-            };
-            let _ = writeln!(s, "  {what:<38} {}", e.path);
-            continue;
-        }
-        let link = match (&e.link, e.kind) {
-            (Some(l), EntryKind::Hardlink) => format!(
-                " link to /{}",
-                l.trim_start_matches("./").trim_start_matches('/')
-            ),
-            (Some(l), _) => format!(" -> {l}"),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "  {} {:>5}/{:<5} {:>12} {}{}",
-            mode_string(e.kind, e.mode),
-            e.uid,
-            e.gid,
-            e.size,
-            e.path,
-            link
-        );
+        s.push_str(&file_line(e));
     }
     s
+}
+
+/// The title line of one layer's `files` table.
+pub fn files_title(
+    index: usize,
+    digest: &Option<String>,
+    diff_id: &Option<String>,
+    count: u64,
+) -> String {
+    format!("{}: {count} entries\n", layer_title(index, digest, diff_id))
+}
+
+/// One entry's line of a `files` table.
+pub fn file_line(e: &FileEntry) -> String {
+    if e.deleted {
+        let what = if e.kind == EntryKind::Opaque {
+            "opaque directory"
+        } else {
+            "deleted"
+        };
+        return format!("  {what:<38} {}\n", e.path);
+    }
+    let link = match (&e.link, e.kind) {
+        (Some(l), EntryKind::Hardlink) => format!(
+            " link to /{}",
+            l.trim_start_matches("./").trim_start_matches('/')
+        ),
+        (Some(l), _) => format!(" -> {l}"),
+        _ => String::new(),
+    };
+    format!(
+        "  {} {:>5}/{:<5} {:>12} {}{}\n",
+        mode_string(e.kind, e.mode),
+        e.uid,
+        e.gid,
+        e.size,
+        e.path,
+        link
+    )
 }
 
 /// One line of a layer's `diff`: `+` created, `~` changed (and what), `-` deleted.

@@ -12,6 +12,9 @@ use crate::tarstream::{self, EntryType, Rewrite, TarReader};
 
 pub(super) type InodeId = usize;
 
+/// Header bytes a waiting link keeps whole (its PAX records and all); beyond, its main block.
+const ALIAS_HEADER_MAX: usize = 8 * 1024;
+
 /// A hardlink's shared content, seen from the layer of the link.
 pub(super) enum Content {
     /// Not reached yet: it lives in a lower layer.
@@ -80,9 +83,17 @@ impl Merger<'_> {
         }
         if let Some(id) = visible_id {
             self.tree.mark_descendant(id);
+            // A link's own extension records say nothing about the inode it shares (its name
+            // and target are kept apart): past a few KiB only the main block is kept, so that
+            // links waiting for a lower target cannot pile up megabytes of headers each.
+            let raw = if h.raw.len() > ALIAS_HEADER_MAX {
+                h.main().to_vec()
+            } else {
+                h.raw.to_vec()
+            };
             let alias = Alias {
                 name: path.to_vec(),
-                raw: h.raw.to_vec(),
+                raw,
             };
             self.add_alias(layer, ino, alias)?;
             self.tree.get_mut(id).flags |= EMITTED;

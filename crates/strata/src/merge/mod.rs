@@ -195,7 +195,7 @@ impl<'w> Merger<'w> {
         );
         for (i, layer) in order.iter().enumerate() {
             let stream = pipeline.next_for(layer)?;
-            if let Err(e) = self.merge_layer(layer, stream) {
+            if let Err(e) = self.merge_layer(layer, stream, &mut pipeline) {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
                 pipeline.check(i, layer)?;
                 return Err(e);
@@ -213,7 +213,12 @@ impl<'w> Merger<'w> {
         Ok(())
     }
 
-    fn merge_layer(&mut self, layer: &Layer, stream: LayerStream) -> Result<()> {
+    fn merge_layer(
+        &mut self,
+        layer: &Layer,
+        stream: LayerStream,
+        pipeline: &mut Pipeline<'_>,
+    ) -> Result<()> {
         let layer1 = u16::try_from(layer.index + 1)
             .map_err(|_| Error::Format("more than 65534 layers".into()))?;
         let mut st = LayerState::default();
@@ -222,6 +227,11 @@ impl<'w> Merger<'w> {
         while let Some(h) = rd.next_entry().map_err(|e| tar_err(layer, e))? {
             self.cancel.check()?;
             self.stats.entries_read += 1;
+            // A blob known to be corrupt (any layer, checked in the background) ends the output
+            // now rather than after more of it is written.
+            if self.stats.entries_read.is_multiple_of(256) {
+                pipeline.failed_check()?;
+            }
             let norm = normalize(h.path).map_err(|e| Error::Entry {
                 layer: layer.label(),
                 path: String::from_utf8_lossy(h.path).into_owned(),

@@ -100,6 +100,7 @@ fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn Image
 
 /// What no format can write.
 fn check(t: &Target<'_>) -> Result<()> {
+    t.compression.check_level(t.level).map_err(Error::Usage)?;
     if matches!(t.compression, Compression::Xz | Compression::Bzip2) {
         return Err(Error::Usage(format!(
             "image layers are written uncompressed, gzip or zstd (OCI has no media type for {})",
