@@ -410,3 +410,14 @@ fn a_corrupt_blob_stops_the_output_once_known() {
         "digest mismatch",
     );
 }
+
+#[test]
+fn an_empty_layer_is_an_empty_tree() {
+    // The input of the fuzzer's only report (a leak report at exit, not a crash).
+    let d = tempfile::tempdir().unwrap();
+    let img = write_docker_archive(d.path(), &[Vec::new()])
+        .display()
+        .to_string();
+    let (code, err, _) = run(&["flatten", &img, "-o", "/dev/null"]);
+    assert_eq!(code, Some(0), "{err}");
+}

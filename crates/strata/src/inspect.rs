@@ -156,15 +156,7 @@ pub fn report(img: &Image) -> Result<Report> {
         created: str_at(c, "/created"),
         entrypoint: cfg.get("Entrypoint").filter(|v| !v.is_null()).cloned(),
         cmd: cfg.get("Cmd").filter(|v| !v.is_null()).cloned(),
-        env: cfg
-            .get("Env")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        env: crate::image::strings(cfg.get("Env")),
         working_dir: str_at(&cfg, "/WorkingDir"),
         user: str_at(&cfg, "/User"),
         labels: cfg

@@ -226,15 +226,7 @@ pub fn build_config(
         );
     }
     if !ch.env.is_empty() {
-        let mut env: Vec<String> = c
-            .get("Env")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut env: Vec<String> = crate::image::strings(c.get("Env"));
         for kv in &ch.env {
             let (k, _) = key_value(kv, "--env")?;
             let prefix = format!("{k}=");

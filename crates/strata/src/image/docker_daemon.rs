@@ -336,24 +336,8 @@ impl Engine {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::Format(format!("{shown}: the daemon gave no image Id")))?
             .to_string();
-        let layers: Vec<String> = info
-            .pointer("/RootFS/Layers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let tags: Vec<String> = info
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let layers: Vec<String> = super::strings(info.pointer("/RootFS/Layers"));
+        let tags: Vec<String> = super::strings(info.get("RepoTags"));
         // Everything already kept from an earlier run: no need for the content.
         let kept = store.get(&id).and_then(|c| {
             let regions: Option<Vec<_>> = layers.iter().map(|d| store.get(d)).collect();

@@ -250,17 +250,20 @@ pub fn verify_blob(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `rootfs.diff_ids` of a config.
-pub fn diff_ids(config: &Value) -> Vec<String> {
-    config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
+/// The strings of a JSON array (`Env`, `RepoTags`, `rootfs.diff_ids`); none when it is not one.
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The `rootfs.diff_ids` of a config.
+pub fn diff_ids(config: &Value) -> Vec<String> {
+    strings(config.pointer("/rootfs/diff_ids"))
 }
 
 /// A path as text, for messages (non-UTF-8 bytes replaced).
