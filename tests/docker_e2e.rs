@@ -1074,3 +1074,96 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn docker_daemon_over_tls_with_client_certificates() {
+    let Some(()) = engine() else { return };
+    // .ci/start-dockerd makes the engine listen with --tlsverify too, and says where.
+    let root = std::env::var("STRATA_DOCKER_ROOT").unwrap_or_else(|_| "/tmp/strata-docker".into());
+    let Ok(tls_host) = std::fs::read_to_string(format!("{root}/tls-host")) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: the engine has no TLS endpoint"
+        );
+        eprintln!("SKIPPED: this engine was not started by .ci/start-dockerd with TLS");
+        return;
+    };
+    let tls_host = tls_host.trim();
+    let certs = format!("{root}/certs");
+    let run = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(common::strata_bin());
+        c.args(args).env("DOCKER_HOST", tls_host);
+        c.env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let tls = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.as_str()),
+    ];
+    // Read over TLS, write back over TLS, read that back: the same tree.
+    let base = base_image();
+    let o = run(
+        &tls,
+        &["flatten", "-q", &format!("docker-daemon:{base}"), "-o", "-"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = o.stdout;
+    let o = run(
+        &tls,
+        &[
+            "copy",
+            "-q",
+            &format!("docker-daemon:{base}"),
+            "docker-daemon:strata-e2e-tls:1",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        &tls,
+        &["flatten", "-q", "docker-daemon:strata-e2e-tls:1", "-o", "-"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, want);
+    // Plain HTTP to the TLS port, and a CA that did not sign the daemon: one line each.
+    let bad = tempfile::tempdir().unwrap();
+    let b = bad.path().display().to_string();
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .args([
+            "-keyout",
+            &format!("{b}/key.pem"),
+            "-out",
+            &format!("{b}/ca.pem"),
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    std::fs::copy(format!("{b}/ca.pem"), format!("{b}/cert.pem")).unwrap();
+    for (vars, what) in [
+        (&[][..], "HTTPS server"),
+        (
+            &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", b.as_str())][..],
+            "certificate",
+        ),
+    ] {
+        let o = run(vars, &["inspect", &format!("docker-daemon:{base}")]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(what), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `docker-daemon:NAME[:TAG]` and `docker-daemon:sha256:ID` — images in a running Docker (or
 //! podman) engine, over its Engine API at `$DOCKER_HOST` (`unix://PATH`, default
-//! `/var/run/docker.sock`; plain `tcp://HOST:PORT`). Both directions:
+//! `/var/run/docker.sock`; `tcp://HOST:PORT`, over TLS with client certificates when
+//! `DOCKER_TLS_VERIFY` is set). Both directions:
 //!
 //! - **Source.** The image's metadata comes from `GET /images/{name}/json` (its id — the config
 //!   digest — and its layers' diff_ids); its content from `GET /images/{name}/get`, a `docker
@@ -108,13 +109,19 @@ fn image_name(spec: &str) -> Result<String> {
 enum Host {
     Unix(PathBuf),
     Tcp(String),
+    /// `tcp://` with `DOCKER_TLS_VERIFY`: TLS, the daemon checked against `ca.pem` and this
+    /// client known by `cert.pem`/`key.pem`, all in the certificate directory.
+    Tls {
+        addr: String,
+        certs: PathBuf,
+    },
 }
 
 impl std::fmt::Display for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Host::Unix(p) => write!(f, "unix://{}", p.display()),
-            Host::Tcp(a) => write!(f, "tcp://{a}"),
+            Host::Tcp(a) | Host::Tls { addr: a, .. } => write!(f, "tcp://{a}"),
         }
     }
 }
@@ -123,15 +130,7 @@ impl std::fmt::Display for Host {
 enum Conn {
     Unix(UnixStream),
     Tcp(std::net::TcpStream),
-}
-
-impl Conn {
-    fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-        })
-    }
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
 }
 
 impl Read for Conn {
@@ -139,6 +138,7 @@ impl Read for Conn {
         match self {
             Conn::Unix(s) => s.read(buf),
             Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
         }
     }
 }
@@ -148,12 +148,14 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Conn::Unix(s) => s.flush(),
             Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
         }
     }
 }
@@ -213,22 +215,28 @@ impl Engine {
             Ok(h) if !h.is_empty() => parse_host(&h)?,
             _ => Host::Unix(PathBuf::from("/var/run/docker.sock")),
         };
-        if matches!(host, Host::Tcp(_))
-            && std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty())
-        {
-            return Err(Error::Usage(format!(
-                "DOCKER_HOST={host} with DOCKER_TLS_VERIFY: TLS to the daemon is not supported yet (use its unix socket)"
-            )));
-        }
+        let host = match host {
+            Host::Tcp(addr) if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) => {
+                let certs = std::env::var_os("DOCKER_CERT_PATH")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+                    .unwrap_or_else(|| PathBuf::from(".docker"));
+                Host::Tls { addr, certs }
+            }
+            h => h,
+        };
         let mut e = Engine {
             host,
             prefix: String::new(),
         };
         let r = e.request("GET", "/_ping", None)?;
         if r.status != 200 {
+            let status = r.status;
             return Err(Error::Format(format!(
-                "the Docker daemon at {}: /_ping answered {}",
-                e.host, r.status
+                "the Docker daemon at {}: /_ping answered {status}: {}",
+                e.host,
+                r.message()
             )));
         }
         let theirs = r.header("api-version").and_then(parse_version);
@@ -244,6 +252,21 @@ impl Engine {
         let r = match &self.host {
             Host::Unix(p) => UnixStream::connect(p).map(Conn::Unix),
             Host::Tcp(a) => std::net::TcpStream::connect(a).map(Conn::Tcp),
+            Host::Tls { addr, certs } => {
+                let config = tls_config(certs)?;
+                let name = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(
+                    name.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .map_err(|e| Error::Usage(format!("DOCKER_HOST={}: {e}", self.host)))?;
+                std::net::TcpStream::connect(addr).and_then(|tcp| {
+                    let c =
+                        rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+                    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(c, tcp))))
+                })
+            }
         };
         r.map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => Error::Auth(format!(
@@ -262,9 +285,6 @@ impl Engine {
         body: Option<&mut BodyWriter<'_>>,
     ) -> Result<Response> {
         let mut conn = self.connect()?;
-        let reader = conn
-            .try_clone()
-            .map_err(|e| Error::io(format!("the Docker daemon at {}", self.host), e))?;
         let head = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: strata/{}\r\nConnection: close\r\n{}\r\n",
             self.prefix,
@@ -281,7 +301,7 @@ impl Engine {
             && let Some(body) = body
         {
             let mut chunked = Chunked {
-                out: BufWriter::with_capacity(256 * 1024, conn),
+                out: BufWriter::with_capacity(256 * 1024, &mut conn),
             };
             match body(&mut chunked).and_then(|()| {
                 chunked
@@ -293,7 +313,7 @@ impl Engine {
                 Err(e) => write_error = Some(e),
             }
         }
-        match read_response(reader) {
+        match read_response(conn) {
             Ok(r) if write_error.is_none() || r.status != 200 => Ok(r),
             Ok(r) => {
                 // 200, but the body was cut: the message stream may still tell.
@@ -558,6 +578,36 @@ fn daemon_refused(message: String) -> Error {
         "the Docker daemon did not load the image",
         io::Error::other(message),
     )
+}
+
+/// The TLS client of `DOCKER_CERT_PATH`: the daemon must present a certificate `ca.pem`
+/// signed, and strata shows `cert.pem` with `key.pem` — Docker's layout of that directory.
+fn tls_config(certs: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let file = |name: &str| certs.join(name);
+    let bad = |name: &str, e: rustls::pki_types::pem::Error| {
+        Error::Usage(format!("DOCKER_CERT_PATH {}: {name}: {e}", certs.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(file("ca.pem")).map_err(|e| bad("ca.pem", e))? {
+        roots
+            .add(c.map_err(|e| bad("ca.pem", e))?)
+            .map_err(|e| Error::Usage(format!("DOCKER_CERT_PATH: ca.pem: {e}")))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file("cert.pem"))
+        .map_err(|e| bad("cert.pem", e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad("cert.pem", e))?;
+    let key = PrivateKeyDer::from_pem_file(file("key.pem")).map_err(|e| bad("key.pem", e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Usage(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| Error::Usage(format!("DOCKER_CERT_PATH {}: {e}", certs.display())))?;
+    Ok(std::sync::Arc::new(config))
 }
 
 /// `unix:///path` or `tcp://host:port`.
