@@ -18,7 +18,7 @@ use strata::transport::OpenOptions;
 /// or a bare path (a directory is an OCI layout; a file is detected by its contents);
 /// `-` reads an archive from stdin.
 #[derive(Parser)]
-#[command(version, propagate_version = true)]
+#[command(name = "strata", version = env!("STRATA_VERSION"), propagate_version = true)]
 struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -178,6 +178,14 @@ enum Command {
         after_help = "Examples:\n  strata build --layer ./rootfs:/ --cmd /bin/sh --tag demo:1 -o - | docker load\n  strata build --from base.tar --layer ./app:/app --entrypoint '[\"/app/run\"]' -o app.tar\n  strata build --layers-from layers.json --format oci --compress zstd -o ./layout"
     )]
     Build(Box<build::BuildArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  strata completions bash > /etc/bash_completion.d/strata")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `strata man > strata.1 && man ./strata.1`.
+    Man,
     /// Copy an image between transports, its layers and config unchanged (skopeo copy's job).
     #[command(
         after_help = "Examples:\n  strata copy app.tar docker-daemon:app:1\n  strata copy docker-daemon:app:1 oci:./layout:app\n  strata copy oci-archive:app.oci.tar docker-archive:app.tar"
@@ -286,8 +294,12 @@ fn init_logging(verbose: u8) {
         Some(Ok(l)) => l,
         _ => level,
     };
+    // Colour only for a person at a terminal, and never under NO_COLOR (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();
@@ -297,6 +309,14 @@ fn init_logging(verbose: u8) {
 }
 
 fn open(image: &str, opts: &OpenOptions) -> anyhow::Result<strata::image::Image> {
+    // `-` reads an archive from stdin: a person typing there is not one.
+    if (image == "-" || image.ends_with(":-"))
+        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        anyhow::bail!(
+            "refusing to read an image from a terminal: pipe one in (docker save IMAGE | strata … -) or name a file"
+        );
+    }
     let r = Reference::parse(image)?;
     Ok(r.open_with(opts)?)
 }
@@ -472,10 +492,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     _ => "stdout".into(),
                 };
                 eprintln!(
-                    "strata: built sha256:{id} ({} layers) to {shown}",
-                    report.layers.len()
+                    "strata: built sha256:{id} ({}) to {shown}",
+                    commands::count(report.layers.len(), "layer")
                 );
             }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
         }
         Command::Copy {
             src,
@@ -565,6 +595,7 @@ fn main() -> ExitCode {
     let report = matches!(
         cli.command,
         Command::Inspect { .. }
+            | Command::Flatten { .. }
             | Command::Files { .. }
             | Command::Diff { .. }
             | Command::Waste { .. }

@@ -452,3 +452,104 @@ fn compression_levels_are_checked_per_codec() {
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+#[test]
+fn version_completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let o = Command::new(strata_bin()).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let v = run(&["--version"]);
+    assert!(v.starts_with("strata 0."), "{v}");
+    // Built from a git checkout (as CI and a developer build are): the commit is named.
+    if let Ok(o) = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        && o.status.success()
+    {
+        let rev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(v.contains(&format!("({rev})")), "{v} vs {rev}");
+    }
+    assert!(run(&["completions", "bash"]).contains("_strata()"));
+    assert!(run(&["completions", "zsh"]).contains("#compdef strata"));
+    assert!(run(&["completions", "fish"]).contains("complete -c strata"));
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH strata 1"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(man.contains("squash"));
+}
+
+#[test]
+fn flatten_into_a_closed_pipe_ends_quietly_and_logs_have_no_colour_off_a_terminal() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let mut l = LayerBuilder::new();
+    for i in 0..2000 {
+        l.file(&format!("f{i}"), &"x".repeat(2000));
+    }
+    let img = write_docker_archive(d.path(), &[l.build()])
+        .display()
+        .to_string();
+    // `strata flatten … | head -c 100`: the reader goes away; status 141, nothing said.
+    let mut child = Command::new(strata_bin())
+        .args(["flatten", &img, "-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(141),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // -v logs to a pipe: plain text, no ANSI escapes.
+    let o = Command::new(strata_bin())
+        .args(["-v", "flatten", &img, "-o", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("INFO"), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+}
+
+#[test]
+fn an_image_from_a_terminal_is_refused() {
+    // `script` gives strata a terminal on stdin (util-linux).
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script (util-linux) is missing under CI"
+        );
+        return;
+    }
+    let cmd = format!("{} inspect - </dev/tty", strata_bin().display());
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("refusing to read an image from a terminal"),
+        "{out}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{out}");
+}

@@ -456,3 +456,39 @@ fn docker_save_layer_symlinks_resolve_in_any_order() {
     std::fs::write(&p, b.into_inner().unwrap()).unwrap();
     assert_eq!(via(&p.display().to_string()), model_of(&ls).unwrap());
 }
+
+#[test]
+fn layer_specs_of_digits_are_indexes_only_as_written() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers())
+        .display()
+        .to_string();
+    let img = strata::reference::Reference::parse(&p)
+        .unwrap()
+        .open(&Default::default())
+        .unwrap();
+    assert_eq!(img.layer_index("1").unwrap(), 1);
+    // A leading zero is no index; too short to be a digest prefix either.
+    let e = img.layer_index("01").unwrap_err().to_string();
+    assert!(e.contains("layer 01 does not exist"), "{e}");
+    // A digest prefix of digits only, where it is also a valid index: ambiguous, both named.
+    let mut many = img.clone();
+    let template = many.layers[0].clone();
+    many.layers = (0..1500)
+        .map(|i| {
+            let mut l = template.clone();
+            l.index = i;
+            l.diff_id = Some(format!("sha256:{:064}", 9_000_000 + i));
+            l.digest = None;
+            l
+        })
+        .collect();
+    many.layers[1234].diff_id = Some(format!("sha256:1200{}", "a".repeat(60)));
+    let e = many.layer_index("1200").unwrap_err().to_string();
+    assert!(
+        e.contains("ambiguous") && e.contains("layer 1200") && e.contains("layer 1234"),
+        "{e}"
+    );
+    assert_eq!(many.layer_index("sha256:1200").unwrap(), 1234);
+    assert_eq!(many.layer_index("1499").unwrap(), 1499);
+}

@@ -89,6 +89,15 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
+/// `1 layer`, `2 layers`.
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// The local paths an image reference reads (for `--force` never to replace them).
 pub fn input_paths(reference: &str) -> Vec<std::path::PathBuf> {
     match strata::reference::Reference::parse(reference) {

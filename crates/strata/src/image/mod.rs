@@ -183,37 +183,52 @@ impl Image {
 
     /// Resolve `--up-to`: a 0-based index from the bottom, or a digest / diff_id prefix.
     pub fn layer_index(&self, spec: &str) -> Result<usize> {
-        if let Ok(n) = spec.parse::<usize>() {
-            if n < self.layers.len() {
-                return Ok(n);
-            }
-            return Err(Error::Usage(format!(
-                "layer {n} does not exist: {} has {} layers (0..{})",
-                self.reference,
-                self.layers.len(),
-                self.layers.len().saturating_sub(1)
-            )));
-        }
+        // All digits is an index only as an index is written (no leading zero); digits are
+        // also hex, so a digest prefix (4 digits or more) may match too — then the spec is
+        // ambiguous.
+        let index = spec
+            .parse::<usize>()
+            .ok()
+            .filter(|_| spec == "0" || !spec.starts_with('0'));
         let want = spec.strip_prefix("sha256:").unwrap_or(spec);
-        let matches: Vec<usize> = self
-            .layers
-            .iter()
-            .filter(|l| {
-                [&l.digest, &l.diff_id].iter().any(|d| {
-                    d.as_deref()
-                        .map(|d| d.strip_prefix("sha256:").unwrap_or(d).starts_with(want))
-                        .unwrap_or(false)
+        // A bare prefix of fewer than 4 hex digits names no digest (it would match by chance).
+        let prefix = spec.starts_with("sha256:") || want.len() >= 4;
+        let matches: Vec<usize> = if want.is_empty() || !prefix {
+            Vec::new()
+        } else {
+            self.layers
+                .iter()
+                .filter(|l| {
+                    [&l.digest, &l.diff_id].iter().any(|d| {
+                        d.as_deref()
+                            .map(|d| d.strip_prefix("sha256:").unwrap_or(d).starts_with(want))
+                            .unwrap_or(false)
+                    })
                 })
-            })
-            .map(|l| l.index)
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(Error::Usage(format!(
+                .map(|l| l.index)
+                .collect()
+        };
+        let n = self.layers.len();
+        match (index.filter(|&i| i < n), matches.as_slice()) {
+            (Some(i), []) => Ok(i),
+            (Some(i), [m]) if *m == i => Ok(i),
+            (Some(i), [m, ..]) => Err(Error::Usage(format!(
+                "{spec:?} is ambiguous in {}: layer {i}, or the layer whose digest starts with it (layer {m}); write sha256:{spec} for the digest",
+                self.reference
+            ))),
+            (None, [one]) => Ok(*one),
+            (None, []) if index.is_some() || spec.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(Error::Usage(format!(
+                    "layer {spec} does not exist: {} has {n} layers (0..{})",
+                    self.reference,
+                    n.saturating_sub(1)
+                )))
+            }
+            (None, []) => Err(Error::Usage(format!(
                 "no layer of {} matches {spec:?}",
                 self.reference
             ))),
-            _ => Err(Error::Usage(format!(
+            (None, _) => Err(Error::Usage(format!(
                 "{spec:?} matches several layers of {}",
                 self.reference
             ))),
