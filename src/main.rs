@@ -530,7 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tags = if tags.is_empty() {
                 img.tags.clone()
             } else {
-                tags
+                commands::checked_tags(&tags, out.format)?
             };
             out.write(&target, |w| strata::copy::copy(&img, w, &tags))
                 .with_context(|| format!("copying {src} to {dst}"))?;

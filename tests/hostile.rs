@@ -421,3 +421,21 @@ fn an_empty_layer_is_an_empty_tree() {
     let (code, err, _) = run(&["flatten", &img, "-o", "/dev/null"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn an_oci_artifact_is_not_an_image() {
+    let d = tempfile::tempdir().unwrap();
+    let layers = vec![LayerBuilder::new().file("Chart.yaml", "name: x").build()];
+    let mut files = layout_files(&layers);
+    let mut m = manifest_of(&files);
+    m["config"]["mediaType"] = "application/vnd.cncf.helm.config.v1+json".into();
+    with_manifest(&mut files, m);
+    let root = d.path().join("chart");
+    write_files(&root, &files);
+    for cmd in ["inspect", "files"] {
+        fails_with(
+            &[cmd, &format!("oci:{}", root.display())],
+            "not an image: config media type application/vnd.cncf.helm.config.v1+json",
+        );
+    }
+}

@@ -398,3 +398,99 @@ fn output_references_name_their_format() {
     assert!(err.contains("contradicts --format docker-archive"), "{err}");
     assert!(!d.path().join("x").exists());
 }
+
+#[test]
+fn the_same_image_squashes_to_the_same_bytes_wherever_it_lies() {
+    let d = tempfile::tempdir().unwrap();
+    let layers = vec![
+        LayerBuilder::new().file("a", "1").build(),
+        LayerBuilder::new().file("b", "2").build(),
+    ];
+    let first = write_docker_archive(d.path(), &layers);
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let second = elsewhere.join("copy-of-it.tar");
+    std::fs::copy(&first, &second).unwrap();
+    let squash = |src: &Path| {
+        let o = Command::new(strata_bin())
+            .args([
+                "squash",
+                &src.display().to_string(),
+                "--created",
+                "2020-01-01T00:00:00Z",
+                "-o",
+                "-",
+            ])
+            .output()
+            .unwrap();
+        ok(&o);
+        o.stdout
+    };
+    let a = squash(&first);
+    assert!(
+        a == squash(&second),
+        "the output names the image, not its path"
+    );
+    // From stdin too.
+    let o = Command::new(strata_bin())
+        .args([
+            "squash",
+            "-",
+            "--created",
+            "2020-01-01T00:00:00Z",
+            "-o",
+            "-",
+        ])
+        .stdin(std::fs::File::open(&first).unwrap())
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(o.stdout == a, "stdin gives the same bytes");
+}
+
+#[test]
+fn docker_tags_are_checked_before_any_output() {
+    let d = tempfile::tempdir().unwrap();
+    let src = write_docker_archive(d.path(), &[LayerBuilder::new().file("a", "1").build()])
+        .display()
+        .to_string();
+    let out = d.path().join("out.tar");
+    let o = squash_cli(&[
+        &src,
+        "--tag",
+        "Bad/Name:1",
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("lowercase"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.exists());
+    let o = squash_cli(&[&src, "--tag", "app", "-o", &out.display().to_string()]);
+    ok(&o);
+    let manifest = std::process::Command::new("tar")
+        .args(["-xOf", &out.display().to_string(), "manifest.json"])
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(m[0]["RepoTags"][0], "app:latest");
+    // An OCI layout's tag is its reference name, as given.
+    let lay = d.path().join("lay");
+    ok(&squash_cli(&[
+        &src,
+        "--format",
+        "oci",
+        "--tag",
+        "v1",
+        "-o",
+        &lay.display().to_string(),
+    ]));
+    assert!(
+        std::fs::read_to_string(lay.join("index.json"))
+            .unwrap()
+            .contains("\"v1\"")
+    );
+}

@@ -189,6 +189,7 @@ pub fn run(
     if out.format != Format::Oci && out.dest.is_none() {
         super::refuse_terminal(args.output.as_deref())?;
     }
+    let tags = super::checked_tags(&args.tags, out.format)?;
     let specs = layer_specs(args)?;
     let (mtime, created) = times(args)?;
     let config = changes(args)?;
@@ -242,7 +243,7 @@ pub fn run(
         progress: Bar::callback(&progress),
         cancel: super::signals::cancel(),
     };
-    let report = out.write(&target, |w| build(base, &trees, &opts, w, &args.tags))?;
+    let report = out.write(&target, |w| build(base, &trees, &opts, w, &tags))?;
     Bar::finish(progress);
     Ok(report)
 }

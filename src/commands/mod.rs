@@ -89,6 +89,18 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
+/// `--tag` values for a Docker image (docker-archive, docker-daemon) checked against Docker's
+/// reference grammar (`:latest` added) before any output. For an OCI layout a tag is its
+/// reference name (`oci:DIR:REF`), taken as given.
+pub fn checked_tags(tags: &[String], format: Format) -> strata::Result<Vec<String>> {
+    if format != Format::DockerArchive {
+        return Ok(tags.to_vec());
+    }
+    tags.iter()
+        .map(|t| strata::reference::normalize_tag(t))
+        .collect()
+}
+
 /// `1 layer`, `2 layers`.
 pub fn count(n: usize, what: &str) -> String {
     if n == 1 {

@@ -51,7 +51,7 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
     let tags = if args.tags.is_empty() {
         img.tags.clone()
     } else {
-        args.tags.clone()
+        super::checked_tags(&args.tags, out.format)?
     };
     let total: u64 = img.layers[from.min(img.layers.len())..]
         .iter()

@@ -104,6 +104,95 @@ fn detect(path: &Path, shown: &str, platform: &Platform) -> Result<Image> {
     Ok(img)
 }
 
+/// An image name as Docker's reference grammar has it (distribution's `reference`):
+/// `[HOST[:PORT]/]path/components[:TAG]`, the path lowercase `[a-z0-9]` joined by `.`, `_`,
+/// `__` or dashes, the tag `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; `:latest` when no tag.
+/// Checked before any output, so a bad `--tag` never reaches `docker load` half written.
+pub fn normalize_tag(tag: &str) -> Result<String> {
+    let bad = |why: &str| Error::Usage(format!("--tag {tag:?}: {why}"));
+    let (name, t) = match tag.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (tag, None),
+    };
+    if name.is_empty() {
+        return Err(bad("no repository name"));
+    }
+    if name.len() > 255 {
+        return Err(bad("the name is longer than 255 characters"));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    if parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost") {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok = host.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !c.starts_with('-')
+                && !c.ends_with('-')
+        });
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad("a bad registry host"));
+        }
+        parts.remove(0);
+    }
+    for c in &parts {
+        if !path_component_ok(c) {
+            return Err(bad(
+                "repository names are lowercase letters and digits, joined by '.', '_', '__' or '-'",
+            ));
+        }
+    }
+    let t = match t {
+        None => "latest",
+        Some(t) => {
+            let ok = !t.is_empty()
+                && t.len() <= 128
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                && !t.starts_with(['.', '-']);
+            if !ok {
+                return Err(bad(
+                    "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+                ));
+            }
+            t
+        }
+    };
+    Ok(format!("{name}:{t}"))
+}
+
+fn path_component_ok(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator: '.', '_', '__', or one or more '-'.
+        let start = i;
+        while i < b.len() && !is_alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
 impl std::fmt::Debug for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Reference({self})")
@@ -157,6 +246,29 @@ mod tests {
             ("/x/layout".into(), Some("v1".into()))
         );
         assert_eq!(parts("img.tar"), (None, "img.tar".into()));
+    }
+
+    #[test]
+    fn tags_follow_docker_s_grammar() {
+        assert_eq!(normalize_tag("app").unwrap(), "app:latest");
+        assert_eq!(
+            normalize_tag("my/app:v1.2-rc_3").unwrap(),
+            "my/app:v1.2-rc_3"
+        );
+        assert_eq!(
+            normalize_tag("localhost:5000/a__b/c-d:1").unwrap(),
+            "localhost:5000/a__b/c-d:1"
+        );
+        assert_eq!(
+            normalize_tag("registry.example.com/x").unwrap(),
+            "registry.example.com/x:latest"
+        );
+        for bad in [
+            "App", "a//b", "-a", "a-", "a:", "a:.x", "a:-x", "a..b", "a___b", "", ":1",
+        ] {
+            assert!(normalize_tag(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(normalize_tag(&format!("a:{}", "t".repeat(129))).is_err());
     }
 
     #[test]

@@ -119,6 +119,20 @@ pub(crate) fn diff_id_of(layer: &Layer) -> Result<String> {
     Ok(hw.finish()?.1.digest())
 }
 
+/// How the squash history names its source: by tag or digest, never by where it was read
+/// from — the same image gives the same output from any path, from stdin or a daemon.
+fn image_name(img: &Image) -> String {
+    img.tags
+        .first()
+        .cloned()
+        .or_else(|| img.config_digest.clone())
+        .or_else(|| img.manifest_digest.clone())
+        .unwrap_or_else(|| {
+            let id = crate::image::sha256_hex(&img.config_raw);
+            format!("sha256:{id}")
+        })
+}
+
 /// The squashed image's config: the original with new diff_ids and history.
 fn squashed_config(
     img: &Image,
@@ -190,7 +204,7 @@ fn squashed_config(
         "comment": format!(
             "squashed layers {from}..{} of {}: {}",
             img.layers.len() - 1,
-            img.reference,
+            image_name(img),
             if merged.is_empty() { "(no history)".to_string() } else { merged.join(" ; ") }
         ),
     });

@@ -89,6 +89,12 @@ impl Store for ArchiveIndex {
 
 pub use super::platform::Platform;
 
+/// The config media types of container images (OCI's and Docker's).
+const IMAGE_CONFIG_TYPES: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
 /// The `oci:DIR[:REF]` transport.
 pub struct OciDir;
 
@@ -265,6 +271,15 @@ fn open_store(
             "{where_}: manifest {manifest_digest} has no config"
         ))
     })?;
+    // An artifact (a Helm chart, a signature, an SBOM) rides in the same layout: say so,
+    // rather than fail on its "layers" as tars or squash a non-image.
+    if let Some(mt) = cfg_desc.get("mediaType").and_then(Value::as_str)
+        && !IMAGE_CONFIG_TYPES.contains(&mt)
+    {
+        return Err(Error::Usage(format!(
+            "{where_}: not an image: config media type {mt}"
+        )));
+    }
     let config_digest = descriptor_digest(cfg_desc, &where_)?;
     let config_raw = store.read(&blob_name(&config_digest)?)?;
     verify_blob(&config_raw, &config_digest, &format!("{where_}: config"))?;
