@@ -492,3 +492,25 @@ fn layer_specs_of_digits_are_indexes_only_as_written() {
     assert_eq!(many.layer_index("sha256:1200").unwrap(), 1234);
     assert_eq!(many.layer_index("1499").unwrap(), 1499);
 }
+
+#[test]
+fn docker_archives_compressed_as_a_whole_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let plain = write_docker_archive(d.path(), &layers());
+    let bytes = std::fs::read(&plain).unwrap();
+    let want = flatten_ref(&plain.display().to_string()).unwrap();
+    for (comp, ext) in [
+        (Comp::Gzip, "tar.gz"),
+        (Comp::Zstd, "tar.zst"),
+        (Comp::Xz, "tar.xz"),
+    ] {
+        let p = d.path().join(format!("image.{ext}"));
+        std::fs::write(&p, compress(&bytes, comp).0).unwrap();
+        for r in [
+            p.display().to_string(),
+            format!("docker-archive:{}", p.display()),
+        ] {
+            assert_eq!(flatten_ref(&r).unwrap(), want, "{r}");
+        }
+    }
+}

@@ -326,14 +326,50 @@ fn file_type_name(t: std::fs::FileType) -> &'static str {
 
 /// A path, with stdin (`-`) spooled to a temp file.
 pub fn local(path: &Path) -> Result<(PathBuf, Option<Arc<tempfile::TempPath>>)> {
-    if path == Path::new("-") {
+    let (p, guard) = if path == Path::new("-") {
         let (p, guard) = spool_stdin()?;
-        return Ok((p, Some(guard)));
-    }
-    if !path.exists() {
+        (p, Some(guard))
+    } else if !path.exists() {
         return Err(Error::Usage(format!("{}: no such file", path.display())));
+    } else {
+        (path.to_path_buf(), None)
+    };
+    match inflate_archive(&p)? {
+        Some((inflated, g)) => Ok((inflated, Some(g))),
+        None => Ok((p, guard)),
     }
-    Ok((path.to_path_buf(), None))
+}
+
+/// An archive compressed as a whole (`docker save | gzip`, also zstd, xz, bzip2 — `docker
+/// load` takes them): inflated once into a temp file (the uncompressed size on disk), since
+/// archives are read in place by offset. `None` for an archive that is not compressed.
+fn inflate_archive(path: &Path) -> Result<Option<(PathBuf, Arc<tempfile::TempPath>)>> {
+    let shown = path.display();
+    let Ok(file) = File::open(path) else {
+        return Ok(None); // the archive reader says why
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let mut head = [0u8; 6];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    let kind = crate::compression::Compression::detect(&head[..n]);
+    if kind == crate::compression::Compression::None {
+        return Ok(None);
+    }
+    let mut tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("creating a temp file to inflate the archive", e))?;
+    let mut dec = kind
+        .decoder(io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| Error::io(format!("{shown}: {} archive", kind.name()), e))?;
+    io::copy(&mut dec, &mut tmp).map_err(|e| {
+        Error::Format(format!(
+            "{shown}: cannot inflate the {} archive: {e}",
+            kind.name()
+        ))
+    })?;
+    let p = tmp.into_temp_path();
+    Ok(Some((p.to_path_buf(), Arc::new(p))))
 }
 
 /// `PATH[:SUFFIX]`: the path is everything before the first colon, unless the whole string
