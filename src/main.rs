@@ -26,14 +26,10 @@ struct Cli {
     /// No progress bar.
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Platform to pick from a multi-platform index.
-    #[arg(
-        long,
-        global = true,
-        default_value = "linux/amd64",
-        value_name = "OS/ARCH[/VARIANT]"
-    )]
-    platform: String,
+    /// Platform to pick from a multi-platform index (default linux/amd64). Given, it is also
+    /// required of a single-platform image.
+    #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
     /// Cache of per-layer listings for files/diff/waste and build --from (default:
     /// $XDG_CACHE_HOME/strata).
     #[arg(long, global = true, value_name = "DIR")]
@@ -337,7 +333,11 @@ fn blob_store(cache: &strata::listing::Cache, cap: &str) -> anyhow::Result<BlobS
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cache = strata::listing::Cache::new(cli.cache_dir.clone(), !cli.no_cache);
     let opts = OpenOptions {
-        platform: Platform::parse(&cli.platform)?,
+        platform: match &cli.platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::default(),
+        },
+        require_platform: cli.platform.is_some(),
         store: Arc::new(blob_store(&cache, &cli.blob_cache_size)?),
     };
     match cli.command {

@@ -83,8 +83,8 @@ impl Fixture {
                 opens: Default::default(),
             },
             opts: OpenOptions {
-                platform: Default::default(),
                 store: Arc::new(BlobStore::new(d.path().join("blobs"), u64::MAX)),
+                ..Default::default()
             },
             _store_dir: d,
             reference: reference.to_string(),

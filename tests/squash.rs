@@ -494,3 +494,60 @@ fn docker_tags_are_checked_before_any_output() {
             .contains("\"v1\"")
     );
 }
+
+#[test]
+fn oci_index_entries_carry_the_config_s_platform_with_its_variant() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("src")).unwrap();
+    std::fs::write(d.path().join("src/f"), "x").unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(strata_bin())
+            .current_dir(d.path())
+            .args(args)
+            .output()
+            .unwrap();
+        ok(&o);
+    };
+    run(&[
+        "build",
+        "-q",
+        "--layer",
+        "src:/src",
+        "--arch",
+        "arm",
+        "--variant",
+        "v7",
+        "--format",
+        "oci",
+        "--tag",
+        "v1",
+        "-o",
+        "arm",
+    ]);
+    run(&[
+        "squash",
+        "-q",
+        "oci:arm:v1",
+        "--format",
+        "oci",
+        "--tag",
+        "sq",
+        "-o",
+        "sq",
+    ]);
+    for dir in ["arm", "sq"] {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join(dir).join("index.json")).unwrap())
+                .unwrap();
+        let p = &index["manifests"][0]["platform"];
+        assert_eq!(
+            (
+                p["os"].as_str(),
+                p["architecture"].as_str(),
+                p["variant"].as_str()
+            ),
+            (Some("linux"), Some("arm"), Some("v7")),
+            "{dir}: {p}"
+        );
+    }
+}

@@ -514,3 +514,27 @@ fn docker_archives_compressed_as_a_whole_are_read() {
         }
     }
 }
+
+#[test]
+fn an_asked_platform_is_required_of_a_single_platform_image() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_docker_archive(d.path(), &layers())
+        .display()
+        .to_string();
+    let run = |args: &[&str]| Command::new(strata_bin()).args(args).output().unwrap();
+    // The config says linux/amd64: asking for it works, asking for arm64 names what there is.
+    assert!(
+        run(&["--platform", "linux/amd64", "inspect", &p])
+            .status
+            .success()
+    );
+    let o = run(&["--platform", "linux/arm64", "inspect", &p]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no image for platform linux/arm64") && err.contains("available: linux/amd64"),
+        "{err}"
+    );
+    // Not asked: the one image there is taken, whatever it is.
+    assert!(run(&["inspect", &p]).status.success());
+}

@@ -74,11 +74,42 @@ impl Reference {
     /// path holds.
     pub fn open_with(&self, opts: &OpenOptions) -> Result<Image> {
         let shown = self.to_string();
-        match self.transport {
-            Some(t) => t.open(&self.spec, &shown, opts),
-            None => detect(Path::new(&self.spec), &shown, &opts.platform),
+        let img = match self.transport {
+            Some(t) => t.open(&self.spec, &shown, opts)?,
+            None => detect(Path::new(&self.spec), &shown, &opts.platform)?,
+        };
+        if opts.require_platform {
+            require_platform(&img, &opts.platform)?;
         }
+        Ok(img)
     }
+}
+
+/// An image asked for by platform must be of it, also when it has only one.
+fn require_platform(img: &Image, want: &Platform) -> Result<()> {
+    let field = |k: &str| {
+        img.config
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let have = Platform {
+        os: field("os").unwrap_or_default(),
+        arch: field("architecture").unwrap_or_default(),
+        variant: field("variant"),
+    };
+    if want.matches(&have) {
+        return Ok(());
+    }
+    let shown = if have.os.is_empty() && have.arch.is_empty() {
+        "of no stated platform".to_string()
+    } else {
+        format!("{have}")
+    };
+    Err(Error::Usage(format!(
+        "{}: no image for platform {want}; available: {shown} (the only one)",
+        img.reference
+    )))
 }
 
 /// A bare path: a directory is an OCI layout; a file is a docker or OCI archive by what it

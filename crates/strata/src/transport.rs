@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub struct OpenOptions {
     /// The platform to pick from a multi-platform index.
     pub platform: Platform,
+    /// The platform was asked for (`--platform`): a single-platform image of another one is
+    /// an error, not silently taken.
+    pub require_platform: bool,
     /// Where streamed blobs are kept once read.
     pub store: Arc<BlobStore>,
 }
@@ -26,6 +29,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             platform: Platform::default(),
+            require_platform: false,
             store: Arc::new(BlobStore::temporary()),
         }
     }

@@ -124,17 +124,16 @@ impl ImageWriter for OciLayout<'_> {
             .add_bytes(&format!("blobs/sha256/{m_hex}"), &manifest)?;
         let cfg: Value =
             serde_json::from_slice(config).map_err(|e| Error::Format(format!("config: {e}")))?;
-        let platform = json!({
-            "os": cfg.get("os").cloned().unwrap_or(json!("linux")),
-            "architecture": cfg.get("architecture").cloned().unwrap_or(json!("amd64")),
-        });
+        let platform = platform_of(&cfg);
         let descriptor = |tag: Option<&str>| {
             let mut d = json!({
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": format!("sha256:{m_hex}"),
                 "size": manifest.len(),
-                "platform": platform,
             });
+            if let Some(p) = &platform {
+                d["platform"] = p.clone();
+            }
             if let Some(t) = tag {
                 d["annotations"] = json!({"org.opencontainers.image.ref.name": t});
             }
@@ -153,5 +152,42 @@ impl ImageWriter for OciLayout<'_> {
             &serde_json::to_vec(&index).map_err(|e| Error::Format(e.to_string()))?,
         )?;
         self.out.finish()
+    }
+}
+
+/// The index descriptor's platform, from the config as it is (image-spec `image-index.md`):
+/// `os` and `architecture`, and `variant`, `os.version`, `os.features` when the config has
+/// them. Nothing is defaulted: a config that names no platform gives a descriptor without one.
+fn platform_of(cfg: &Value) -> Option<Value> {
+    let os = cfg.get("os").filter(|v| v.is_string())?;
+    let arch = cfg.get("architecture").filter(|v| v.is_string())?;
+    let mut p = json!({"os": os, "architecture": arch});
+    for (from, to) in [
+        ("variant", "variant"),
+        ("os.version", "os.version"),
+        ("os.features", "os.features"),
+    ] {
+        if let Some(v) = cfg.get(from).filter(|v| !v.is_null()) {
+            p[to] = v.clone();
+        }
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platform_comes_from_the_config_and_is_not_invented() {
+        let arm =
+            json!({"os": "linux", "architecture": "arm", "variant": "v7", "os.features": ["x"]});
+        assert_eq!(
+            platform_of(&arm).unwrap(),
+            json!({"os": "linux", "architecture": "arm", "variant": "v7", "os.features": ["x"]})
+        );
+        let win = json!({"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.1"});
+        assert_eq!(platform_of(&win).unwrap()["os.version"], "10.0.17763.1");
+        assert!(platform_of(&json!({"architecture": "amd64"})).is_none());
     }
 }
