@@ -397,10 +397,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff {
             image,
             image_b: Some(other),
-            layer: _,
+            layer,
             json,
             no_verify,
         } => {
+            if layer.is_some() {
+                anyhow::bail!(
+                    "--layer picks a layer of one image's diff; `diff A B` compares whole trees"
+                );
+            }
             let a = open(&image, &opts)?;
             let b = open(&other, &opts)?;
             let d = strata::listing::diff_images(
@@ -422,6 +427,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             top,
             no_verify,
         } => {
+            strata::listing::render::check_ci_flags(
+                ci,
+                max_wasted.as_deref(),
+                min_efficiency.as_deref(),
+            )?;
             let img = open(&image, &opts)?;
             let w =
                 strata::listing::waste(&img, !no_verify, top, &cache, &commands::signals::cancel())

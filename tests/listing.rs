@@ -781,3 +781,39 @@ fn files_text_of_a_big_layer_is_held_back_on_disk_and_complete() {
     );
     assert!(rest[30_000].ends_with("/d/file-with-a-longish-name-029999"));
 }
+
+#[test]
+fn flags_that_would_do_nothing_are_errors() {
+    let (_d, img) = image(&[LayerBuilder::new().file("a", "1").build()]);
+    let (_d2, img2) = image(&[LayerBuilder::new().file("b", "2").build()]);
+    let run = |args: &[&str]| Command::new(strata_bin()).args(args).output().unwrap();
+    for (args, what) in [
+        (vec!["waste", &img, "--max-wasted", "1MB"], "only with --ci"),
+        (
+            vec!["waste", &img, "--min-efficiency", "90"],
+            "only with --ci",
+        ),
+        (vec!["waste", &img, "--ci"], "needs a threshold"),
+        (
+            vec!["waste", &img, "--ci", "--min-efficiency", "150"],
+            "from 0 to 100",
+        ),
+        (
+            vec!["waste", &img, "--ci", "--max-wasted", "120%"],
+            "from 0 to 100",
+        ),
+        (
+            vec!["diff", &img, &img2, "--layer", "0"],
+            "compares whole trees",
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: nothing is read or printed first"
+        );
+    }
+}

@@ -551,3 +551,23 @@ fn oci_index_entries_carry_the_config_s_platform_with_its_variant() {
         );
     }
 }
+
+#[test]
+fn squash_says_what_it_wrote() {
+    let d = tempfile::tempdir().unwrap();
+    let src = write_docker_archive(d.path(), &[LayerBuilder::new().file("a", "1").build()])
+        .display()
+        .to_string();
+    let out = d.path().join("sq.tar").display().to_string();
+    let o = squash_cli(&[&src, "-o", &out]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!("strata: squashed {src} into sha256:"))
+            && err.contains(&format!("(1 layer) to {out}")),
+        "{err}"
+    );
+    let o = squash_cli(&["-q", &src, "-o", &out, "--force"]);
+    ok(&o);
+    assert!(o.stderr.is_empty(), "-q says nothing");
+}

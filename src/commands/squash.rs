@@ -78,10 +78,19 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
     };
     let report = out.write(&target, |w| squash(img, &opts, w, &tags))?;
     Bar::finish(progress);
-    if !args.quiet
-        && let Some((d, spec)) = &out.dest
-    {
-        eprintln!("strata: squashed {} to {}:{spec}", img.reference, d.name());
+    if !args.quiet {
+        // What was written, as build says it: the new image's id and layers, and where.
+        let to = match (&out.dest, args.output.as_deref()) {
+            (Some((d, spec)), _) => format!("{}:{spec}", d.name()),
+            (None, Some(p)) if p != std::path::Path::new("-") => p.display().to_string(),
+            _ => "stdout".into(),
+        };
+        eprintln!(
+            "strata: squashed {} into sha256:{} ({}) to {to}",
+            img.reference,
+            strata::image::sha256_hex(&report.config),
+            super::count(report.layers.len(), "layer")
+        );
     }
     Ok(report)
 }

@@ -185,6 +185,55 @@ pub fn parse_bytes(s: &str) -> Option<f64> {
     Some(n * mult)
 }
 
+/// Check `waste --ci` thresholds before any layer is read: a bad value, a percentage outside
+/// 0–100, or a threshold without `--ci` (it would be silently ignored) is an error, and so is
+/// `--ci` with no threshold to check.
+pub fn check_ci_flags(
+    ci: bool,
+    max_wasted: Option<&str>,
+    min_efficiency: Option<&str>,
+) -> Result<()> {
+    if !ci {
+        if max_wasted.is_some() || min_efficiency.is_some() {
+            return Err(Error::Usage(
+                "--max-wasted and --min-efficiency apply only with --ci".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if max_wasted.is_none() && min_efficiency.is_none() {
+        return Err(Error::Usage(
+            "--ci needs a threshold: --max-wasted BYTES|PCT and/or --min-efficiency PCT".into(),
+        ));
+    }
+    let pct_ok = |p: f64| (0.0..=100.0).contains(&p);
+    if let Some(m) = max_wasted {
+        let ok = match m.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse::<f64>().ok().is_some_and(pct_ok),
+            None => parse_bytes(m).is_some_and(|b| b >= 0.0),
+        };
+        if !ok {
+            return Err(Error::Usage(format!(
+                "--max-wasted {m:?}: expected bytes (20MB, 1GiB) or a percentage from 0 to 100 (10%)"
+            )));
+        }
+    }
+    if let Some(e) = min_efficiency {
+        let ok = e
+            .trim()
+            .trim_end_matches('%')
+            .parse::<f64>()
+            .ok()
+            .is_some_and(pct_ok);
+        if !ok {
+            return Err(Error::Usage(format!(
+                "--min-efficiency {e:?}: expected a percentage from 0 to 100, like 95"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `--ci` thresholds a report crosses (empty: it passes).
 pub fn ci_failures(
     w: &WasteReport,
