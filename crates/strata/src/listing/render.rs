@@ -34,25 +34,48 @@ pub fn render_tree_diff(d: &TreeDiff) -> String {
     s
 }
 
+/// Bytes for people: `184 B`, `1.5 KiB`, `665.3 MiB` (JSON keeps exact bytes).
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A ratio as a percentage rounded *down* to two decimals, so that a value just under a
+/// threshold is never shown as above it ("100.00% is below 99.99%").
+fn percent_down(ratio: f64) -> String {
+    format!("{:.2}", (ratio * 10_000.0).floor() / 100.0)
+}
+
 /// `waste` as text: the totals, the efficiency, then the top wasted paths.
 pub fn render_waste(w: &WasteReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "Total file bytes:  {}", w.total_bytes);
+    let _ = writeln!(s, "Total file bytes:  {}", human(w.total_bytes));
     let _ = writeln!(
         s,
         "Wasted bytes:      {} ({} of them identical re-additions)",
-        w.wasted_bytes, w.duplicate_bytes
+        human(w.wasted_bytes),
+        human(w.duplicate_bytes)
     );
-    let _ = writeln!(s, "Efficiency:        {:.2}%", w.efficiency * 100.0);
+    let _ = writeln!(s, "Efficiency:        {}%", percent_down(w.efficiency));
     if !w.top.is_empty() {
         let _ = writeln!(s, "Top wasted paths:");
         for t in &w.top {
             let layers: Vec<String> = t.layers.iter().map(|l| l.to_string()).collect();
             let _ = writeln!(
                 s,
-                "  {:>12}  {}  (layers {})",
-                t.wasted_bytes,
+                "  {:>10}  {}  (layers {})",
+                human(t.wasted_bytes),
                 t.path,
                 layers.join(", ")
             );
@@ -267,10 +290,35 @@ pub fn ci_failures(
         })?;
         if w.efficiency * 100.0 < pct {
             out.push(format!(
-                "efficiency {:.2}% is below {pct}%",
-                w.efficiency * 100.0
+                "efficiency {}% is below {pct}%",
+                percent_down(w.efficiency)
             ));
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_read_units_and_percentages_that_do_not_contradict_a_threshold() {
+        assert_eq!(human(184), "184 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(665 << 20), "665.0 MiB");
+        // 99.9999 % shown as 100.00 % beside "is below 99.9999 %" would contradict itself.
+        assert_eq!(percent_down(0.999_999), "99.99");
+        assert_eq!(percent_down(1.0), "100.00");
+        let w = WasteReport {
+            image: "x".into(),
+            wasted_bytes: 1,
+            duplicate_bytes: 0,
+            total_bytes: 1_000_000,
+            efficiency: 0.999_999,
+            top: vec![],
+        };
+        let f = ci_failures(&w, None, Some("99.99999")).unwrap();
+        assert_eq!(f, vec!["efficiency 99.99% is below 99.99999%".to_string()]);
+    }
 }
