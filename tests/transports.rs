@@ -538,3 +538,32 @@ fn an_asked_platform_is_required_of_a_single_platform_image() {
     // Not asked: the one image there is taken, whatever it is.
     assert!(run(&["inspect", &p]).status.success());
 }
+
+#[test]
+fn the_hint_for_a_multi_image_archive_works_as_printed() {
+    let mut members = vec![];
+    let mut manifest = vec![];
+    let a = vec![LayerBuilder::new().file("a", "1").build()];
+    let b = vec![LayerBuilder::new().file("b", "2").build()];
+    for (img, tag) in [(&a, "one:1"), (&b, "two:2")] {
+        let cfg = config_json(img);
+        let cfg_name = format!("{}.json", sha256_hex(&cfg));
+        let ln = format!("{}/layer.tar", sha256_hex(&img[0]));
+        members.push((ln.clone(), img[0].clone()));
+        members.push((cfg_name.clone(), cfg));
+        manifest.push(serde_json::json!({"Config": cfg_name, "RepoTags": [tag], "Layers": [ln]}));
+    }
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("multi.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    // A bare path: the error's hint is `multi.tar:NAME:TAG` — and that must work.
+    let bare = p.display().to_string();
+    let err = flatten_ref(&bare).unwrap_err().to_string();
+    assert!(err.contains(&format!("{bare}:NAME:TAG")), "{err}");
+    assert_eq!(via(&format!("{bare}:two:2")), model_of(&b).unwrap());
+    assert_eq!(via(&format!("{bare}:@0")), model_of(&a).unwrap());
+}

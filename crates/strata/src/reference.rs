@@ -40,7 +40,11 @@ impl Reference {
                     "transport {name}: is not supported yet; supported: {supported}"
                 )));
             }
-            if !Path::new(s).exists() && !name.contains('/') && !name.is_empty() {
+            if !Path::new(s).exists()
+                && !Path::new(name).exists()
+                && !name.contains('/')
+                && !name.is_empty()
+            {
                 return Err(Error::Usage(format!(
                     "unknown transport {name}: in {s:?}; supported: {supported}"
                 )));
@@ -115,16 +119,22 @@ fn require_platform(img: &Image, want: &Platform) -> Result<()> {
 /// A bare path: a directory is an OCI layout; a file is a docker or OCI archive by what it
 /// holds.
 fn detect(path: &Path, shown: &str, platform: &Platform) -> Result<Image> {
+    // `PATH:NAME:TAG`, `PATH:@N`, `DIR:REF` work bare too, as the hints print them.
+    let (path, select) = if path.exists() || path == Path::new("-") {
+        (path.to_path_buf(), None)
+    } else {
+        crate::image::split_path(&path.to_string_lossy())
+    };
     if path.is_dir() {
-        return oci_layout::open_dir(path, None, platform, shown);
+        return oci_layout::open_dir(&path, select.as_deref(), platform, shown);
     }
-    let (local_path, spool): (PathBuf, _) = local(path)?;
+    let (local_path, spool): (PathBuf, _) = local(&path)?;
     let index = ArchiveIndex::open(&local_path)?;
     let mut img = if index.contains("manifest.json") || index.contains("repositories") {
-        docker_archive::open_index(index, None, shown)?
+        docker_archive::open_index(index, select.as_deref(), shown)?
     } else if index.contains("index.json") {
         drop(index);
-        oci_layout::open_archive(&local_path, None, platform, shown)?
+        oci_layout::open_archive(&local_path, select.as_deref(), platform, shown)?
     } else {
         return Err(Error::Format(format!(
             "{}: neither a docker-archive nor an OCI archive (no manifest.json, repositories or index.json)",
