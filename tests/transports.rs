@@ -567,3 +567,52 @@ fn the_hint_for_a_multi_image_archive_works_as_printed() {
     assert_eq!(via(&format!("{bare}:two:2")), model_of(&b).unwrap());
     assert_eq!(via(&format!("{bare}:@0")), model_of(&a).unwrap());
 }
+
+#[test]
+fn oci_manifests_are_chosen_by_digest_and_duplicate_names_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let a = vec![LayerBuilder::new().file("a", "1").build()];
+    let b = vec![LayerBuilder::new().file("b", "2").build()];
+    // Two layouts' files merged into one layout with two manifests.
+    let mut files = oci_layout_files(&a, Comp::None, "x");
+    let other = oci_layout_files(&b, Comp::None, "x");
+    let ia: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let ib: serde_json::Value = serde_json::from_slice(&other["index.json"]).unwrap();
+    for (k, v) in other {
+        files.entry(k).or_insert(v);
+    }
+    let (ma, mb) = (ia["manifests"][0].clone(), ib["manifests"][0].clone());
+    let da = ma["digest"].as_str().unwrap().to_string();
+    let db = mb["digest"].as_str().unwrap().to_string();
+    let write = |manifests: serde_json::Value, name: &str| {
+        let mut f = files.clone();
+        f.insert(
+            "index.json".into(),
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+                .unwrap(),
+        );
+        let root = d.path().join(name);
+        write_files(&root, &f);
+        root.display().to_string()
+    };
+    let unnamed = |m: &serde_json::Value| {
+        let mut m = m.clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        m
+    };
+    // Unnamed: the error lists the digests, and a digest picks one.
+    let root = write(serde_json::json!([unnamed(&ma), unnamed(&mb)]), "unnamed");
+    let err = flatten_ref(&format!("oci:{root}")).unwrap_err().to_string();
+    assert!(err.contains(&da) && err.contains(&db), "{err}");
+    assert_eq!(via(&format!("oci:{root}:{db}")), model_of(&b).unwrap());
+    // One name for two manifests: said so, with the digests to choose by.
+    let root = write(serde_json::json!([ma, mb]), "twice");
+    let err = flatten_ref(&format!("oci:{root}:x"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 manifests are named \"x\"") && err.contains(&db),
+        "{err}"
+    );
+    assert_eq!(via(&format!("oci:{root}:{da}")), model_of(&a).unwrap());
+}

@@ -224,6 +224,20 @@ fn open_store(
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
     let candidates: Vec<Value> = match tag {
+        // A digest names one manifest, named or not (the hint for unnamed ones lists them so).
+        Some(t) if crate::digest::parse(t).is_some() => {
+            let c: Vec<Value> = manifests
+                .iter()
+                .filter(|m| m.get("digest").and_then(Value::as_str) == Some(t))
+                .cloned()
+                .collect();
+            if c.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{where_}: no manifest {t} in index.json"
+                )));
+            }
+            c
+        }
         Some(t) => {
             let c: Vec<Value> = manifests
                 .iter()
@@ -235,6 +249,17 @@ fn open_store(
                 })
                 .cloned()
                 .collect();
+            if c.len() > 1 && c.iter().all(|d| Platform::of(d).is_none()) {
+                let digests: Vec<&str> = c
+                    .iter()
+                    .filter_map(|d| d.get("digest").and_then(Value::as_str))
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "{where_}: {} manifests are named {t:?}; choose one by digest (oci:DIR:DIGEST): {}",
+                    c.len(),
+                    digests.join(", ")
+                )));
+            }
             if c.is_empty() {
                 return Err(Error::Usage(format!(
                     "{where_}: no image named {t:?}; names present: {}",
