@@ -304,6 +304,14 @@ fn init_logging(verbose: u8) {
     }
 }
 
+/// The open options of a command that has `--no-verify`.
+fn unverified(opts: &OpenOptions, no_verify: bool) -> OpenOptions {
+    OpenOptions {
+        verify: !no_verify,
+        ..opts.clone()
+    }
+}
+
 fn open(image: &str, opts: &OpenOptions) -> anyhow::Result<strata::image::Image> {
     // `-` reads an archive from stdin: a person typing there is not one.
     if (image == "-" || image.ends_with(":-"))
@@ -338,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => Platform::default(),
         },
         require_platform: cli.platform.is_some(),
+        verify: true,
         store: Arc::new(blob_store(&cache, &cli.blob_cache_size)?),
     };
     match cli.command {
@@ -355,7 +364,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
             no_verify,
         } => {
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let args = flatten::FlattenArgs {
                 output,
                 compress: compress.into(),
@@ -381,7 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             no_verify,
         } => {
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             strata::listing::write_files(
                 &img,
@@ -406,8 +415,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--layer picks a layer of one image's diff; `diff A B` compares whole trees"
                 );
             }
-            let a = open(&image, &opts)?;
-            let b = open(&other, &opts)?;
+            let a = open(&image, &unverified(&opts, no_verify))?;
+            let b = open(&other, &unverified(&opts, no_verify))?;
             let d = strata::listing::diff_images(
                 &a,
                 &b,
@@ -432,7 +441,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_wasted.as_deref(),
                 min_efficiency.as_deref(),
             )?;
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let w =
                 strata::listing::waste(&img, !no_verify, top, &cache, &commands::signals::cancel())
                     .with_context(|| format!("measuring {image}"))?;
@@ -456,7 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             no_verify,
         } => {
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
             strata::listing::write_diff(
                 &img,
@@ -478,7 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_xattrs,
             no_verify,
         } => {
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let args = extract::ExtractArgs {
                 dir,
                 up_to,
@@ -561,7 +570,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             force,
             no_verify,
         } => {
-            let img = open(&image, &opts)?;
+            let img = open(&image, &unverified(&opts, no_verify))?;
             let args = squash::SquashArgs {
                 output,
                 format: format.map(Into::into),

@@ -553,3 +553,34 @@ fn an_image_from_a_terminal_is_refused() {
     );
     assert_eq!(o.status.code(), Some(1), "{out}");
 }
+
+#[test]
+fn a_config_not_named_by_its_digest_is_an_error_verified_and_a_warning_unverified() {
+    let d = tempfile::tempdir().unwrap();
+    let layer = LayerBuilder::new().file("a", "1").build();
+    let cfg = config_json(std::slice::from_ref(&layer));
+    let wrong = "0".repeat(64);
+    let members = vec![
+        ("layer/layer.tar".to_string(), layer),
+        (format!("{wrong}.json"), cfg),
+        (
+            "manifest.json".to_string(),
+            serde_json::to_vec(&serde_json::json!([{"Config": format!("{wrong}.json"), "RepoTags": ["x:1"], "Layers": ["layer/layer.tar"]}])).unwrap(),
+        ),
+    ];
+    let p = d.path().join("misnamed.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    let img = p.display().to_string();
+    let r = flatten_fails(&img);
+    assert!(r.stderr.contains("digest mismatch"), "{}", r.stderr);
+    let o = Command::new(strata_bin())
+        .args(["flatten", &img, "--no-verify", "-o", "/dev/null"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("digest mismatch") && err.contains("--no-verify"),
+        "{err}"
+    );
+}

@@ -80,7 +80,7 @@ impl Reference {
         let shown = self.to_string();
         let img = match self.transport {
             Some(t) => t.open(&self.spec, &shown, opts)?,
-            None => detect(Path::new(&self.spec), &shown, &opts.platform)?,
+            None => detect(Path::new(&self.spec), &shown, opts)?,
         };
         if opts.require_platform {
             require_platform(&img, &opts.platform)?;
@@ -118,7 +118,8 @@ fn require_platform(img: &Image, want: &Platform) -> Result<()> {
 
 /// A bare path: a directory is an OCI layout; a file is a docker or OCI archive by what it
 /// holds.
-fn detect(path: &Path, shown: &str, platform: &Platform) -> Result<Image> {
+fn detect(path: &Path, shown: &str, opts: &OpenOptions) -> Result<Image> {
+    let platform = &opts.platform;
     // `PATH:NAME:TAG`, `PATH:@N`, `DIR:REF` work bare too, as the hints print them.
     let (path, select) = if path.exists() || path == Path::new("-") {
         (path.to_path_buf(), None)
@@ -131,7 +132,7 @@ fn detect(path: &Path, shown: &str, platform: &Platform) -> Result<Image> {
     let (local_path, spool): (PathBuf, _) = local(&path)?;
     let index = ArchiveIndex::open(&local_path)?;
     let mut img = if index.contains("manifest.json") || index.contains("repositories") {
-        docker_archive::open_index(index, select.as_deref(), shown)?
+        docker_archive::open_index_verified(index, select.as_deref(), shown, opts.verify)?
     } else if index.contains("index.json") {
         drop(index);
         oci_layout::open_archive(&local_path, select.as_deref(), platform, shown)?

@@ -21,6 +21,9 @@ pub struct OpenOptions {
     /// The platform was asked for (`--platform`): a single-platform image of another one is
     /// an error, not silently taken.
     pub require_platform: bool,
+    /// Digests are checked where an image is opened (a config named by its digest); off
+    /// (`--no-verify`), a mismatch there is a warning.
+    pub verify: bool,
     /// Where streamed blobs are kept once read.
     pub store: Arc<BlobStore>,
 }
@@ -30,6 +33,7 @@ impl Default for OpenOptions {
         OpenOptions {
             platform: Platform::default(),
             require_platform: false,
+            verify: true,
             store: Arc::new(BlobStore::temporary()),
         }
     }
