@@ -15,32 +15,48 @@ use strata::transport::OpenOptions;
 /// strata: look inside, flatten, squash, diff, extract and build container image layers.
 ///
 /// IMAGE is `docker-archive:PATH[:NAME:TAG|:@N]`, `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`,
-/// or a bare path (a directory is an OCI layout; a file is detected by its contents);
+/// `docker-daemon:NAME[:TAG]`, or a bare path (a directory is an OCI layout; a file is detected by its contents);
 /// `-` reads an archive from stdin.
 #[derive(Parser)]
 #[command(name = "strata", version = env!("STRATA_VERSION"), propagate_version = true)]
 struct Cli {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     verbose: u8,
     /// No progress bar.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
     /// Platform to pick from a multi-platform index (default linux/amd64). Given, it is also
     /// required of a single-platform image.
-    #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "OS/ARCH[/VARIANT]",
+        help_heading = "Global options"
+    )]
     platform: Option<String>,
     /// Cache of per-layer listings for files/diff/waste and build --from (default:
     /// $XDG_CACHE_HOME/strata).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     cache_dir: Option<PathBuf>,
     /// Do not read or write the listing cache or the blob store (streamed blobs are then
     /// kept in a temp directory for the run only).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     no_cache: bool,
     /// Size cap of the store of streamed blobs under the cache directory (`blobs/`): least
     /// recently used blobs go past it.
-    #[arg(long, global = true, value_name = "BYTES", default_value = "10GiB")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "BYTES",
+        default_value = "10GiB",
+        help_heading = "Global options"
+    )]
     blob_cache_size: String,
     #[command(subcommand)]
     command: Command,
@@ -53,8 +69,10 @@ enum Command {
         after_help = "Examples:\n  strata inspect docker-archive:busybox.tar\n  strata inspect oci:./layout:v1 --json | jq .layers"
     )]
     Inspect {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
-        /// One JSON document instead of text.
+        /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +81,8 @@ enum Command {
         after_help = "Examples:\n  strata flatten docker-archive:app.tar -o rootfs.tar\n  strata flatten oci:./layout --compress zstd -o rootfs.tar.zst\n  strata flatten app.tar --up-to 2 | tar -t"
     )]
     Flatten {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
         /// Output file, or `-` for stdout (the default when stdout is not a terminal).
         #[arg(short, long, value_name = "FILE|-")]
@@ -88,11 +108,13 @@ enum Command {
         after_help = "Examples:\n  strata files app.tar --layer 2\n  strata files oci:./layout --json | jq '.layers[].entries | length'"
     )]
     Files {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
         /// Only this layer: an index from the bottom (0-based) or a digest prefix.
         #[arg(long, value_name = "N|DIGEST")]
         layer: Option<String>,
-        /// One JSON document (schema in the README).
+        /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
         json: bool,
         /// Skip digest verification of the layers.
@@ -105,13 +127,15 @@ enum Command {
         after_help = "Examples:\n  strata diff app.tar\n  strata diff app.tar --layer 3 --json\n  strata diff old.tar oci:./new-layout --json"
     )]
     Diff {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
         /// A second image: compare the two merged trees.
         image_b: Option<String>,
         /// Only this layer: an index from the bottom (0-based) or a digest prefix.
         #[arg(long, value_name = "N|DIGEST")]
         layer: Option<String>,
-        /// One JSON document (schema in the README).
+        /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
         json: bool,
         /// Skip digest verification of the layers.
@@ -124,8 +148,10 @@ enum Command {
         after_help = "Examples:\n  strata waste app.tar\n  strata waste app.tar --ci --max-wasted 20MB --min-efficiency 95"
     )]
     Waste {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
-        /// One JSON document.
+        /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
         json: bool,
         /// Exit with status 3 when a threshold below is crossed.
@@ -149,6 +175,8 @@ enum Command {
         after_help = "Examples:\n  strata extract app.tar ./rootfs\n  strata extract oci:./layout:v1 /srv/root --up-to 2 --no-same-owner"
     )]
     Extract {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
         /// Target directory (created if missing; must be empty unless --force).
         dir: PathBuf,
@@ -207,6 +235,8 @@ enum Command {
         after_help = "Examples:\n  strata squash app.tar -o squashed.tar && docker load -i squashed.tar\n  strata squash app.tar --last 3 --tag app:slim -o - | docker load\n  strata squash oci:./layout --format oci --compress zstd -o ./squashed"
     )]
     Squash {
+        /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
+        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
         image: String,
         /// Output file (or directory for --format oci), `-` for stdout, or a reference:
         /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH` (its format is the reference's).

@@ -584,3 +584,33 @@ fn a_config_not_named_by_its_digest_is_an_error_verified_and_a_warning_unverifie
         "{err}"
     );
 }
+
+#[test]
+fn every_command_s_help_says_what_an_image_is_and_keeps_global_options_apart() {
+    for cmd in [
+        "inspect", "flatten", "files", "diff", "waste", "extract", "squash", "copy",
+    ] {
+        let o = Command::new(strata_bin())
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{cmd}");
+        if cmd != "copy" {
+            assert!(
+                help.contains("docker-daemon:NAME[:TAG]"),
+                "{cmd} --help: IMAGE described\n{help}"
+            );
+        }
+        assert!(
+            help.contains("Global options:"),
+            "{cmd} --help: global options apart\n{help}"
+        );
+        if help.contains("--json") {
+            assert!(
+                help.contains("JSON shapes"),
+                "{cmd} --help: where the schema is"
+            );
+        }
+    }
+}
