@@ -42,7 +42,7 @@ pub fn run(img: &Image, args: &ExtractArgs) -> Result<ExtractStats> {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
-    let progress = Bar::new(total, args.quiet);
+    let progress = Bar::new(total, layers.len(), args.quiet);
     let is_root = rustix::process::geteuid().is_root();
     let opts = ExtractOptions {
         same_owner: args.same_owner.unwrap_or(is_root),

@@ -26,7 +26,7 @@ pub fn run(img: &Image, args: &FlattenArgs) -> Result<MergeStats> {
     let layers = img.layers_up_to(args.up_to.as_deref())?;
     let mut sink = Sink::create(args.output.as_deref(), args.force)?;
     let total: u64 = layers.iter().map(|l| l.stored_size()).sum();
-    let progress = Bar::new(total, args.quiet);
+    let progress = Bar::new(total, layers.len(), args.quiet);
     let opts = MergeOptions {
         verify: args.verify,
         progress: Bar::callback(&progress),

@@ -6,28 +6,56 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use strata::control::{Pass, Progress, ProgressRef};
 
-/// A byte progress bar.
-pub struct Bar(ProgressBar);
+/// A byte progress bar that names the layer being read (`layer 3/5`) or the pass of a build.
+pub struct Bar {
+    pb: ProgressBar,
+    /// Layers in the image (for `layer i/n`); 0 when not about layers.
+    layers: usize,
+    /// The last layer named, so the message changes only when the layer does.
+    shown: std::sync::Mutex<Option<usize>>,
+}
 
 impl Progress for Bar {
-    fn advance(&self, bytes: u64, _layer: Option<usize>, _pass: Pass) {
-        self.0.inc(bytes);
+    fn advance(&self, bytes: u64, layer: Option<usize>, pass: Pass) {
+        self.pb.inc(bytes);
+        let Ok(mut shown) = self.shown.lock() else {
+            return;
+        };
+        if *shown != layer {
+            *shown = layer;
+            self.pb.set_message(label(layer, self.layers, pass));
+        }
+    }
+}
+
+/// What a bar says it is reading: `layer 3/5` (1-based, of the image's layers), or the pass.
+fn label(layer: Option<usize>, layers: usize, pass: Pass) -> String {
+    match (layer, pass) {
+        (Some(i), _) if layers > 0 => format!("layer {}/{layers}", i + 1),
+        (Some(i), _) => format!("layer {}", i + 1),
+        (None, Pass::Build) => "writing layers".to_string(),
+        (None, Pass::Read) => String::new(),
     }
 }
 
 impl Bar {
-    /// A bar for `total` bytes, unless `quiet` or stderr is not a terminal.
-    pub fn new(total: u64, quiet: bool) -> Option<Arc<Bar>> {
+    /// A bar for `total` bytes of an image of `layers` layers, unless `quiet` or stderr is not
+    /// a terminal.
+    pub fn new(total: u64, layers: usize, quiet: bool) -> Option<Arc<Bar>> {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
         let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            "{spinner} [{elapsed_precise}] {msg:10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
         ) {
             pb.set_style(style);
         }
-        Some(Arc::new(Bar(pb)))
+        Some(Arc::new(Bar {
+            pb,
+            layers,
+            shown: std::sync::Mutex::new(None),
+        }))
     }
 
     /// The callback to hand to the library.
@@ -38,7 +66,27 @@ impl Bar {
     /// Remove the bar.
     pub fn finish(bar: Option<Arc<Bar>>) {
         if let Some(b) = bar {
-            b.0.finish_and_clear();
+            b.pb.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_name_the_layer_out_of_how_many() {
+        assert_eq!(label(Some(2), 5, Pass::Read), "layer 3/5");
+        assert_eq!(label(Some(0), 0, Pass::Read), "layer 1");
+        assert_eq!(label(None, 0, Pass::Build), "writing layers");
+        let bar = Bar {
+            pb: ProgressBar::hidden(),
+            layers: 4,
+            shown: std::sync::Mutex::new(None),
+        };
+        bar.advance(10, Some(3), Pass::Read);
+        assert_eq!(bar.pb.message(), "layer 4/4");
+        assert_eq!(bar.pb.position(), 10);
     }
 }

@@ -57,7 +57,7 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         .iter()
         .map(|l| l.stored_size())
         .sum();
-    let progress = Bar::new(total, args.quiet);
+    let progress = Bar::new(total, img.layers.len(), args.quiet);
     let opts = SquashOptions {
         from,
         created: created(args)?,
