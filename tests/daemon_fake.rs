@@ -161,3 +161,50 @@ fn a_missing_image_is_one_line() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn an_image_that_fails_mid_upload_ends_the_load_instead_of_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("engine.sock");
+    let _uploads = fake_engine(&sock, Load::ErrorDetail);
+    // A layer whose bytes do not match its diff_id: squash fails while streaming the body.
+    let layers = vec![
+        LayerBuilder::new()
+            .file("a", &"UNIQUE-PAYLOAD-".repeat(20_000))
+            .build(),
+    ];
+    let archive = write_docker_archive(d.path(), &layers);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"UNIQUE-PAYLOAD-")
+        .unwrap();
+    bytes[at + 100_000] ^= 1;
+    std::fs::write(&archive, &bytes).unwrap();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(strata_bin())
+        .args([
+            "squash",
+            &archive.display().to_string(),
+            "-o",
+            "docker-daemon:fake:1",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("strata hung after the image failed mid-upload");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("digest mismatch"), "{err}");
+}

@@ -201,8 +201,16 @@ fn strip_runtime(t: &mut Tree) {
 }
 
 fn strata_flatten(reference: &str) -> Canon {
+    strata_flatten_args(&[reference])
+}
+
+/// `strata flatten -q ARGS… -o -`, as a tree without what the runtime adds.
+fn strata_flatten_args(args: &[&str]) -> Canon {
+    let reference = args.last().copied().unwrap_or_default();
     let out = Command::new(common::strata_bin())
-        .args(["flatten", "-q", reference, "-o", "-"])
+        .args(["flatten", "-q"])
+        .args(args)
+        .args(["-o", "-"])
         .env("DOCKER_HOST", docker_host())
         .output()
         .unwrap();
@@ -271,7 +279,7 @@ fn check_image(name: &str) {
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("{name} (docker-archive)"), &want, &got);
     // Straight from the engine, no `docker save` file in between.
-    let got = strata_flatten(&format!("docker-daemon:strata-e2e-{name}:1"));
+    let got = strata_flatten_args(&["--no-cache", &format!("docker-daemon:strata-e2e-{name}:1")]);
     assert_canon_eq(&format!("{name} (docker-daemon)"), &want, &got);
     // The same image as an OCI layout (skopeo gzip-compresses the layers).
     if which("skopeo") {
@@ -418,6 +426,17 @@ fn which(cmd: &str) -> bool {
 }
 
 #[test]
+fn docker_load_a_layer_repeated_then_read_from_the_engine() {
+    // Two layers with one diff_id: `docker save` (before Docker 25) writes the second as a
+    // symlink to the first, which the engine transport must follow.
+    let repeated = common::LayerBuilder::new().file("etc/same", "x").build();
+    check_hand_built(
+        "repeated",
+        &[base_layer().build(), repeated.clone(), repeated],
+    );
+}
+
+#[test]
 fn docker_deletes_chmod_chown() {
     check_image("deletes");
 }
@@ -453,6 +472,9 @@ fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     let want = exported(&tag);
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("hand-built {name}"), &want, &got);
+    // --no-cache: the engine's save stream is read every time, not a kept copy.
+    let got = strata_flatten_args(&["--no-cache", &format!("docker-daemon:{tag}")]);
+    assert_canon_eq(&format!("hand-built {name} (docker-daemon)"), &want, &got);
     let dir = workdir().join(format!("hand-{name}-extracted"));
     strata(&[
         "extract",

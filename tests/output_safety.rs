@@ -298,3 +298,29 @@ fn a_later_run_removes_what_a_killed_run_left() {
     );
     assert!(alive.exists(), "a running writer's temp file stays");
 }
+
+#[test]
+fn dev_stdout_redirected_to_a_file_is_written_through_not_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image(d.path());
+    let want = flatten_ref(&img).unwrap();
+    let out = d.path().join("redirected.tar");
+    for extra in [&[][..], &["--force"][..]] {
+        let f = std::fs::File::create(&out).unwrap();
+        let mut args = vec!["flatten", img.as_str(), "-o", "/dev/stdout"];
+        args.extend_from_slice(extra);
+        let o = Command::new(strata_bin())
+            .args(&args)
+            .stdout(f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), want);
+        assert!(
+            std::fs::symlink_metadata("/dev/stdout")
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+}

@@ -51,11 +51,15 @@ impl Sink {
                 Ok(Sink::Stdout(BufWriter::with_capacity(BUF, File::from(fd))))
             }
             Some(path) => {
-                // Followed through symlinks: `/dev/stdout` is a link to a device.
+                // Followed through symlinks: `/dev/stdout` is a link to a device — or, when
+                // stdout was redirected, to a regular file; either way a name under /dev or
+                // /proc is never replaced by a rename, only written through.
+                let in_place = path.starts_with("/dev") || path.starts_with("/proc");
                 match std::fs::metadata(path) {
-                    Ok(m) if is_special(&m) => {
+                    Ok(m) if is_special(&m) || (in_place && m.is_file()) => {
                         let f = std::fs::OpenOptions::new()
                             .write(true)
+                            .truncate(m.is_file())
                             .open(path)
                             .map_err(|e| Error::output(format!("opening {}", path.display()), e))?;
                         return Ok(Sink::Device(BufWriter::with_capacity(BUF, f)));

@@ -133,6 +133,26 @@ enum Conn {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
 }
 
+impl Conn {
+    /// Close both directions (the other side sees the request end, unfinished).
+    fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tls(s) => s.get_ref().shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+/// Whether a body error is the connection's (an output error whose cause is the socket),
+/// rather than the image's.
+fn socket_failed(e: &Error) -> bool {
+    matches!(e, Error::Output { source, .. } if matches!(
+        source.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    ))
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -303,14 +323,22 @@ impl Engine {
             let mut chunked = Chunked {
                 out: BufWriter::with_capacity(256 * 1024, &mut conn),
             };
-            match body(&mut chunked).and_then(|()| {
-                chunked
+            let sent = match body(&mut chunked) {
+                Ok(()) => chunked
                     .finish()
-                    .map_err(|e| Error::output(self.during(path), e))
-            }) {
-                Ok(()) => {}
-                // The daemon may have closed the connection to say why: read that first.
-                Err(e) => write_error = Some(e),
+                    .map_err(|e| Error::output(self.during(path), e)),
+                // The socket failed: the daemon may have closed it to say why — read that.
+                Err(e) if socket_failed(&e) => Err(e),
+                // The image could not be produced: the daemon waits for more that will never
+                // come. Hang up (it discards the partial load) and say what failed.
+                Err(e) => {
+                    drop(chunked);
+                    conn.shutdown();
+                    return Err(e);
+                }
+            };
+            if let Err(e) = sent {
+                write_error = Some(e);
             }
         }
         match read_response(conn) {
@@ -436,17 +464,37 @@ impl Engine {
             message: e.to_string(),
         };
         let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut links: Vec<(String, String)> = Vec::new();
         let mut small_total = 0u64;
         let mut spooled: HashMap<String, (String, crate::image::FileRegion)> = HashMap::new();
         let mut rd = TarReader::new(r.body);
         while let Some(h) = rd.next_entry().map_err(bad)? {
+            let member = crate::pathname::normalize(h.path)
+                .map(|p| String::from_utf8_lossy(crate::pathname::trim_dir(&p)).into_owned())
+                .unwrap_or_else(|_| String::from_utf8_lossy(h.path).into_owned());
+            if matches!(h.kind, EntryType::Symlink | EntryType::HardLink) {
+                // Docker before 25 writes a layer twice in one image (the same diff_id) as a
+                // symlink `<id>/layer.tar -> ../<other>/layer.tar`: resolved after the stream.
+                let dir = crate::pathname::split_parent(member.as_bytes()).0.to_vec();
+                let mut target = if h.kind == EntryType::Symlink && !dir.is_empty() {
+                    let mut t = dir;
+                    t.push(b'/');
+                    t
+                } else {
+                    Vec::new()
+                };
+                target.extend_from_slice(h.link);
+                if let Ok(t) = crate::pathname::normalize(&target) {
+                    links.push((member, String::from_utf8_lossy(&t).into_owned()));
+                }
+                continue;
+            }
             if h.kind != EntryType::Regular {
                 continue;
             }
-            let member = String::from_utf8_lossy(h.path)
-                .trim_start_matches("./")
-                .to_string();
-            if h.size <= SMALL_MEMBER {
+            // Layers go to the store whatever their size; only small documents stay in memory.
+            let layer_like = member.ends_with(".tar") || member.starts_with("blobs/");
+            if h.size <= SMALL_MEMBER && !layer_like {
                 small_total = small_total.saturating_add(h.size);
                 if small_total > SMALL_TOTAL {
                     return Err(Error::Format(format!(
@@ -464,6 +512,13 @@ impl Engine {
                     })
                     .map_err(|e| Error::io(format!("{shown}: spooling {member}"), e))?;
                 spooled.insert(member, (digest, region));
+            }
+        }
+        for (name, target) in links {
+            if let Some(s) = spooled.get(&target).cloned() {
+                spooled.insert(name, s);
+            } else if let Some(b) = small.get(&target).cloned() {
+                small.insert(name, b);
             }
         }
         let manifest = small.get("manifest.json").ok_or_else(|| {
