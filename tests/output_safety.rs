@@ -287,6 +287,14 @@ fn a_later_run_removes_what_a_killed_run_left() {
     std::fs::write(&alive, "in progress").unwrap();
     std::fs::create_dir(&stale_dir).unwrap();
     std::fs::write(stale_dir.join("blob"), "half").unwrap();
+    // Untouched for two hours (a dead writer's temp must also be idle to be removed).
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for p in [&stale, &alive, &stale_dir] {
+        std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+    }
+    // A dead pid's temp that was touched a minute ago may belong to another PID namespace.
+    let recent = d.path().join(".out.tar.strata-2147480001.Mn78Op.partial");
+    std::fs::write(&recent, "another container's").unwrap();
     let o = strata(d.path(), &["flatten", &img, "-o", "out.tar"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = strata(d.path(), &["squash", &img, "--format", "oci", "-o", "lay"]);
@@ -297,6 +305,37 @@ fn a_later_run_removes_what_a_killed_run_left() {
         "the killed run's temp directory is gone"
     );
     assert!(alive.exists(), "a running writer's temp file stays");
+    assert!(recent.exists(), "a recent temp stays, whatever its pid");
+}
+
+#[test]
+fn a_layout_set_aside_by_a_killed_run_is_put_back_not_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image(d.path());
+    // Killed between moving the old `lay` aside and moving the new one in: only the aside
+    // copy remains.
+    let aside = d.path().join(".lay.strata-2147480000.old");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::write(aside.join("oci-layout"), "{}").unwrap();
+    std::fs::write(aside.join("index.json"), "the user's layout").unwrap();
+    let two_hours = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::open(&aside)
+        .unwrap()
+        .set_modified(two_hours)
+        .unwrap();
+    // The next run writing `lay` restores it first — and then refuses to replace it.
+    let o = strata(d.path(), &["squash", &img, "--format", "oci", "-o", "lay"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("restoring") && err.contains("already exists"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("lay/index.json")).unwrap(),
+        "the user's layout"
+    );
+    assert!(!aside.exists());
 }
 
 #[test]

@@ -102,8 +102,8 @@ fn docker_archive_legacy_v1_layout() {
     );
 }
 
-#[test]
-fn docker_archive_with_several_images_needs_a_choice() {
+/// A docker-archive of two one-layer images, `one:1` and `two:2`: its path and their layers.
+fn multi_image_archive(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let a = vec![LayerBuilder::new().file("a", "1").build()];
     let b = vec![LayerBuilder::new().file("b", "2").build()];
     let mut members = vec![];
@@ -120,9 +120,15 @@ fn docker_archive_with_several_images_needs_a_choice() {
         "manifest.json".into(),
         serde_json::to_vec(&manifest).unwrap(),
     ));
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("multi.tar");
+    let p = dir.join("multi.tar");
     std::fs::write(&p, archive(&members)).unwrap();
+    (p, a, b)
+}
+
+#[test]
+fn docker_archive_with_several_images_needs_a_choice() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, a, b) = multi_image_archive(d.path());
     let err = flatten_ref(&format!("docker-archive:{}", p.display()))
         .unwrap_err()
         .to_string();
@@ -541,25 +547,8 @@ fn an_asked_platform_is_required_of_a_single_platform_image() {
 
 #[test]
 fn the_hint_for_a_multi_image_archive_works_as_printed() {
-    let mut members = vec![];
-    let mut manifest = vec![];
-    let a = vec![LayerBuilder::new().file("a", "1").build()];
-    let b = vec![LayerBuilder::new().file("b", "2").build()];
-    for (img, tag) in [(&a, "one:1"), (&b, "two:2")] {
-        let cfg = config_json(img);
-        let cfg_name = format!("{}.json", sha256_hex(&cfg));
-        let ln = format!("{}/layer.tar", sha256_hex(&img[0]));
-        members.push((ln.clone(), img[0].clone()));
-        members.push((cfg_name.clone(), cfg));
-        manifest.push(serde_json::json!({"Config": cfg_name, "RepoTags": [tag], "Layers": [ln]}));
-    }
-    members.push((
-        "manifest.json".into(),
-        serde_json::to_vec(&manifest).unwrap(),
-    ));
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("multi.tar");
-    std::fs::write(&p, archive(&members)).unwrap();
+    let (p, a, b) = multi_image_archive(d.path());
     // A bare path: the error's hint is `multi.tar:NAME:TAG` — and that must work.
     let bare = p.display().to_string();
     let err = flatten_ref(&bare).unwrap_err().to_string();

@@ -106,6 +106,15 @@ impl Blob {
         }
     }
 
+    /// The digest a streamed blob's reader checks (`None` for a local blob, checked by the
+    /// verifier instead, or a stream without one).
+    pub fn stream_digest(&self) -> Option<&str> {
+        match &*self.inner {
+            Inner::Local(_) => None,
+            Inner::Streamed { digest, .. } => digest.as_deref(),
+        }
+    }
+
     /// The size of the stored bytes, when known without reading them.
     pub fn size(&self) -> Option<u64> {
         match &*self.inner {
@@ -265,6 +274,10 @@ impl Tee {
 
 impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // An empty buffer reads 0 bytes without being the end of the stream.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         let n = self.source.read(buf)?;
         if n == 0 {
             self.end()?;

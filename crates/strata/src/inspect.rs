@@ -191,7 +191,8 @@ impl ReadHead for std::fs::File {
     }
 }
 
-fn human(n: u64) -> String {
+/// Bytes for people: `184 B`, `1.5 KiB`, `665.3 MiB` (JSON keeps exact bytes).
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

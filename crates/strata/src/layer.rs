@@ -222,8 +222,10 @@ pub fn open(
     let counted = count(Box::new(peek), progress);
     // Uncompressed, the stored bytes are the tar: its diff_id needs a hash of its own only
     // when it differs from the blob digest the blob reader checks.
-    let diff_id = diff_id
-        .filter(|d| verify && (kind != Compression::None || Some(d) != layer.digest.as_ref()));
+    // (The blob reader checks the blob's own digest: only that one may stand in for it.)
+    let diff_id = diff_id.filter(|d| {
+        verify && (kind != Compression::None || Some(d.as_str()) != layer.blob.stream_digest())
+    });
     if kind == Compression::None
         && let Some(want) = diff_id
     {

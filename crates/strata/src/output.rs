@@ -167,24 +167,50 @@ fn remove_stale_temps(dir: &Path, name: &str) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
+    let now = std::time::SystemTime::now();
     for e in rd.flatten() {
         let file = e.file_name();
         let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&lead)) else {
             continue;
         };
+        // Exactly `PID.XXXXXX.partial` (a temp) or `PID.old` (a replaced layout set aside).
         let Some((pid, tail)) = rest.split_once('.') else {
             continue;
         };
-        if !(tail.ends_with(".partial") || tail.ends_with(".old")) {
+        let aside = tail == "old";
+        let temp = tail
+            .strip_suffix(".partial")
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !(aside || temp) {
             continue;
         }
         let Ok(pid) = pid.parse::<i32>() else {
             continue;
         };
-        if pid as u32 == std::process::id() || process_alive(pid) {
+        // Dead here, and untouched for an hour: a writer in another PID namespace (another
+        // container on a shared directory) is not dead just because its pid is unknown here.
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER);
+        if pid as u32 == std::process::id() || process_alive(pid) || !idle {
             continue;
         }
         let p = e.path();
+        if aside {
+            // A run killed between setting the old layout aside and putting the new one in
+            // place: the old one is the only copy — put it back, never delete it.
+            let dest = dir.join(name);
+            if std::fs::symlink_metadata(&dest).is_err() {
+                tracing::warn!(
+                    "restoring {} from {} (a run was killed mid-replace)",
+                    dest.display(),
+                    p.display()
+                );
+                let _ = std::fs::rename(&p, &dest);
+                continue;
+            }
+        }
         tracing::info!("removing {} left by a run that was killed", p.display());
         let _ = match e.file_type() {
             Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
@@ -192,6 +218,9 @@ fn remove_stale_temps(dir: &Path, name: &str) {
         };
     }
 }
+
+/// How long a dead writer's temp must lie untouched before a later run removes it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Whether a process of that id exists (signal 0: nothing is sent).
 fn process_alive(pid: i32) -> bool {
@@ -258,6 +287,16 @@ pub fn write_dir<R>(
     protect: &[PathBuf],
     f: impl FnOnce(&Path) -> Result<R>,
 ) -> Result<R> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    // First, so that a layout a killed run had set aside is back before anything is decided.
+    remove_stale_temps(&parent, &name);
     let exists = std::fs::symlink_metadata(dest).is_ok();
     if exists && !force {
         return Err(Error::Usage(format!(
@@ -268,15 +307,6 @@ pub fn write_dir<R>(
     if exists && let Some(why) = refuse_replacing(dest, protect) {
         return Err(Error::Usage(why));
     }
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    remove_stale_temps(&parent, &name);
     let tmp = tempfile::Builder::new()
         .prefix(&temp_prefix(&name))
         .suffix(".partial")

@@ -52,7 +52,8 @@ impl ArchiveIndex {
             let mut r = TarReader::new(&buf[..]);
             let entry = match r.next_entry() {
                 Ok(e) => e,
-                Err(TarError::Truncated(_)) if want == chunk && chunk < (4 << 20) => {
+                // Up to the reader's bound on one entry's headers (4 MiB) and the main block.
+                Err(TarError::Truncated(_)) if want == chunk && chunk < (8 << 20) => {
                     chunk *= 4; // long extension headers: read a bigger window
                     continue;
                 }

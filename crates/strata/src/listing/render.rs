@@ -2,6 +2,7 @@
 
 use super::{Change, EntryKind, FileEntry, TreeDiff, WasteReport};
 use crate::error::{Error, Result};
+use crate::inspect::human;
 
 /// `diff A B` as text: one line per added (`+`), removed (`-`) and modified (`~`) path, then
 /// the summary.
@@ -32,22 +33,6 @@ pub fn render_tree_diff(d: &TreeDiff) -> String {
         m.shared_layers
     );
     s
-}
-
-/// Bytes for people: `184 B`, `1.5 KiB`, `665.3 MiB` (JSON keeps exact bytes).
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// A ratio as a percentage rounded *down* to two decimals, so that a value just under a
