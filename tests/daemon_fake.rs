@@ -18,6 +18,8 @@ enum Load {
     ErrorDetail,
     /// Answer 500 before reading the upload, and hang up.
     Refuse,
+    /// Read the upload, then 200 with a stream that never says the image was loaded.
+    Silent,
 }
 
 /// Serve `/_ping` and `/images/load` on `sock` until the test ends; returns how many bytes of
@@ -60,7 +62,7 @@ fn serve(conn: UnixStream, load: Load, tx: &std::sync::mpsc::Sender<usize>) {
         respond(&mut w, "200 OK", "OK");
     } else if request_line.contains("/images/load") {
         match load {
-            Load::ErrorDetail => {
+            Load::ErrorDetail | Load::Silent => {
                 // Read the chunked upload to its terminating chunk.
                 let mut n = 0usize;
                 loop {
@@ -75,6 +77,10 @@ fn serve(conn: UnixStream, load: Load, tx: &std::sync::mpsc::Sender<usize>) {
                     }
                 }
                 tx.send(n).unwrap();
+                if matches!(load, Load::Silent) {
+                    respond(&mut w, "200 OK", "{\"stream\":\"Loading layer\"}\n");
+                    return;
+                }
                 respond(
                     &mut w,
                     "200 OK",
@@ -207,4 +213,15 @@ fn an_image_that_fails_mid_upload_ends_the_load_instead_of_hanging() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn a_load_that_never_says_it_loaded_is_not_a_success() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("engine.sock");
+    let _uploads = fake_engine(&sock, Load::Silent);
+    let img = image(d.path());
+    let (code, err) = squash_into(&sock, &img);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("does not say it loaded the image"), "{err}");
 }

@@ -202,6 +202,14 @@ impl Response {
         s
     }
 
+    /// The body as text, at most `MAX_LINE` bytes, a read error being an error (a verdict
+    /// read from a cut answer is no verdict).
+    fn text_checked(self) -> io::Result<String> {
+        let mut v = Vec::new();
+        self.body.take(MAX_LINE as u64).read_to_end(&mut v)?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
     /// The daemon's error message: `{"message": …}` in the body, else the body.
     fn message(self) -> String {
         let status = self.status;
@@ -601,9 +609,18 @@ impl Engine {
         if r.status != 200 {
             return Err(daemon_refused(r.message()));
         }
-        let text = r.text();
+        let text = r
+            .text_checked()
+            .map_err(|e| Error::output("the Docker daemon's answer to the load was cut", e))?;
         if let Some(m) = load_error(&text) {
             return Err(daemon_refused(m));
+        }
+        // Success is said, not assumed: Docker and podman both stream "Loaded image…".
+        if !text.contains("Loaded image") {
+            return Err(daemon_refused(format!(
+                "its answer does not say it loaded the image: {:?}",
+                text.trim()
+            )));
         }
         for line in text.lines() {
             if let Some(s) = serde_json::from_str::<Value>(line)
