@@ -33,7 +33,8 @@ const API_MAX: (u32, u32) = (1, 41);
 /// Members of a `docker save` stream up to this size are kept in memory; larger ones are
 /// spooled into the blob store.
 const SMALL_MEMBER: u64 = 1 << 20;
-/// All small members together (configs, manifests, small layers) held at most.
+/// All small members together (configs, manifests, repositories) held at most; layer members
+/// go to the blob store whatever their size.
 const SMALL_TOTAL: u64 = 64 << 20;
 /// Response headers and JSON message lines read at most.
 const MAX_LINE: usize = 1 << 20;

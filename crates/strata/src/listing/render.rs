@@ -108,20 +108,6 @@ pub fn layer_title(index: usize, digest: &Option<String>, diff_id: &Option<Strin
     format!("layer {index} ({id})")
 }
 
-/// One layer of `files`, `ls -l`-like.
-pub fn files_layer(
-    index: usize,
-    digest: &Option<String>,
-    diff_id: &Option<String>,
-    entries: &[FileEntry],
-) -> String {
-    let mut s = files_title(index, digest, diff_id, entries.len() as u64);
-    for e in entries {
-        s.push_str(&file_line(e));
-    }
-    s
-}
-
 /// The title line of one layer's `files` table.
 pub fn files_title(
     index: usize,
