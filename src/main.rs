@@ -58,6 +58,74 @@ struct Cli {
         help_heading = "Global options"
     )]
     blob_cache_size: String,
+    /// Registry credentials (`docker://`): USER[:PASSWORD]. Without it, the auth files are
+    /// read: --authfile, $REGISTRY_AUTH_FILE, podman's auth.json, Docker's config.json.
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER[:PASS]",
+        help_heading = "Registry options"
+    )]
+    creds: Option<String>,
+    /// Read registry credentials from this file only (containers-auth.json or Docker's
+    /// config.json format).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Registry options"
+    )]
+    authfile: Option<PathBuf>,
+    /// Verify registries' TLS certificates; `--tls-verify=false` also allows plain HTTP.
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        help_heading = "Registry options"
+    )]
+    tls_verify: bool,
+    /// Directory of CA certificates (*.crt) and a client certificate (*.cert + *.key) for
+    /// registries (default: /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Registry options"
+    )]
+    cert_dir: Option<PathBuf>,
+    /// Give up on a registry connection silent for this many seconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        help_heading = "Registry options"
+    )]
+    timeout: u64,
+    /// Retries of a failed registry request or a cut blob stream (exponential backoff).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 4,
+        help_heading = "Registry options"
+    )]
+    retry_times: u32,
+    /// Blobs fetched from a registry at once, ahead of the merge.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        help_heading = "Registry options"
+    )]
+    jobs: u16,
     #[command(subcommand)]
     command: Command,
 }
@@ -368,6 +436,27 @@ fn blob_store(cache: &strata::listing::Cache, cap: &str) -> anyhow::Result<BlobS
     })
 }
 
+/// How registries are reached, from the registry options.
+fn registry_options(cli: &Cli) -> anyhow::Result<strata::registry::Options> {
+    use strata::registry::credentials::{Credential, Lookup};
+    Ok(strata::registry::Options {
+        lookup: Lookup {
+            creds: cli
+                .creds
+                .as_deref()
+                .map(Credential::from_flag)
+                .transpose()?,
+            authfile: cli.authfile.clone(),
+        },
+        tls_verify: cli.tls_verify,
+        cert_dir: cli.cert_dir.clone(),
+        timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
+        retries: cli.retry_times,
+        jobs: usize::from(cli.jobs),
+        ..Default::default()
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cache = strata::listing::Cache::new(cli.cache_dir.clone(), !cli.no_cache);
     let opts = OpenOptions {
@@ -378,6 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         require_platform: cli.platform.is_some(),
         verify: true,
         store: Arc::new(blob_store(&cache, &cli.blob_cache_size)?),
+        registry: Arc::new(registry_options(&cli)?),
     };
     match cli.command {
         Command::Inspect { image, json } => {
@@ -532,7 +622,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Build(args) => {
             let base = args.from.as_deref().map(|f| open(f, &opts)).transpose()?;
-            let report = build::run(&args, base.as_ref(), &cache, cli.quiet)
+            let report = build::run(&args, base.as_ref(), &cache, cli.quiet, &opts.registry)
                 .context("building the image")?;
             if !cli.quiet {
                 let id = strata::image::sha256_hex(&report.config);
@@ -565,7 +655,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&src, &opts)?;
             let dst_path = std::path::PathBuf::from(&dst);
-            let out = commands::ImageOutput::resolve(Some(&dst_path), format.map(Into::into))?;
+            let out = commands::ImageOutput::resolve(
+                Some(&dst_path),
+                format.map(Into::into),
+                &opts.registry,
+            )?;
             let protect = commands::input_paths(&img.reference);
             let target = strata::sink::Target {
                 format: out.format,
@@ -575,6 +669,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 level: None,
                 measure_first: false,
                 protect: &protect,
+                registry: &opts.registry,
             };
             let tags = if tags.is_empty() {
                 img.tags.clone()
@@ -613,6 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 force,
                 quiet: cli.quiet,
                 verify: !no_verify,
+                registry: opts.registry.clone(),
             };
             let report = squash::run(&img, &args).with_context(|| format!("squashing {image}"))?;
             if let Some(l) = report.layers.last() {

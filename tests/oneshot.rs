@@ -201,6 +201,7 @@ fn squash_to_a_pipe_reads_each_blob_once() {
                     level: None,
                     measure_first: false,
                     protect: &[],
+                    registry: &Default::default(),
                 };
                 let opts = strata::squash::SquashOptions {
                     from,
@@ -345,6 +346,7 @@ fn build_from_a_streamed_base_reads_each_blob_once() {
                 level: None,
                 measure_first: true,
                 protect: &[],
+                registry: &Default::default(),
             };
             let opts = strata::build::BuildOptions {
                 mtime: 1,

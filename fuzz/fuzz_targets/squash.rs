@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         level: None,
         measure_first: false,
         protect: &[],
+        registry: &Default::default(),
     };
     let opts = strata::squash::SquashOptions {
         from,

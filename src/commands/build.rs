@@ -184,8 +184,13 @@ pub fn run(
     base: Option<&Image>,
     cache: &Cache,
     quiet: bool,
+    registry: &std::sync::Arc<strata::registry::Options>,
 ) -> Result<BuildReport> {
-    let out = super::ImageOutput::resolve(args.output.as_deref(), args.format.map(Format::from))?;
+    let out = super::ImageOutput::resolve(
+        args.output.as_deref(),
+        args.format.map(Format::from),
+        registry,
+    )?;
     if out.format != Format::Oci && out.dest.is_none() {
         super::refuse_terminal(args.output.as_deref())?;
     }
@@ -228,10 +233,11 @@ pub fn run(
         compression: args
             .compress
             .map(Into::into)
-            .unwrap_or(out.format.default_compression()),
+            .unwrap_or(out.default_compression()),
         level: args.level,
         measure_first: true,
         protect: &protect,
+        registry: &out.registry,
     };
     let to_pipe = out.to_stdout(args.output.as_deref());
     let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();

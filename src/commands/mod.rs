@@ -18,16 +18,22 @@ pub struct ImageOutput {
     pub format: Format,
     /// The destination and its spec, when `-o` named one.
     pub dest: Option<(&'static dyn strata::sink::Destination, String)>,
+    /// How a `docker://` destination is reached.
+    pub registry: std::sync::Arc<strata::registry::Options>,
 }
 
 impl ImageOutput {
-    pub fn resolve(output: Option<&Path>, format: Option<Format>) -> strata::Result<ImageOutput> {
+    pub fn resolve(
+        output: Option<&Path>,
+        format: Option<Format>,
+        registry: &std::sync::Arc<strata::registry::Options>,
+    ) -> strata::Result<ImageOutput> {
         let named = output
             .and_then(|o| o.to_str())
             .and_then(strata::sink::destination);
         match named {
             Some((d, spec)) => {
-                if let Some(f) = format.filter(|f| *f != d.format()) {
+                if let Some(f) = format.filter(|f| !d.accepts(*f)) {
                     return Err(strata::Error::Usage(format!(
                         "-o {}:{spec} writes {}; it contradicts --format {}",
                         d.name(),
@@ -36,14 +42,24 @@ impl ImageOutput {
                     )));
                 }
                 Ok(ImageOutput {
-                    format: d.format(),
+                    format: format.unwrap_or(d.format()),
                     dest: Some((d, spec.to_string())),
+                    registry: registry.clone(),
                 })
             }
             None => Ok(ImageOutput {
                 format: format.unwrap_or(Format::DockerArchive),
                 dest: None,
+                registry: registry.clone(),
             }),
+        }
+    }
+
+    /// New layers' compression when `--compress` is not given.
+    pub fn default_compression(&self) -> Compression {
+        match &self.dest {
+            Some((d, _)) => d.default_compression(self.format),
+            None => self.format.default_compression(),
         }
     }
 
@@ -64,17 +80,22 @@ impl ImageOutput {
     ) -> strata::Result<R> {
         let target = strata::sink::Target {
             format: self.format,
+            registry: &self.registry,
             ..*target
         };
         match &self.dest {
             None => strata::sink::write_image(&target, go),
             Some((d, spec)) => {
                 let mut out = None;
-                d.write(spec, &target, &mut |w| {
+                let wrote = d.write(spec, &target, &mut |w| {
                     out = Some(go(w)?);
                     Ok(())
                 })?;
                 tracing::info!("wrote {}:{spec}", d.name());
+                // What a push made, pinned by digest: on stdout, for scripts.
+                if let Some(w) = wrote {
+                    println!("{w}");
+                }
                 out.ok_or_else(|| strata::Error::Format("the image writer wrote nothing".into()))
             }
         }

@@ -24,6 +24,7 @@ pub struct SquashArgs {
     pub force: bool,
     pub quiet: bool,
     pub verify: bool,
+    pub registry: std::sync::Arc<strata::registry::Options>,
 }
 
 fn created(args: &SquashArgs) -> Result<Option<String>> {
@@ -35,7 +36,7 @@ fn created(args: &SquashArgs) -> Result<Option<String>> {
 }
 
 pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
-    let out = super::ImageOutput::resolve(args.output.as_deref(), args.format)?;
+    let out = super::ImageOutput::resolve(args.output.as_deref(), args.format, &args.registry)?;
     if out.format != Format::Oci && out.dest.is_none() {
         super::refuse_terminal(args.output.as_deref())?;
     }
@@ -70,11 +71,12 @@ pub fn run(img: &Image, args: &SquashArgs) -> Result<SquashReport> {
         format: out.format,
         path: args.output.as_deref(),
         force: args.force,
-        compression: args.compress.unwrap_or(out.format.default_compression()),
+        compression: args.compress.unwrap_or(out.default_compression()),
         level: args.level,
         // Squash indexes the kept layers for each run: two runs would read them twice.
         measure_first: false,
         protect: &protect,
+        registry: &out.registry,
     };
     let report = out.write(&target, |w| squash(img, &opts, w, &tags))?;
     Bar::finish(progress);

@@ -75,6 +75,7 @@ pub mod output;
 pub mod pathname;
 pub mod pathtree;
 pub mod reference;
+pub mod registry;
 pub mod sink;
 pub mod squash;
 pub mod tarstream;

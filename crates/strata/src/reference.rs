@@ -19,7 +19,7 @@ pub struct Reference {
 }
 
 /// Transport names of containers/skopeo that strata does not read yet.
-const NOT_YET: &[&str] = &["docker", "containers-storage", "dir"];
+const NOT_YET: &[&str] = &["containers-storage", "dir"];
 
 impl Reference {
     /// Parse a reference: a known transport's `name:` prefix picks it; an unknown name (when

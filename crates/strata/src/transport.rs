@@ -10,7 +10,7 @@
 use crate::blob::BlobStore;
 use crate::error::Result;
 use crate::image::platform::Platform;
-use crate::image::{Image, docker_archive, docker_daemon, oci_layout};
+use crate::image::{Image, docker_archive, docker_daemon, oci_layout, registry};
 use std::sync::Arc;
 
 /// What opening an image may need besides the reference.
@@ -26,6 +26,8 @@ pub struct OpenOptions {
     pub verify: bool,
     /// Where streamed blobs are kept once read.
     pub store: Arc<BlobStore>,
+    /// How registries are reached (`docker://`), and the clients already connected.
+    pub registry: Arc<crate::registry::Options>,
 }
 
 impl Default for OpenOptions {
@@ -35,6 +37,7 @@ impl Default for OpenOptions {
             require_platform: false,
             verify: true,
             store: Arc::new(BlobStore::temporary()),
+            registry: Arc::default(),
         }
     }
 }
@@ -52,6 +55,7 @@ pub trait Transport: Sync {
 pub static TRANSPORTS: &[&dyn Transport] = &[
     &docker_archive::DockerArchive,
     &docker_daemon::DockerDaemon,
+    &registry::Registry,
     &oci_layout::OciDir,
     &oci_layout::OciArchive,
 ];

@@ -68,7 +68,7 @@ impl Destination for DockerDaemon {
         spec: &str,
         t: &Target<'_>,
         go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let tag = image_name(spec)?;
         if tag.starts_with("sha256:") {
             return Err(Error::Usage(format!(
@@ -76,7 +76,8 @@ impl Destination for DockerDaemon {
             )));
         }
         let engine = Engine::from_env()?;
-        engine.load(&tag, t, go)
+        engine.load(&tag, t, go)?;
+        Ok(None)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod docker_archive;
 pub mod docker_daemon;
 pub mod oci_layout;
 pub mod platform;
+pub mod registry;
 
 use crate::blob::Blob;
 use crate::error::{Error, Result};

@@ -90,7 +90,7 @@ impl Store for ArchiveIndex {
 pub use super::platform::Platform;
 
 /// The config media types of container images (OCI's and Docker's).
-const IMAGE_CONFIG_TYPES: &[&str] = &[
+pub const IMAGE_CONFIG_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];

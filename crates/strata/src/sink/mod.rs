@@ -4,6 +4,7 @@
 pub mod docker_archive;
 pub mod members;
 pub mod oci_layout;
+pub mod registry;
 
 use crate::compression::Compression;
 use crate::error::{Error, Result};
@@ -87,6 +88,8 @@ pub struct Target<'a> {
     pub measure_first: bool,
     /// Paths `--force` must never replace, nor a directory holding them: the inputs.
     pub protect: &'a [std::path::PathBuf],
+    /// How registries are reached (`-o docker://…`).
+    pub registry: &'a crate::registry::Options,
 }
 
 fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn ImageWriter + 'm> {
@@ -181,14 +184,25 @@ pub trait Destination: Sync {
     fn name(&self) -> &'static str;
     /// The format it writes (it decides the compression default and whether a pipe is used).
     fn format(&self) -> Format;
+    /// Whether `--format f` can be asked of it (a registry takes Docker's and OCI's
+    /// manifests).
+    fn accepts(&self, f: Format) -> bool {
+        f == self.format()
+    }
+    /// New layers' compression when none is asked for.
+    fn default_compression(&self, f: Format) -> Compression {
+        f.default_compression()
+    }
     /// Write the image `go` produces — maybe twice, identically — to `spec` (the reference
     /// after the name), with `t`'s options (its `format` and `path` are this destination's).
+    /// Returns what was written when that says more than the reference (a registry's
+    /// `NAME:TAG@DIGEST`).
     fn write(
         &self,
         spec: &str,
         t: &Target<'_>,
         go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
-    ) -> Result<()>;
+    ) -> Result<Option<String>>;
 }
 
 /// An image writer that names the image `tag`, whatever the operation asked for (the name a
@@ -230,7 +244,7 @@ impl Destination for OnDisk {
         spec: &str,
         t: &Target<'_>,
         go: &mut dyn FnMut(&mut dyn ImageWriter) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         // `PATH[:NAME]` as skopeo writes them: the name tags the image (`oci:DIR:v1`).
         let (path, name) = match spec.split_once(':') {
             Some((p, n)) if !n.is_empty() && !Path::new(spec).exists() => (p, Some(n)),
@@ -242,14 +256,15 @@ impl Destination for OnDisk {
             ..*t
         };
         match name {
-            None => write_image(&t, go),
+            None => write_image(&t, go)?,
             Some(n) => write_image(&t, |w| {
                 go(&mut Tagged {
                     inner: w,
                     tag: n.to_string(),
                 })
-            }),
+            })?,
         }
+        Ok(None)
     }
 }
 
@@ -259,6 +274,7 @@ pub static DESTINATIONS: &[&dyn Destination] = &[
     &OnDisk("oci", Format::Oci),
     &OnDisk("oci-archive", Format::OciArchive),
     &crate::image::docker_daemon::DockerDaemon,
+    &registry::Registry,
 ];
 
 /// `NAME:SPEC` naming a destination of [`DESTINATIONS`], split; `None` for anything else (a
