@@ -3,7 +3,9 @@
 //! same comparable tree.
 #![allow(dead_code)]
 
+pub mod fake_registry;
 pub mod model;
+pub mod registry;
 pub mod stacks;
 
 use sha2::{Digest, Sha256};

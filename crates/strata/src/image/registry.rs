@@ -148,7 +148,7 @@ pub fn fetch_manifest(
         })
         .unwrap_or_default();
     if doc.get("schemaVersion").and_then(Value::as_u64) == Some(1)
-        || media_type.contains("manifest.v1")
+        || media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
     {
         return Err(Error::Usage(format!(
             "{shown}: a Docker schema 1 manifest (deprecated since 2017): strata reads schema 2 and OCI images; push it again with a current docker or skopeo"
