@@ -294,6 +294,10 @@ enum Command {
         /// Tag(s) for the copy (default: the source's).
         #[arg(long = "tag", value_name = "NAME:TAG")]
         tags: Vec<String>,
+        /// Compress layers this way (default: each as stored). A layer stored otherwise is
+        /// recompressed; its diff_id stays.
+        #[arg(long, value_enum)]
+        compress: Option<commands::CompressArg>,
         /// Replace an existing output (only a file, or an OCI layout).
         #[arg(long)]
         force: bool,
@@ -651,6 +655,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dst,
             format,
             tags,
+            compress,
             force,
         } => {
             let img = open(&src, &opts)?;
@@ -665,7 +670,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format: out.format,
                 path: Some(&dst_path),
                 force,
-                compression: strata::compression::Compression::None,
+                compression: compress
+                    .map(Into::into)
+                    .unwrap_or(out.default_compression()),
                 level: None,
                 measure_first: false,
                 protect: &protect,
@@ -676,8 +683,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 commands::checked_tags(&tags, out.format)?
             };
-            out.write(&target, |w| strata::copy::copy(&img, w, &tags))
-                .with_context(|| format!("copying {src} to {dst}"))?;
+            let recompress = compress.map(Into::into);
+            let cancel = commands::signals::cancel();
+            out.write(&target, |w| {
+                strata::copy::copy(&img, w, &tags, recompress, &cancel)
+            })
+            .with_context(|| format!("copying {src} to {dst}"))?;
             if !cli.quiet {
                 eprintln!("strata: copied {src} to {dst}");
             }

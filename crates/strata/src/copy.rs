@@ -1,18 +1,51 @@
 //! `copy`: an image from one transport to another (skopeo copy's job), its layers and config
 //! carried over unchanged — the same diff_ids and config digest; each layer is hashed on the
-//! way and compared with what the source says it is.
+//! way and compared with what the source says it is. Blobs go as stored unless another
+//! compression is asked for: then a layer stored otherwise is decompressed and compressed
+//! again (its diff_id, checked, stays the same).
 
-use crate::error::Result;
+use crate::compression::Compression;
+use crate::control::Cancel;
+use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::sink::{ImageWriter, LayerOut};
 
-/// Write `img` through `writer` as it is, named `tags`.
-pub fn copy(img: &Image, writer: &mut dyn ImageWriter, tags: &[String]) -> Result<Vec<LayerOut>> {
+/// Write `img` through `writer` as it is, named `tags`; with `recompress`, layers not stored
+/// in that compression are written in it.
+pub fn copy(
+    img: &Image,
+    writer: &mut dyn ImageWriter,
+    tags: &[String],
+    recompress: Option<Compression>,
+    cancel: &Cancel,
+) -> Result<Vec<LayerOut>> {
     let mut out = Vec::with_capacity(img.layers.len());
     for layer in &img.layers {
         let diff_id = crate::squash::diff_id_of(layer)?;
-        // Not verified by an earlier pass: the writer hashes the layer and compares.
-        out.push(writer.kept_layer(layer, &diff_id, false)?);
+        let keep = match recompress {
+            None => true,
+            Some(c) => crate::layer::stored_compression(layer)? == c,
+        };
+        if keep {
+            // Not verified by an earlier pass: the writer hashes the layer and compares.
+            out.push(writer.kept_layer(layer, &diff_id, false)?);
+            continue;
+        }
+        let written = writer.new_layer(&mut |w| {
+            let label = layer.label();
+            let mut tar = crate::layer::open(layer, Some(diff_id.clone()), true, None, cancel)
+                .map_err(|e| Error::io(&label, e))?;
+            std::io::copy(&mut tar, w).map_err(|e| Error::io(&label, e))?;
+            Ok(())
+        })?;
+        if written.diff_id != diff_id {
+            return Err(Error::Digest {
+                what: format!("{} (diff_id)", layer.label()),
+                expected: diff_id,
+                actual: written.diff_id,
+            });
+        }
+        out.push(written);
     }
     writer.finish(&img.config_raw, &out, tags)?;
     Ok(out)

@@ -192,6 +192,24 @@ pub fn detect(region: &FileRegion) -> io::Result<Compression> {
     Ok(Compression::detect(&head[..n]))
 }
 
+/// How a layer's blob is compressed: from its media type when it says, else from its first
+/// bytes (reading a streamed blob into the store first).
+pub fn stored_compression(layer: &Layer) -> crate::Result<Compression> {
+    if let Some(mt) = &layer.media_type {
+        if mt.ends_with("gzip") {
+            return Ok(Compression::Gzip);
+        }
+        if mt.ends_with("zstd") {
+            return Ok(Compression::Zstd);
+        }
+        if mt.ends_with(".tar") {
+            return Ok(Compression::None);
+        }
+    }
+    let region = layer.blob.local_region(true, &layer.label())?;
+    detect(&region).map_err(|e| crate::Error::io(layer.label(), e))
+}
+
 /// Open a layer's tar stream. `diff_id`: check the tar's digest at the end (only done here
 /// for compressed local layers and for streamed ones; a local blob's check goes to a
 /// `Verifier`). `verify`: a streamed blob's digest is checked as it is read.

@@ -234,26 +234,9 @@ fn with_digest(location: &str, digest: &str) -> String {
     format!("{location}{sep}digest={digest}")
 }
 
-/// The compression of a kept layer: from its media type when it has one, else its bytes.
-fn kept_compression(layer: &Layer) -> Result<Compression> {
-    if let Some(mt) = &layer.media_type {
-        if mt.ends_with("gzip") {
-            return Ok(Compression::Gzip);
-        }
-        if mt.ends_with("zstd") {
-            return Ok(Compression::Zstd);
-        }
-        if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
-            return Ok(Compression::None);
-        }
-    }
-    let region = layer.blob.local_region(true, &layer.label())?;
-    crate::layer::detect(&region).map_err(|e| Error::io(layer.label(), e))
-}
-
 impl ImageWriter for Push {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, _verified: bool) -> Result<LayerOut> {
-        let kind = kept_compression(layer)?;
+        let kind = crate::layer::stored_compression(layer)?;
         if kind == Compression::None && self.compression != Compression::None {
             // An uncompressed layer (a docker-archive's) goes up compressed, as skopeo does:
             // its diff_id is checked as it is read.
@@ -277,9 +260,11 @@ impl ImageWriter for Push {
             })?;
             return Ok(out);
         }
+        // An uncompressed layer's blob digest is its diff_id.
         let digest = layer
             .digest
             .clone()
+            .or_else(|| (kind == Compression::None).then(|| diff_id.to_string()))
             .ok_or_else(|| Error::Format(format!("{}: no digest to push it by", layer.label())))?;
         let len = match layer.blob.size() {
             Some(n) => n,

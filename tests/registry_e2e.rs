@@ -1,0 +1,908 @@
+//! End-to-end against a real registry: Debian's `docker-registry` (distribution 2.8) started
+//! here on 127.0.0.1 — plain, with htpasswd auth, with token auth from a token server in this
+//! file, and with TLS. skopeo pushes the fixtures and reads back what strata pushes; Docker
+//! loads and runs an image strata squashed into the registry.
+//!
+//! Without docker-registry/skopeo/htpasswd/openssl the tests are skipped locally; under `CI`
+//! they fail instead (CI must run them).
+
+mod common;
+
+use common::registry::{Auth, Registry, available, run};
+use common::{Comp, LayerBuilder, strata_bin, write_oci_dir};
+use proptest::strategy::{Strategy, ValueTree};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn strata_env(args: &[&str], home: &Path) -> Command {
+    let mut c = Command::new(strata_bin());
+    c.args(args)
+        .arg("-q")
+        .env("HOME", home)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("STRATA_LOG", "warn");
+    c
+}
+
+fn strata(args: &[&str], home: &Path) -> Output {
+    strata_env(args, home).output().unwrap()
+}
+
+fn ok(o: Output) -> Vec<u8> {
+    assert!(
+        o.status.success(),
+        "strata failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn fail(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    e
+}
+
+/// The merge-rule fixtures: whiteouts, opaque directories, recreation, type changes,
+/// hardlinks and symlinks, and some random stacks of the property tests.
+fn fixtures() -> Vec<Vec<Vec<u8>>> {
+    let mut v = vec![
+        vec![
+            LayerBuilder::new()
+                .dir("a")
+                .file("a/x", "1")
+                .file("a/y", "2")
+                .file("keep", "k")
+                .build(),
+            LayerBuilder::new().whiteout("a/x").file("a/z", "3").build(),
+        ],
+        vec![
+            LayerBuilder::new()
+                .dir("d")
+                .file("d/old", "o")
+                .dir("d/sub")
+                .file("d/sub/f", "f")
+                .build(),
+            LayerBuilder::new().file("d/new", "n").opaque("d").build(),
+        ],
+        vec![
+            LayerBuilder::new().dir("x").file("x/old", "o").build(),
+            LayerBuilder::new()
+                .whiteout("x")
+                .dir("x")
+                .file("x/new", "n")
+                .build(),
+        ],
+        vec![
+            LayerBuilder::new()
+                .dir("p")
+                .file("p/a", "a")
+                .file("f", "x")
+                .symlink("s", "f")
+                .build(),
+            LayerBuilder::new()
+                .file("p", "now a file")
+                .dir("f")
+                .symlink("s2", "/elsewhere")
+                .build(),
+        ],
+        vec![
+            LayerBuilder::new()
+                .file("t", "target")
+                .hardlink("h", "t")
+                .build(),
+            LayerBuilder::new().whiteout("t").file("u", "u").build(),
+        ],
+    ];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..6 {
+        let stack = common::stacks::stack()
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        v.push(common::stacks::tars(&stack));
+    }
+    v
+}
+
+#[test]
+fn flatten_from_the_registry_equals_flatten_on_disk_for_every_fixture() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, layers) in fixtures().iter().enumerate() {
+        let oci = write_oci_dir(&dir.path().join(format!("f{i}")), layers, Comp::Gzip);
+        let src = format!("oci:{}", oci.display());
+        // Docker schema 2 and OCI manifests, alternately.
+        reg.push(&src, &format!("fix/{i}:t"), i % 2 == 1, None);
+        let want = common::flatten_ref(&src);
+        let out = strata(
+            &[
+                "flatten",
+                &format!("docker://{}/fix/{i}:t", reg.addr),
+                "--tls-verify=false",
+                "--no-cache",
+                "-o",
+                "-",
+            ],
+            dir.path(),
+        );
+        match want {
+            Ok(want) => assert!(
+                ok(out) == want,
+                "fixture {i}: the registry's image flattens differently"
+            ),
+            // A stack the merge refuses on disk is refused from the registry too.
+            Err(e) => assert!(fail(out).contains(&e.to_string()), "fixture {i}: {e}"),
+        }
+    }
+}
+
+/// The digests skopeo sees: (manifest digest, layer digests).
+fn skopeo_inspect(reference: &str) -> (String, Vec<String>) {
+    let out = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", reference]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let layers = v["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    (v["Digest"].as_str().unwrap().to_string(), layers)
+}
+
+fn config_digest(reference: &str, home: &Path) -> (String, Vec<String>) {
+    let out = ok(strata(
+        &["inspect", reference, "--json", "--tls-verify=false"],
+        home,
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let ids = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["diff_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (
+        v["config_digest"].as_str().unwrap_or_default().to_string(),
+        ids,
+    )
+}
+
+#[test]
+fn squash_pushed_to_the_registry_reads_back_with_skopeo() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let layers = &fixtures()[1];
+    let oci = write_oci_dir(&dir.path().join("src"), layers, Comp::Gzip);
+    let src = format!("oci:{}", oci.display());
+    for (fmt, tag) in [("docker-archive", "sq-docker"), ("oci", "sq-oci")] {
+        let dst = format!("docker://{}/app:{tag}", reg.addr);
+        let out = ok(strata(
+            &[
+                "squash",
+                &src,
+                "--format",
+                fmt,
+                "-o",
+                &dst,
+                "--tls-verify=false",
+            ],
+            dir.path(),
+        ));
+        let printed = String::from_utf8(out).unwrap();
+        let (digest, layer_digests) = skopeo_inspect(&dst);
+        assert_eq!(
+            printed.trim(),
+            format!("{dst}@{digest}"),
+            "the push names what it wrote"
+        );
+        assert_eq!(layer_digests.len(), 1);
+        let back = dir.path().join(format!("back-{tag}"));
+        reg.pull(
+            &format!("app:{tag}"),
+            &format!("oci:{}", back.display()),
+            None,
+        );
+        let got = common::flatten_ref(&format!("oci:{}", back.display())).unwrap();
+        assert!(
+            got == common::flatten_ref(&src).unwrap(),
+            "{fmt}: the squashed tree differs"
+        );
+    }
+    // The Docker manifest really is one, and zstd needs OCI.
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/app:sq-docker", reg.addr),
+    ]));
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{raw}"
+    );
+    let e = fail(strata(
+        &[
+            "squash",
+            &src,
+            "--compress",
+            "zstd",
+            "-o",
+            &format!("docker://{}/app:z", reg.addr),
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("--format oci"), "{e}");
+    ok(strata(
+        &[
+            "squash",
+            &src,
+            "--format",
+            "oci",
+            "--compress",
+            "zstd",
+            "-o",
+            &format!("docker://{}/app:z", reg.addr),
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/app:z", reg.addr),
+    ]));
+    assert!(raw.contains("tar+zstd"), "{raw}");
+}
+
+#[test]
+fn copy_between_transports_keeps_digests() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let layers = &fixtures()[0];
+    let oci = write_oci_dir(&dir.path().join("src"), layers, Comp::Gzip);
+    let src = format!("oci:{}", oci.display());
+    let (cfg, ids) = config_digest(&src, home);
+    let r = |p: &str| format!("docker://{}/{p}", reg.addr);
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let hops = [
+        (src.clone(), r("copy/a:1")),
+        (r("copy/a:1"), r("copy/b:1")),
+        (r("copy/b:1"), format!("oci:{}", d("layout"))),
+        (
+            format!("oci:{}", d("layout")),
+            format!("oci-archive:{}", d("x.oci.tar")),
+        ),
+        (
+            format!("oci-archive:{}", d("x.oci.tar")),
+            format!("docker-archive:{}", d("x.tar")),
+        ),
+        (format!("docker-archive:{}", d("x.tar")), r("copy/c:1")),
+        (r("copy/c:1"), r("copy/d:1")),
+    ];
+    for (from, to) in &hops {
+        ok(strata(&["copy", from, to, "--tls-verify=false"], home));
+        let (c, i) = config_digest(to, home);
+        assert_eq!(
+            (&c, &i),
+            (&cfg, &ids),
+            "{from} → {to}: config and diff_ids kept"
+        );
+    }
+    // Registry to registry: the blobs as stored, by mount.
+    let (_, a) = skopeo_inspect(&r("copy/a:1"));
+    let (_, b) = skopeo_inspect(&r("copy/b:1"));
+    assert_eq!(a, b, "registry → registry keeps the blobs");
+    let (m_a, _) = skopeo_inspect(&r("copy/a:1"));
+    let (m_b, _) = skopeo_inspect(&r("copy/b:1"));
+    assert_eq!(m_a, m_b, "and so the manifest");
+    // docker-archive's uncompressed layers go up compressed, diff_ids kept (checked above).
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &r("copy/c:1"),
+    ]));
+    assert!(raw.contains("tar.gzip"), "{raw}");
+}
+
+/// An OCI layout holding an index of two platforms and an attestation manifest.
+fn multi_platform(dir: &Path) -> PathBuf {
+    use common::sha256_hex;
+    let root = dir.join("multi");
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h = sha256_hex(b);
+        std::fs::write(blobs.join(&h), b).unwrap();
+        format!("sha256:{h}")
+    };
+    let mut descs = Vec::new();
+    for (arch, content) in [
+        ("amd64", "I am amd64"),
+        ("arm64", "I am arm64"),
+        ("unknown", "attestation"),
+    ] {
+        let tar = LayerBuilder::new().file("arch", content).build();
+        let (gz, mt) = common::compress(&tar, Comp::Gzip);
+        let ld = put(&gz);
+        let cfg = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": if arch == "unknown" { "unknown" } else { "linux" },
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar))]},
+            "config": {},
+        }))
+        .unwrap();
+        let cd = put(&cfg);
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()},
+            "layers": [{"mediaType": mt, "digest": ld, "size": gz.len()}],
+        }))
+        .unwrap();
+        let md = put(&m);
+        let os = if arch == "unknown" {
+            "unknown"
+        } else {
+            "linux"
+        };
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": m.len(),
+            "platform": {"os": os, "architecture": arch},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs,
+    }))
+    .unwrap();
+    let id = put(&index);
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": index.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"}}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn a_multi_platform_index_is_narrowed_by_platform() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let root = multi_platform(dir.path());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        "-q",
+        &format!("oci:{}:multi", root.display()),
+        &format!("docker://{}/multi:1", reg.addr),
+    ]));
+    let img = format!("docker://{}/multi:1", reg.addr);
+    for arch in ["amd64", "arm64"] {
+        let plat = format!("linux/{arch}");
+        let tar = ok(strata(
+            &[
+                "flatten",
+                &img,
+                "--platform",
+                &plat,
+                "--tls-verify=false",
+                "-o",
+                "-",
+            ],
+            dir.path(),
+        ));
+        let text = String::from_utf8_lossy(&tar);
+        assert!(text.contains(&format!("I am {arch}")), "{arch}");
+    }
+    let e = fail(strata(
+        &[
+            "inspect",
+            &img,
+            "--platform",
+            "linux/s390x",
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("linux/amd64") && e.contains("linux/arm64"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("unknown"),
+        "attestations are not platforms: {e}"
+    );
+}
+
+#[test]
+fn htpasswd_auth_takes_credentials_from_where_users_keep_them() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::Htpasswd("alice", "s3cret"), false);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[0], Comp::Gzip);
+    reg.push(
+        &format!("oci:{}", oci.display()),
+        "priv/app:1",
+        false,
+        Some("alice:s3cret"),
+    );
+    let img = format!("docker://{}/priv/app:1", reg.addr);
+    let inspect = |extra: &[&str], env: &[(&str, &Path)]| {
+        let mut args = vec!["inspect", img.as_str(), "--tls-verify=false"];
+        args.extend_from_slice(extra);
+        let mut c = strata_env(&args, home);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let e = fail(inspect(&[], &[]));
+    assert!(
+        e.contains(&reg.addr) && e.contains("authentication required"),
+        "{e}"
+    );
+    let e = fail(inspect(&["--creds", "alice:wrong"], &[]));
+    assert!(
+        e.contains(&reg.addr) && e.contains("\"alice\"") && e.contains("authentication failed"),
+        "{e}"
+    );
+    ok(inspect(&["--creds", "alice:s3cret"], &[]));
+    // Auth files: Docker's config.json, containers' auth.json, --authfile.
+    let auth = |user: &str, pass: &str| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        serde_json::json!({"auths": {reg.addr.clone(): {"auth": b}}}).to_string()
+    };
+    let docker_cfg = dir.path().join("docker");
+    std::fs::create_dir(&docker_cfg).unwrap();
+    std::fs::write(docker_cfg.join("config.json"), auth("alice", "s3cret")).unwrap();
+    ok(inspect(&[], &[("DOCKER_CONFIG", &docker_cfg)]));
+    let authfile = dir.path().join("auth.json");
+    std::fs::write(&authfile, auth("alice", "s3cret")).unwrap();
+    ok(inspect(&["--authfile", authfile.to_str().unwrap()], &[]));
+    ok(inspect(&[], &[("REGISTRY_AUTH_FILE", &authfile)]));
+    let runtime = dir.path().join("run");
+    std::fs::create_dir_all(runtime.join("containers")).unwrap();
+    std::fs::write(
+        runtime.join("containers/auth.json"),
+        auth("alice", "s3cret"),
+    )
+    .unwrap();
+    ok(inspect(&[], &[("XDG_RUNTIME_DIR", &runtime)]));
+    // A wrong entry in --authfile is used (it is the only file read) and fails.
+    std::fs::write(&authfile, auth("alice", "nope")).unwrap();
+    fail(inspect(
+        &["--authfile", authfile.to_str().unwrap()],
+        &[("DOCKER_CONFIG", &docker_cfg)],
+    ));
+    // Helpers: credHelpers for the host wins over credsStore.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, pass) in [("good", "s3cret"), ("bad", "wrong")] {
+        let p = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\nread server\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"{pass}\"}}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let helpers = dir.path().join("helpers");
+    std::fs::create_dir(&helpers).unwrap();
+    std::fs::write(
+        helpers.join("config.json"),
+        serde_json::json!({"credsStore": "bad", "credHelpers": {reg.addr.clone(): "good"}})
+            .to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = strata_env(&["inspect", &img, "--tls-verify=false"], home)
+        .env("DOCKER_CONFIG", &helpers)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    ok(o);
+    // And pushing with credentials works too.
+    let out = ok(strata(
+        &[
+            "copy",
+            &img,
+            &format!("docker://{}/priv/copy:1", reg.addr),
+            "--creds",
+            "alice:s3cret",
+            "--tls-verify=false",
+        ],
+        home,
+    ));
+    assert!(out.is_empty() || String::from_utf8_lossy(&out).contains("priv/copy:1@sha256:"));
+}
+
+#[test]
+fn tls_with_a_cert_dir() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, true);
+    let certs = reg.certs.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[0], Comp::Gzip);
+    reg.push(&format!("oci:{}", oci.display()), "tls/app:1", false, None);
+    let img = format!("docker://{}/tls/app:1", reg.addr);
+    let e = fail(strata(&["inspect", &img], dir.path()));
+    assert!(
+        e.contains("--cert-dir") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+    let with_ca = ok(strata(
+        &[
+            "flatten",
+            &img,
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            "-o",
+            "-",
+        ],
+        dir.path(),
+    ));
+    assert!(with_ca == common::flatten_ref(&format!("oci:{}", oci.display())).unwrap());
+    ok(strata(&["inspect", &img, "--tls-verify=false"], dir.path()));
+    // Pushing over verified TLS.
+    ok(strata(
+        &[
+            "squash",
+            &img,
+            "-o",
+            &format!("docker://{}/tls/sq:1", reg.addr),
+            "--cert-dir",
+            certs.to_str().unwrap(),
+        ],
+        dir.path(),
+    ));
+}
+
+/// A token server for distribution's token auth: RS256 JWTs with an `x5c` chain, granting
+/// what is asked to `alice:s3cret`, refusing anything else.
+struct TokenServer {
+    realm: String,
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+impl TokenServer {
+    fn start() -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+        run(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=token",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("cert.pem"),
+        ]));
+        run(Command::new("openssl").args([
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            &p("key.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("key.der"),
+        ]));
+        run(Command::new("openssl").args([
+            "x509",
+            "-in",
+            &p("cert.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("cert.der"),
+        ]));
+        let key =
+            ring::signature::RsaKeyPair::from_pkcs8(&std::fs::read(p("key.der")).unwrap()).unwrap();
+        let x5c = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(p("cert.der")).unwrap())
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap_or(0);
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut authorized = false;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    use base64::Engine;
+                    let good = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+                    if h.to_ascii_lowercase().starts_with("authorization:") && h.contains(&good) {
+                        authorized = true;
+                    }
+                }
+                let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+                let access: Vec<serde_json::Value> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(|s| s.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/"))
+                    .filter_map(|s| {
+                        let mut it = s.splitn(3, ':');
+                        let (t, n, a) = (it.next()?, it.next()?, it.next()?);
+                        Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let (status, body) = if authorized {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                    let claims = serde_json::json!({
+                        "iss": "strata-test-issuer", "sub": "alice", "aud": "strata-test",
+                        "exp": now + 300, "nbf": now - 10, "iat": now - 10, "jti": format!("{now}-{}", access.len()),
+                        "access": access,
+                    });
+                    let msg = format!(
+                        "{}.{}",
+                        b64url(header.to_string().as_bytes()),
+                        b64url(claims.to_string().as_bytes())
+                    );
+                    let mut sig = vec![0; key.public().modulus_len()];
+                    key.sign(
+                        &ring::signature::RSA_PKCS1_SHA256,
+                        &ring::rand::SystemRandom::new(),
+                        msg.as_bytes(),
+                        &mut sig,
+                    )
+                    .unwrap();
+                    let token = format!("{msg}.{}", b64url(&sig));
+                    (
+                        200,
+                        serde_json::json!({"token": token, "expires_in": 300}).to_string(),
+                    )
+                } else {
+                    (401, "{}".to_string())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            cert: dir.path().join("cert.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn token_auth_against_the_real_registry() {
+    if !available() {
+        return;
+    }
+    let tokens = TokenServer::start();
+    let reg = Registry::start(
+        Auth::Token {
+            realm: tokens.realm.clone(),
+            cert: tokens.cert.clone(),
+        },
+        false,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[2], Comp::Gzip);
+    let src = format!("oci:{}", oci.display());
+    // strata pushes (skopeo would need the same token dance).
+    let dst = format!("docker://{}/tok/app:1", reg.addr);
+    let e = fail(strata(
+        &["copy", &src, &dst, "--tls-verify=false"],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("token server") || e.contains("authentication"),
+        "{e}"
+    );
+    ok(strata(
+        &[
+            "copy",
+            &src,
+            &dst,
+            "--tls-verify=false",
+            "--creds",
+            "alice:s3cret",
+        ],
+        dir.path(),
+    ));
+    let got = ok(strata(
+        &[
+            "flatten",
+            &dst,
+            "--tls-verify=false",
+            "--creds",
+            "alice:s3cret",
+            "-o",
+            "-",
+        ],
+        dir.path(),
+    ));
+    assert!(got == common::flatten_ref(&src).unwrap());
+    let e = fail(strata(
+        &[
+            "inspect",
+            &dst,
+            "--tls-verify=false",
+            "--creds",
+            "alice:bad",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("\"alice\"") && e.contains("authentication failed"),
+        "{e}"
+    );
+    // skopeo reads back what strata pushed through the same token server.
+    reg.pull(
+        "tok/app:1",
+        &format!("oci:{}", dir.path().join("back").display()),
+        Some("alice:s3cret"),
+    );
+}
+
+const DOCKER_HOST_DEFAULT: &str = "unix:///tmp/strata-docker/docker.sock";
+
+#[test]
+fn docker_loads_and_runs_what_strata_squashed_into_the_registry() {
+    if !available() {
+        return;
+    }
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DOCKER_HOST_DEFAULT.into());
+    let up = Command::new("docker")
+        .arg("version")
+        .env("DOCKER_HOST", &host)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Docker engine at {host}"
+        );
+        eprintln!("SKIPPED: no Docker engine at {host}");
+        return;
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static");
+    let mut base = LayerBuilder::new();
+    let exec = common::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    base.dir("bin")
+        .file_meta("bin/busybox", &std::fs::read(bb).unwrap(), &exec)
+        .symlink("bin/sh", "busybox")
+        .symlink("bin/cat", "busybox")
+        .symlink("bin/test", "busybox")
+        .symlink("bin/echo", "busybox");
+    let layers = vec![
+        base.build(),
+        LayerBuilder::new()
+            .file("msg", "from the registry\n")
+            .file("gone", "x")
+            .build(),
+        LayerBuilder::new().whiteout("gone").build(),
+    ];
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &layers, Comp::Gzip);
+    reg.push(&format!("oci:{}", oci.display()), "run/app:1", false, None);
+    let src = format!("docker://{}/run/app:1", reg.addr);
+    let sq = format!("docker://{}/run/app:sq", reg.addr);
+    ok(strata(
+        &[
+            "squash",
+            &src,
+            "--last",
+            "2",
+            "-o",
+            &sq,
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    let tar = dir.path().join("back.tar");
+    let tag = format!("strata-reg-e2e-{}:sq", std::process::id());
+    reg.pull(
+        "run/app:sq",
+        &format!("docker-archive:{}:{tag}", tar.display()),
+        None,
+    );
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    docker(&["load", "-i", tar.to_str().unwrap()]);
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &tag,
+        "sh",
+        "-c",
+        "cat /msg; test -e /gone || echo gone-is-gone",
+    ]);
+    docker(&["rmi", "-f", &tag]);
+    assert_eq!(out, "from the registry\ngone-is-gone\n");
+}
