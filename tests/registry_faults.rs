@@ -402,3 +402,49 @@ fn no_such_image_is_not_found_in_one_line() {
         "{e}"
     );
 }
+
+#[test]
+fn every_blob_is_fetched_once_per_command_with_blobs_fetched_ahead() {
+    let (cfg, tars, blobs) = image();
+    let fake = Fake::start(Faults::default());
+    fake.put_image("app", "1", &cfg, &blobs, true);
+    for jobs in ["1", "4"] {
+        let dir = tempfile::tempdir().unwrap();
+        let before = fake.log().len();
+        // squash reads the kept layers twice and the squashed ones once: one GET each.
+        ok(&strata(
+            &[
+                "squash",
+                &format!("docker://{}/app:1", fake.addr),
+                "--last",
+                "2",
+                "-j",
+                jobs,
+                "-o",
+                &format!("docker://{}/app:sq{jobs}", fake.addr),
+            ],
+            dir.path(),
+        ));
+        let got = ok(&strata(
+            &[
+                "flatten",
+                &format!("docker://{}/app:sq{jobs}", fake.addr),
+                "-j",
+                jobs,
+                "-o",
+                "-",
+            ],
+            dir.path(),
+        ));
+        assert_eq!(got, common::flatten_layers(&tars).unwrap());
+        let log = &fake.log()[before..];
+        for b in &blobs {
+            let path = format!("/v2/app/blobs/{}", digest_of(b));
+            let gets = log
+                .iter()
+                .filter(|l| l.method == "GET" && l.path == path)
+                .count();
+            assert_eq!(gets, 1, "-j {jobs}: {path} fetched {gets} times");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// A source that can deliver a blob's bytes, from the start, as a stream.
@@ -23,6 +23,21 @@ pub trait Fetch: Send + Sync {
     /// Open the blob at its source. Strata calls this at most once per blob and process when
     /// the stream is read to its end (the bytes are kept in the blob store after that).
     fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+    /// How many blobs of this source are worth fetching at once ahead of their reader (into
+    /// the store): 0, the default, fetches each only when it is read.
+    fn prefetch_jobs(&self) -> usize {
+        0
+    }
+}
+
+/// Who is reading a streamed blob from its source.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fetching {
+    Idle,
+    /// A consumer streams it (a merge, a listing): others fetch on their own.
+    Consumer,
+    /// A prefetcher copies it into the store: others wait for the copy.
+    Prefetch,
 }
 
 /// A layer's stored bytes.
@@ -40,6 +55,9 @@ enum Inner {
         store: Arc<BlobStore>,
         /// The local copy, once the stream was read to its end.
         copy: OnceLock<FileRegion>,
+        /// Who is reading it from the source now, and the signal when that ends.
+        fetching: Mutex<Fetching>,
+        fetched: Condvar,
     },
 }
 
@@ -102,7 +120,18 @@ impl Blob {
                 size,
                 store,
                 copy: OnceLock::new(),
+                fetching: Mutex::new(Fetching::Idle),
+                fetched: Condvar::new(),
             }),
+        }
+    }
+
+    /// How many blobs of its source are worth fetching ahead at once (0: local, kept, or a
+    /// source that streams only when read).
+    pub fn prefetch_jobs(&self) -> usize {
+        match &*self.inner {
+            Inner::Streamed { fetch, .. } if self.region().is_none() => fetch.prefetch_jobs(),
+            _ => 0,
         }
     }
 
@@ -153,9 +182,89 @@ impl Blob {
     /// read that reaches the end fails with a [`DigestMismatch`] when `verify` is set; without
     /// it a mismatching copy is used for this process but never stored under the digest).
     pub fn open(&self, verify: bool) -> io::Result<Box<dyn Read + Send>> {
-        if let Some(r) = self.region() {
-            return Ok(Box::new(r.reader()));
+        match self.claim(Fetching::Consumer) {
+            Some(r) => Ok(Box::new(r.reader())),
+            None => self.tee(verify, Fetching::Consumer),
         }
+    }
+
+    /// The local copy if there is one (after waiting for a prefetch of it to end); else the
+    /// blob is marked as being fetched by `who` (a prefetch only when nobody else fetches
+    /// it: then `Some` of an empty region is never returned, see [`Blob::prefetch`]).
+    fn claim(&self, who: Fetching) -> Option<FileRegion> {
+        let Inner::Streamed {
+            fetching, fetched, ..
+        } = &*self.inner
+        else {
+            return self.region();
+        };
+        let mut state = fetching.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = self.region() {
+                return Some(r);
+            }
+            match *state {
+                // Wait for a prefetcher (it never waits on anyone, so this cannot deadlock).
+                Fetching::Prefetch => {
+                    state = fetched.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                _ => {
+                    if *state == Fetching::Idle {
+                        *state = who;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn release(&self) {
+        if let Inner::Streamed {
+            fetching, fetched, ..
+        } = &*self.inner
+        {
+            *fetching.lock().unwrap_or_else(|p| p.into_inner()) = Fetching::Idle;
+            fetched.notify_all();
+        }
+    }
+
+    /// Copy the blob from its source into the store now, unless it is local, kept, or being
+    /// read by someone already. Errors are left for the blob's reader to meet (it fetches
+    /// again and reports them).
+    pub fn prefetch(&self, stop: &dyn Fn() -> bool) {
+        let Inner::Streamed { fetching, .. } = &*self.inner else {
+            return;
+        };
+        {
+            let mut state = fetching.lock().unwrap_or_else(|p| p.into_inner());
+            if self.region().is_some() || *state != Fetching::Idle {
+                return;
+            }
+            *state = Fetching::Prefetch;
+        }
+        let Ok(mut r) = self.tee(true, Fetching::Prefetch) else {
+            self.release();
+            return;
+        };
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            if stop() {
+                return; // dropping the tee releases the blob, keeping nothing
+            }
+            match r.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("prefetch failed ({e}); its reader will fetch it");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A reader of the source that tees into the store; releases the blob when dropped.
+    fn tee(&self, verify: bool, _who: Fetching) -> io::Result<Box<dyn Read + Send>> {
         let Inner::Streamed {
             fetch,
             digest,
@@ -165,8 +274,20 @@ impl Blob {
         else {
             unreachable!("a local blob always has its region");
         };
-        let source = fetch.open()?;
-        let tmp = store.begin()?;
+        let source = match fetch.open() {
+            Ok(s) => s,
+            Err(e) => {
+                self.release();
+                return Err(e);
+            }
+        };
+        let tmp = match store.begin() {
+            Ok(t) => t,
+            Err(e) => {
+                self.release();
+                return Err(e);
+            }
+        };
         Ok(Box::new(Tee {
             source,
             tmp: Some(tmp),
@@ -272,6 +393,12 @@ impl Tee {
     }
 }
 
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.blob.release();
+    }
+}
+
 impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // An empty buffer reads 0 bytes without being the end of the stream.
@@ -308,6 +435,54 @@ impl Write for HashingFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Threads copying streamed blobs into the store ahead of their readers; stopped and joined
+/// when dropped.
+pub struct Prefetcher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// Fetch `blobs`, in order, `jobs` at a time (none when `jobs` is 0), until done,
+    /// dropped or `cancel`led.
+    pub fn start(blobs: Vec<Blob>, jobs: usize, cancel: &crate::control::Cancel) -> Prefetcher {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicUsize::new(0));
+        let blobs = Arc::new(blobs);
+        let threads = (0..jobs.min(blobs.len()))
+            .filter_map(|_| {
+                let (stop, next, blobs, cancel) =
+                    (stop.clone(), next.clone(), blobs.clone(), cancel.clone());
+                std::thread::Builder::new()
+                    .name("blob-prefetch".into())
+                    .spawn(move || {
+                        let stopped = || stop.load(Ordering::Relaxed) || cancel.is_cancelled();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(b) = blobs.get(i) else { return };
+                            if stopped() {
+                                return;
+                            }
+                            b.prefetch(&stopped);
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        Prefetcher { stop, threads }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

@@ -229,6 +229,21 @@ pub fn open(
     if let Some(region) = layer.blob.region() {
         let kind = detect(&region)?;
         let counted = count(Box::new(region.reader()), progress);
+        // A streamed blob kept in the store had its blob digest checked; an uncompressed
+        // one's diff_id still needs a hash when it is not that digest.
+        if kind == Compression::None
+            && let Some(want) = diff_id
+                .clone()
+                .filter(|d| Some(d.as_str()) != layer.blob.stream_digest())
+        {
+            let hashed = Hashed {
+                inner: counted,
+                hasher: Hasher::for_digest(&want),
+                want,
+                checked: false,
+            };
+            return start(kind, count(Box::new(hashed), None), None, false);
+        }
         return start(kind, counted, diff_id, false);
     }
     // A stream: its compression is peeked from its first bytes, and the blob digest is
@@ -528,6 +543,8 @@ pub struct Pipeline<'a> {
     progress: Option<ProgressRef>,
     verify: bool,
     cancel: Cancel,
+    /// Streamed blobs fetched into the store ahead of the two open streams (`-j`).
+    _prefetch: Option<crate::blob::Prefetcher>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -579,8 +596,21 @@ impl<'a> Pipeline<'a> {
             progress,
             verify,
             cancel: cancel.clone(),
+            _prefetch: None,
         };
+        // Sources that fetch ahead (registries) get the layers after the two opened now
+        // copied into the store meanwhile: the prefetcher skips blobs being read already.
+        let jobs = p
+            .layers
+            .iter()
+            .map(|l| l.blob.prefetch_jobs())
+            .max()
+            .unwrap_or(0);
         p.fill();
+        if jobs > 0 {
+            let blobs = p.layers.iter().map(|l| l.blob.clone()).collect();
+            p._prefetch = Some(crate::blob::Prefetcher::start(blobs, jobs, cancel));
+        }
         p
     }
 

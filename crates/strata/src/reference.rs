@@ -318,10 +318,15 @@ mod tests {
         let e = Reference::parse("ftp:somewhere").unwrap_err().to_string();
         assert!(e.contains("unknown transport ftp:"), "{e}");
         assert!(
-            Reference::parse("docker://busybox")
+            Reference::parse("containers-storage:busybox")
                 .unwrap_err()
                 .to_string()
                 .contains("not supported yet")
+        );
+        let r = Reference::parse("docker://busybox").unwrap();
+        assert_eq!(
+            (r.transport_name(), r.spec()),
+            (Some("docker"), "//busybox")
         );
     }
 }

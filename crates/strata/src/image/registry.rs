@@ -284,6 +284,7 @@ pub fn open_image(
         }
         let fetch = RegistryBlob {
             client: client.clone(),
+            jobs: opts.registry.jobs,
             repo: repo.clone(),
             digest: digest.clone(),
             size,
@@ -346,6 +347,7 @@ fn descriptor(d: &Value, where_: &str, what: &str) -> Result<(String, Option<u64
 /// A layer blob in a registry (or at a non-distributable layer's URL).
 struct RegistryBlob {
     client: Arc<Client>,
+    jobs: usize,
     repo: String,
     digest: String,
     size: Option<u64>,
@@ -358,5 +360,9 @@ impl Fetch for RegistryBlob {
             Some(u) => Box::new(self.client.foreign_reader(u, &self.digest, self.size)),
             None => Box::new(self.client.blob_reader(&self.repo, &self.digest, self.size)),
         })
+    }
+
+    fn prefetch_jobs(&self) -> usize {
+        self.jobs
     }
 }
