@@ -1,10 +1,59 @@
 //! The progress bar: the library's [`Progress`] callback drawn with indicatif on stderr,
 //! when stderr is a terminal.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use strata::control::{Pass, Progress, ProgressRef};
+
+/// Every bar of the process, drawn together on stderr (a merge's and its transfers').
+static BARS: LazyLock<MultiProgress> =
+    LazyLock::new(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+
+/// A bar per registry transfer: what (`↓ sha256:…`), bytes, rate.
+pub struct TransferBars;
+
+impl TransferBars {
+    /// The transfers' progress for registry options, unless `quiet` or stderr is not a
+    /// terminal.
+    pub fn new(quiet: bool) -> Option<Arc<dyn strata::registry::Transfers>> {
+        if quiet || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        Some(Arc::new(TransferBars))
+    }
+}
+
+struct TransferBar(ProgressBar);
+
+impl strata::registry::Transfers for TransferBars {
+    fn start(&self, label: String, total: Option<u64>) -> Box<dyn strata::registry::Transfer> {
+        let pb = BARS.add(ProgressBar::new(total.unwrap_or(0)));
+        let template = if total.is_some() {
+            "  {msg:20} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})"
+        } else {
+            "  {msg:20} {bytes} ({bytes_per_sec})"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            pb.set_style(style);
+        }
+        pb.set_message(label);
+        Box::new(TransferBar(pb))
+    }
+}
+
+impl strata::registry::Transfer for TransferBar {
+    fn advance(&mut self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for TransferBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+        BARS.remove(&self.0);
+    }
+}
 
 /// A byte progress bar that names the layer being read (`layer 3/5`) or the pass of a build.
 pub struct Bar {
@@ -45,7 +94,7 @@ impl Bar {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
-        let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let pb = BARS.add(ProgressBar::new(total));
         if let Ok(style) = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {msg:10} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
         ) {

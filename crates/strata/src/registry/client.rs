@@ -94,6 +94,7 @@ pub struct Client {
     auth: Auth,
     retries: u32,
     backoff: Duration,
+    transfers: Option<Arc<dyn super::Transfers>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -127,6 +128,7 @@ impl Client {
             auth: Auth::new(registry, credential),
             retries: opts.retries,
             backoff: opts.backoff,
+            transfers: opts.transfers.clone(),
         };
         let ping = client.ping();
         let ping = match ping {
@@ -385,6 +387,15 @@ impl Client {
         }
     }
 
+    /// A progress report for a transfer of `what`, when progress is shown.
+    pub fn transfer(&self, what: String, total: Option<u64>) -> Option<Box<dyn super::Transfer>> {
+        // Configs and small layers come and go too fast for a bar.
+        if total.is_some_and(|t| t < 1 << 20) {
+            return None;
+        }
+        self.transfers.as_ref().map(|t| t.start(what, total))
+    }
+
     /// A reader of a blob of `repo`, resumed with `Range` where a stream is cut; `size`,
     /// when known, bounds it (a registry sending more is an error, not a full disk).
     pub fn blob_reader(
@@ -403,6 +414,7 @@ impl Client {
             body: None,
             cuts: 0,
             started: None,
+            progress: None,
         }
     }
 
@@ -434,6 +446,7 @@ pub struct BlobReader {
     body: Option<ureq::BodyReader<'static>>,
     cuts: u32,
     started: Option<Instant>,
+    progress: Option<Box<dyn super::Transfer>>,
 }
 
 impl BlobReader {
@@ -504,7 +517,11 @@ impl Read for BlobReader {
         }
         loop {
             if self.body.is_none() {
-                self.started.get_or_insert_with(Instant::now);
+                if self.started.is_none() {
+                    self.started = Some(Instant::now());
+                    let what = format!("↓ {}", crate::image::short_digest(&self.digest));
+                    self.progress = self.client.transfer(what, self.size);
+                }
                 self.open()?;
             }
             let Some(body) = self.body.as_mut() else {
@@ -533,6 +550,9 @@ impl Read for BlobReader {
                 }
                 Ok(n) => {
                     self.pos += n as u64;
+                    if let Some(p) = self.progress.as_mut() {
+                        p.advance(n as u64);
+                    }
                     if let Some(s) = self.size
                         && self.pos > s
                     {

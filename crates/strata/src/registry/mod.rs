@@ -21,7 +21,6 @@ use std::time::Duration;
 
 /// How to reach registries: credentials, TLS, patience. One per command (or per served
 /// request); its clients — and their tokens — are shared by every image it opens.
-#[derive(Debug)]
 pub struct Options {
     /// Where credentials come from.
     pub lookup: credentials::Lookup,
@@ -39,6 +38,21 @@ pub struct Options {
     pub jobs: usize,
     /// The clients connected so far (none at first).
     pub clients: Clients,
+    /// Where transfers report their progress (a progress bar per blob on a terminal).
+    pub transfers: Option<Arc<dyn Transfers>>,
+}
+
+/// Progress of blob transfers: each download or upload gets a [`Transfer`].
+pub trait Transfers: Send + Sync {
+    /// A transfer begins: `label` says what (`↓ sha256:1234abcd`), `total` its size when
+    /// known.
+    fn start(&self, label: String, total: Option<u64>) -> Box<dyn Transfer>;
+}
+
+/// One transfer's progress; it ended when dropped.
+pub trait Transfer: Send {
+    /// `bytes` more went through.
+    fn advance(&mut self, bytes: u64);
 }
 
 /// The registry clients of one [`Options`], by registry.
@@ -56,7 +70,21 @@ impl Default for Options {
             backoff: Duration::from_millis(250),
             jobs: 4,
             clients: Clients::default(),
+            transfers: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("lookup", &self.lookup)
+            .field("tls_verify", &self.tls_verify)
+            .field("cert_dir", &self.cert_dir)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,6 +100,7 @@ impl Clone for Options {
             backoff: self.backoff,
             jobs: self.jobs,
             clients: Clients::default(),
+            transfers: self.transfers.clone(),
         }
     }
 }

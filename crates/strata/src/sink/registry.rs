@@ -168,9 +168,20 @@ impl Push {
             );
             return Ok(());
         };
+        let what = format!("↑ {}", crate::image::short_digest(digest));
+        let progress = std::sync::Mutex::new(self.client.transfer(what, Some(len)));
+        let counted = || -> io::Result<Box<dyn Read + Send>> {
+            let inner = open()?;
+            // A retry starts the count again.
+            let p = progress.lock().ok().and_then(|mut p| p.take());
+            Ok(Box::new(Counting { inner, progress: p }))
+        };
         let req = Request::new("PUT", with_digest(&location, digest), self.scope())
             .header("Content-Type", "application/octet-stream")
-            .body(Body::Stream { open, len });
+            .body(Body::Stream {
+                open: &counted,
+                len,
+            });
         let resp = self.client.send(&req)?;
         match resp.status().as_u16() {
             201 | 204 => Ok(()),
@@ -191,6 +202,7 @@ impl Push {
             location,
             buf: Vec::with_capacity(UPLOAD_CHUNK),
             sent: 0,
+            progress: self.client.transfer("↑ new layer".into(), None),
         };
         let mut hashed = HashWriter::new(upload);
         produce(&mut hashed)?;
@@ -386,6 +398,22 @@ impl ImageWriter for Push {
     }
 }
 
+/// A body reader reporting its bytes to a transfer's progress.
+struct Counting {
+    inner: Box<dyn Read + Send>,
+    progress: Option<Box<dyn crate::registry::Transfer>>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = self.progress.as_mut() {
+            p.advance(n as u64);
+        }
+        Ok(n)
+    }
+}
+
 /// A blob upload in progress: bytes collect into a chunk, sent with `PATCH` when full.
 struct Upload<'p> {
     push: &'p Push,
@@ -394,6 +422,7 @@ struct Upload<'p> {
     buf: Vec<u8>,
     /// Bytes the registry has.
     sent: u64,
+    progress: Option<Box<dyn crate::registry::Transfer>>,
 }
 
 impl Upload<'_> {
@@ -413,6 +442,9 @@ impl Upload<'_> {
             let failed = match self.push.client.send(&req) {
                 Ok(resp) if resp.status().as_u16() == 202 => {
                     self.location = self.push.location(&resp)?;
+                    if let Some(p) = self.progress.as_mut() {
+                        p.advance(part.len() as u64);
+                    }
                     self.sent = end + 1;
                     skip = self.buf.len();
                     continue;
