@@ -457,7 +457,7 @@ fn registry_options(cli: &Cli) -> anyhow::Result<strata::registry::Options> {
         timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
         retries: cli.retry_times,
         jobs: usize::from(cli.jobs),
-        transfers: commands::progress::TransferBars::new(cli.quiet),
+        transfers: commands::progress::TransferBars::for_terminal(cli.quiet),
         ..Default::default()
     })
 }

@@ -16,7 +16,7 @@ pub struct TransferBars;
 impl TransferBars {
     /// The transfers' progress for registry options, unless `quiet` or stderr is not a
     /// terminal.
-    pub fn new(quiet: bool) -> Option<Arc<dyn strata::registry::Transfers>> {
+    pub fn for_terminal(quiet: bool) -> Option<Arc<dyn strata::registry::Transfers>> {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
