@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::image::FileRegion;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -28,6 +28,29 @@ pub trait Fetch: Send + Sync {
     fn prefetch_jobs(&self) -> usize {
         0
     }
+}
+
+/// A streamed blob's fetch as others see it.
+struct Shared {
+    state: Fetching,
+    /// A prefetch's temp file, which followers read as it grows.
+    tmp: Option<PathBuf>,
+    /// Bytes of it written so far.
+    written: u64,
+    /// Why the last prefetch kept nothing.
+    failure: Option<Failure>,
+}
+
+#[derive(Clone, Debug)]
+enum Failure {
+    Mismatch(DigestMismatch),
+    Other(String),
+}
+
+enum Claim {
+    Local(FileRegion),
+    Follow(File),
+    Fetch,
 }
 
 /// Who is reading a streamed blob from its source.
@@ -55,9 +78,9 @@ enum Inner {
         store: Arc<BlobStore>,
         /// The local copy, once the stream was read to its end.
         copy: OnceLock<FileRegion>,
-        /// Who is reading it from the source now, and the signal when that ends.
-        fetching: Mutex<Fetching>,
-        fetched: Condvar,
+        /// Who is reading it from the source now and how far, and the signal of a change.
+        shared: Mutex<Shared>,
+        changed: Condvar,
     },
 }
 
@@ -71,7 +94,7 @@ impl fmt::Debug for Blob {
 }
 
 /// The error a streamed blob's reader returns when its bytes do not have its digest.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct DigestMismatch {
     /// The digest the blob was named by (`sha256:<hex>`).
     pub expected: String,
@@ -120,8 +143,13 @@ impl Blob {
                 size,
                 store,
                 copy: OnceLock::new(),
-                fetching: Mutex::new(Fetching::Idle),
-                fetched: Condvar::new(),
+                shared: Mutex::new(Shared {
+                    state: Fetching::Idle,
+                    tmp: None,
+                    written: 0,
+                    failure: None,
+                }),
+                changed: Condvar::new(),
             }),
         }
     }
@@ -182,68 +210,75 @@ impl Blob {
     /// read that reaches the end fails with a [`DigestMismatch`] when `verify` is set; without
     /// it a mismatching copy is used for this process but never stored under the digest).
     pub fn open(&self, verify: bool) -> io::Result<Box<dyn Read + Send>> {
-        match self.claim(Fetching::Consumer) {
-            Some(r) => Ok(Box::new(r.reader())),
-            None => self.tee(verify, Fetching::Consumer),
+        match self.claim() {
+            Claim::Local(r) => Ok(Box::new(r.reader())),
+            Claim::Follow(f) => Ok(Box::new(Follower {
+                file: f,
+                pos: 0,
+                verify,
+                blob: self.clone(),
+            })),
+            Claim::Fetch => self.tee(verify, Fetching::Consumer),
         }
     }
 
-    /// The local copy if there is one (after waiting for a prefetch of it to end); else the
-    /// blob is marked as being fetched by `who` (a prefetch only when nobody else fetches
-    /// it: then `Some` of an empty region is never returned, see [`Blob::prefetch`]).
-    fn claim(&self, who: Fetching) -> Option<FileRegion> {
-        let Inner::Streamed {
-            fetching, fetched, ..
-        } = &*self.inner
-        else {
-            return self.region();
+    fn shared(&self) -> Option<(std::sync::MutexGuard<'_, Shared>, &Condvar)> {
+        match &*self.inner {
+            Inner::Streamed {
+                shared, changed, ..
+            } => Some((shared.lock().unwrap_or_else(|p| p.into_inner()), changed)),
+            Inner::Local(_) => None,
+        }
+    }
+
+    /// How a reader gets the bytes: the local copy; the temp file a prefetch is filling
+    /// (followed as it grows — a prefetcher never waits on anyone, so this cannot
+    /// deadlock); or a fetch of its own (marked, so a prefetcher leaves the blob alone).
+    fn claim(&self) -> Claim {
+        let Some((mut st, _)) = self.shared() else {
+            return self.region().map_or(Claim::Fetch, Claim::Local);
         };
-        let mut state = fetching.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(r) = self.region() {
-                return Some(r);
-            }
-            match *state {
-                // Wait for a prefetcher (it never waits on anyone, so this cannot deadlock).
-                Fetching::Prefetch => {
-                    state = fetched.wait(state).unwrap_or_else(|p| p.into_inner());
-                }
-                _ => {
-                    if *state == Fetching::Idle {
-                        *state = who;
-                    }
-                    return None;
-                }
-            }
+        if let Some(r) = self.region() {
+            return Claim::Local(r);
         }
+        match (st.state, &st.tmp) {
+            (Fetching::Prefetch, Some(path)) => match File::open(path) {
+                Ok(f) => return Claim::Follow(f),
+                Err(e) => tracing::debug!("cannot follow a prefetch ({e}): fetching"),
+            },
+            (Fetching::Idle, _) => st.state = Fetching::Consumer,
+            _ => {}
+        }
+        Claim::Fetch
     }
 
-    fn release(&self) {
-        if let Inner::Streamed {
-            fetching, fetched, ..
-        } = &*self.inner
-        {
-            *fetching.lock().unwrap_or_else(|p| p.into_inner()) = Fetching::Idle;
-            fetched.notify_all();
+    /// The fetch ended (`failure` when it did not keep the bytes): others may fetch now.
+    fn release(&self, failure: Option<Failure>) {
+        if let Some((mut st, changed)) = self.shared() {
+            if st.state == Fetching::Prefetch {
+                st.failure = failure;
+            }
+            st.state = Fetching::Idle;
+            st.tmp = None;
+            changed.notify_all();
         }
     }
 
     /// Copy the blob from its source into the store now, unless it is local, kept, or being
-    /// read by someone already. Errors are left for the blob's reader to meet (it fetches
-    /// again and reports them).
+    /// read by someone already. Errors are left for the blob's readers to meet.
     pub fn prefetch(&self, stop: &dyn Fn() -> bool) {
-        let Inner::Streamed { fetching, .. } = &*self.inner else {
-            return;
-        };
         {
-            let mut state = fetching.lock().unwrap_or_else(|p| p.into_inner());
-            if self.region().is_some() || *state != Fetching::Idle {
+            let Some((mut st, _)) = self.shared() else {
+                return;
+            };
+            if self.region().is_some() || st.state != Fetching::Idle {
                 return;
             }
-            *state = Fetching::Prefetch;
+            st.state = Fetching::Prefetch;
+            st.written = 0;
+            st.failure = None;
         }
         let Ok(mut r) = self.tee(true, Fetching::Prefetch) else {
-            self.release();
             return;
         };
         let mut buf = vec![0u8; 256 << 10];
@@ -256,7 +291,7 @@ impl Blob {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::debug!("prefetch failed ({e}); its reader will fetch it");
+                    tracing::debug!("prefetch failed: {e}");
                     return;
                 }
             }
@@ -264,7 +299,7 @@ impl Blob {
     }
 
     /// A reader of the source that tees into the store; releases the blob when dropped.
-    fn tee(&self, verify: bool, _who: Fetching) -> io::Result<Box<dyn Read + Send>> {
+    fn tee(&self, verify: bool, who: Fetching) -> io::Result<Box<dyn Read + Send>> {
         let Inner::Streamed {
             fetch,
             digest,
@@ -274,20 +309,21 @@ impl Blob {
         else {
             unreachable!("a local blob always has its region");
         };
-        let source = match fetch.open() {
-            Ok(s) => s,
+        let opened = fetch
+            .open()
+            .and_then(|source| store.begin().map(|tmp| (source, tmp)));
+        let (source, tmp) = match opened {
+            Ok(x) => x,
             Err(e) => {
-                self.release();
+                self.release(Some(Failure::Other(e.to_string())));
                 return Err(e);
             }
         };
-        let tmp = match store.begin() {
-            Ok(t) => t,
-            Err(e) => {
-                self.release();
-                return Err(e);
-            }
-        };
+        if who == Fetching::Prefetch
+            && let Some((mut st, _)) = self.shared()
+        {
+            st.tmp = Some(tmp.path().to_path_buf());
+        }
         Ok(Box::new(Tee {
             source,
             tmp: Some(tmp),
@@ -300,6 +336,8 @@ impl Blob {
             digest: digest.clone(),
             verify,
             blob: self.clone(),
+            announce: who == Fetching::Prefetch,
+            failure: None,
         }))
     }
 
@@ -348,6 +386,10 @@ struct Tee {
     digest: Option<String>,
     verify: bool,
     blob: Blob,
+    /// A prefetch: followers are told of every write.
+    announce: bool,
+    /// Why the copy is not kept, when the end said so.
+    failure: Option<Failure>,
 }
 
 impl Tee {
@@ -366,13 +408,12 @@ impl Tee {
             && self.verify
             && let Some(want) = self.digest.clone()
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                DigestMismatch {
-                    expected: want,
-                    actual,
-                },
-            ));
+            let m = DigestMismatch {
+                expected: want,
+                actual,
+            };
+            self.failure = Some(Failure::Mismatch(m.clone()));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, m));
         }
         let Inner::Streamed { store, .. } = &*self.blob.inner else {
             return Ok(());
@@ -395,7 +436,13 @@ impl Tee {
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        self.blob.release();
+        let failure = match (&self.failure, &self.tmp) {
+            (Some(f), _) => Some(f.clone()),
+            // Dropped before its end: cut, failed or stopped.
+            (None, Some(_)) => Some(Failure::Other("the fetch it followed ended early".into())),
+            (None, None) => None,
+        };
+        self.blob.release(failure);
     }
 }
 
@@ -415,7 +462,69 @@ impl Read for Tee {
         }
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
+        if self.announce
+            && let Some((mut st, changed)) = self.blob.shared()
+        {
+            st.written = self.len;
+            changed.notify_all();
+        }
         Ok(n)
+    }
+}
+
+/// A reader of a blob a prefetch is copying into the store: its temp file, read as it
+/// grows; at the prefetch's end, what it kept (or why it kept nothing).
+struct Follower {
+    file: File,
+    pos: u64,
+    verify: bool,
+    blob: Blob,
+}
+
+impl Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let Some((mut st, changed)) = self.blob.shared() else {
+            return Ok(0);
+        };
+        loop {
+            let avail = if st.state == Fetching::Prefetch {
+                st.written.saturating_sub(self.pos)
+            } else {
+                // Ended: the whole file is there (kept), or it failed.
+                match (self.blob.region(), &st.failure) {
+                    (Some(r), _) => r.len.saturating_sub(self.pos),
+                    (None, Some(Failure::Mismatch(m))) if self.verify => {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, m.clone()));
+                    }
+                    (None, Some(Failure::Mismatch(_))) => {
+                        // Unverified: the bytes as they came (to the end the file has).
+                        let len = self.file.metadata()?.len();
+                        len.saturating_sub(self.pos)
+                    }
+                    (None, Some(Failure::Other(why))) => {
+                        return Err(io::Error::other(why.clone()));
+                    }
+                    (None, None) => {
+                        return Err(io::Error::other("the fetch it followed ended early"));
+                    }
+                }
+            };
+            if avail > 0 || st.state != Fetching::Prefetch {
+                drop(st);
+                let want = (buf.len() as u64).min(avail) as usize;
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = self.file.read_at(&mut buf[..want], self.pos)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -727,6 +836,61 @@ mod tests {
         let mut v = Vec::new();
         b.open(true)?.read_to_end(&mut v)?;
         Ok(v)
+    }
+
+    /// A source that delivers its bytes slowly, a chunk at a time.
+    struct Slow(Vec<u8>, Arc<std::sync::atomic::AtomicUsize>);
+
+    struct Trickle(io::Cursor<Vec<u8>>);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(2));
+            let n = buf.len().min(1000);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    impl Fetch for Slow {
+        fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Box::new(Trickle(io::Cursor::new(self.0.clone()))))
+        }
+        fn prefetch_jobs(&self) -> usize {
+            1
+        }
+    }
+
+    #[test]
+    fn a_reader_follows_a_prefetch_in_progress_and_nothing_is_fetched_twice() {
+        let store = Arc::new(BlobStore::temporary());
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for (digest, good) in [(digest_of(&data), true), (digest_of(b"other"), false)] {
+            let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let b = Blob::streamed(
+                Box::new(Slow(data.clone(), n.clone())),
+                Some(digest),
+                None,
+                store.clone(),
+            );
+            assert_eq!(b.prefetch_jobs(), 1);
+            let p = Prefetcher::start(vec![b.clone()], 1, &Default::default());
+            // Wait until the prefetch is under way, then read along.
+            while b.shared().is_some_and(|(st, _)| st.written == 0) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let got = read_all(&b);
+            drop(p);
+            assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1, "one fetch");
+            if good {
+                assert_eq!(got.unwrap(), data);
+                assert!(b.is_local());
+            } else {
+                let e = got.unwrap_err();
+                assert!(mismatch_of(&e).is_some(), "{e}");
+                assert!(!b.is_local(), "a mismatch is not kept");
+            }
+        }
     }
 
     #[test]

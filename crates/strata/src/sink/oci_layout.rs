@@ -35,6 +35,11 @@ fn blob_name(d: &Digested) -> String {
 
 impl ImageWriter for OciLayout<'_> {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
+        // A streamed blob's digest is checked as it is kept in the store (read verified
+        // here): its copy need not be hashed again.
+        let streamed = layer.blob.stream_digest().is_some()
+            && layer.blob.stream_digest() == layer.digest.as_deref();
+        let verified = verified || streamed;
         let region = layer.blob.local_region(verified, &layer.label())?;
         let kind = crate::layer::detect(&region).map_err(|e| Error::io(layer.label(), e))?;
         // The name needs the digest: a verified source already told us, else hash on the way.
