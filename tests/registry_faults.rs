@@ -448,3 +448,111 @@ fn every_blob_is_fetched_once_per_command_with_blobs_fetched_ahead() {
         }
     }
 }
+
+#[test]
+fn a_non_distributable_layer_comes_from_its_urls_and_its_descriptor_is_pushed_as_is() {
+    let (cfg, tars, blobs) = image();
+    let elsewhere = Fake::start(Faults::default());
+    let fake = Fake::start(Faults {
+        bearer: Some(Some(("u".into(), "p".into()))),
+        ..Default::default()
+    });
+    let foreign = &blobs[0];
+    let fd = digest_of(foreign);
+    elsewhere
+        .state
+        .lock()
+        .unwrap()
+        .blobs
+        .insert(fd.clone(), foreign.clone());
+    let manifest = |urls: serde_json::Value| {
+        let mut layers = vec![serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": fd, "size": foreign.len(), "urls": urls,
+        })];
+        for b in &blobs[1..] {
+            layers.push(serde_json::json!({
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "digest": digest_of(b), "size": b.len(),
+            }));
+        }
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": digest_of(&cfg), "size": cfg.len()},
+            "layers": layers,
+        }))
+        .unwrap()
+    };
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.blobs.insert(digest_of(&cfg), cfg.clone());
+        for b in &blobs[1..] {
+            st.blobs.insert(digest_of(b), b.clone());
+        }
+        let mt = "application/vnd.docker.distribution.manifest.v2+json".to_string();
+        let with = manifest(serde_json::json!([format!(
+            "http://{}/b/{fd}",
+            elsewhere.addr
+        )]));
+        st.manifests
+            .insert(("app".into(), "1".into()), (mt.clone(), with));
+        st.manifests.insert(
+            ("app".into(), "nourls".into()),
+            (mt, manifest(serde_json::json!([]))),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = format!("docker://{}/app:1", fake.addr);
+    let got = ok(&strata(
+        &["flatten", &img, "--creds", "u:p", "-o", "-"],
+        dir.path(),
+    ));
+    assert_eq!(got, common::flatten_layers(&tars).unwrap());
+    assert!(
+        elsewhere.log().iter().all(|l| l.authorization.is_none()),
+        "no credentials to a layer's url"
+    );
+    assert_eq!(elsewhere.count("GET", &format!("/b/{fd}")), 1);
+    // Pushed elsewhere in the registry: the descriptor (urls and all) is kept, the blob not sent.
+    ok(&strata(
+        &[
+            "copy",
+            &img,
+            &format!("docker://{}/other:1", fake.addr),
+            "--creds",
+            "u:p",
+        ],
+        dir.path(),
+    ));
+    let st = fake.state.lock().unwrap();
+    let (_, m) = st
+        .manifests
+        .get(&("other".to_string(), "1".to_string()))
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(m).unwrap();
+    assert_eq!(
+        m["layers"][0]["urls"][0],
+        format!("http://{}/b/{fd}", elsewhere.addr)
+    );
+    assert!(
+        !st.blobs.contains_key(&fd),
+        "the registry never got the foreign blob"
+    );
+    drop(st);
+    let e = err(&strata(
+        &[
+            "flatten",
+            &format!("docker://{}/app:nourls", fake.addr),
+            "--creds",
+            "u:p",
+            "-o",
+            "-",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("non-distributable") && e.contains("no urls"),
+        "{e}"
+    );
+}

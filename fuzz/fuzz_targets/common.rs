@@ -47,6 +47,7 @@ pub fn image(layers: &[Vec<u8>]) -> strata::image::Image {
                 media_type: None,
                 digest: None,
                 diff_id: None,
+                urls: Vec::new(),
             }
         })
         .collect();

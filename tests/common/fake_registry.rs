@@ -211,6 +211,13 @@ impl Resp {
 fn serve(conn: TcpStream, st: &Mutex<State>, me: &str) {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
+    // A TLS hello on this plain-HTTP server: answer as real servers do (Go's says 400).
+    if r.fill_buf().is_ok_and(|b| b.first() == Some(&0x16)) {
+        let _ = w.write_all(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        );
+        return;
+    }
     while let Some(req) = read_req(&mut r) {
         let stall = {
             let s = st.lock().unwrap();

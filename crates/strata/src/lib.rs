@@ -37,6 +37,7 @@
 //!     media_type: None,
 //!     digest: None,
 //!     diff_id: None,
+//!     urls: Vec::new(),
 //! };
 //! let image = Image {
 //!     reference: "memory:demo".into(),

@@ -176,6 +176,7 @@ fn from_manifest(
             media_type: None,
             digest: blob_digest(name),
             diff_id: ids.get(i).cloned(),
+            urls: Vec::new(),
         });
     }
     Ok(Image {
@@ -301,6 +302,7 @@ fn from_legacy(archive: &ArchiveIndex, select: Option<&str>, reference: &str) ->
             media_type: None,
             digest: None,
             diff_id: None,
+            urls: Vec::new(),
         });
     }
     Ok(Image {

@@ -430,6 +430,7 @@ impl Engine {
                 media_type: Some("application/vnd.docker.image.rootfs.diff.tar".into()),
                 digest: Some(diff_id.clone()),
                 diff_id: Some(diff_id),
+                urls: Vec::new(),
             })
             .collect();
         Ok(Image {

@@ -112,6 +112,9 @@ pub struct Layer {
     pub digest: Option<String>,
     /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids` (verified likewise).
     pub diff_id: Option<String>,
+    /// Where a non-distributable layer is fetched from (its descriptor's `urls`); empty for
+    /// every other layer.
+    pub urls: Vec<String>,
 }
 
 impl Layer {

@@ -350,6 +350,7 @@ fn open_store(
                 .map(str::to_string),
             digest: Some(digest),
             diff_id: ids.get(i).cloned(),
+            urls: Vec::new(),
         });
     }
     tags.dedup();

@@ -282,13 +282,14 @@ pub fn open_image(
                 "{where_}: {what} is non-distributable ({mt}) and names no urls to fetch it from"
             )));
         }
+        let urls = if foreign { urls } else { Vec::new() };
         let fetch = RegistryBlob {
             client: client.clone(),
             jobs: opts.registry.jobs,
             repo: repo.clone(),
             digest: digest.clone(),
             size,
-            urls: if foreign { urls } else { Vec::new() },
+            urls: urls.clone(),
         };
         layers.push(Layer {
             index: i,
@@ -302,6 +303,7 @@ pub fn open_image(
             media_type,
             digest: Some(digest),
             diff_id: ids.get(i).cloned(),
+            urls,
         });
     }
     Ok(Image {

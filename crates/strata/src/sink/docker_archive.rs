@@ -39,6 +39,7 @@ fn layer_out(d: &Digested) -> LayerOut {
         digest: d.digest(),
         size: d.size,
         media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+        urls: Vec::new(),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct LayerOut {
     pub size: u64,
     /// The blob's media type in the manifest.
     pub media_type: String,
+    /// A non-distributable layer's `urls`, kept in the descriptor (its blob is not pushed).
+    pub urls: Vec<String>,
 }
 
 /// An image being written, layer by layer, bottom first.

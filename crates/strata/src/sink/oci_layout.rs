@@ -71,6 +71,7 @@ impl ImageWriter for OciLayout<'_> {
             digest: d.digest(),
             size: d.size,
             media_type: oci_layer_media_type(kind).to_string(),
+            urls: Vec::new(),
         })
     }
 
@@ -84,6 +85,7 @@ impl ImageWriter for OciLayout<'_> {
                 digest: d.digest(),
                 size: d.size,
                 media_type: oci_layer_media_type(compression).to_string(),
+                urls: Vec::new(),
             });
         }
         let mut diff: Option<Digested> = None;
@@ -104,6 +106,7 @@ impl ImageWriter for OciLayout<'_> {
             digest: d.digest(),
             size: d.size,
             media_type: oci_layer_media_type(compression).to_string(),
+            urls: Vec::new(),
         })
     }
 

@@ -248,6 +248,20 @@ fn with_digest(location: &str, digest: &str) -> String {
 
 impl ImageWriter for Push {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, _verified: bool) -> Result<LayerOut> {
+        // A non-distributable layer stays where its urls say: its descriptor is kept, its
+        // blob not uploaded (what Docker and skopeo do).
+        if !layer.urls.is_empty()
+            && let (Some(digest), Some(size), Some(mt)) =
+                (&layer.digest, layer.blob.size(), &layer.media_type)
+        {
+            return Ok(LayerOut {
+                diff_id: diff_id.to_string(),
+                digest: digest.clone(),
+                size,
+                media_type: mt.clone(),
+                urls: layer.urls.clone(),
+            });
+        }
         let kind = crate::layer::stored_compression(layer)?;
         if kind == Compression::None && self.compression != Compression::None {
             // An uncompressed layer (a docker-archive's) goes up compressed, as skopeo does:
@@ -294,6 +308,7 @@ impl ImageWriter for Push {
             digest,
             size: len,
             media_type: self.media_type(oci)?,
+            urls: Vec::new(),
         })
     }
 
@@ -323,6 +338,7 @@ impl ImageWriter for Push {
             digest,
             size,
             media_type: self.media_type(super::oci_layer_media_type(compression))?,
+            urls: Vec::new(),
         })
     }
 
@@ -346,9 +362,13 @@ impl ImageWriter for Push {
             "schemaVersion": 2,
             "mediaType": manifest_type,
             "config": {"mediaType": config_type, "digest": cfg_digest, "size": config.len()},
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.digest, "size": l.size,
-            })).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|l| {
+                let mut d = json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size});
+                if !l.urls.is_empty() {
+                    d["urls"] = json!(l.urls);
+                }
+                d
+            }).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Format(format!("encoding the manifest: {e}")))?;
