@@ -15,7 +15,7 @@ use strata::transport::OpenOptions;
 /// strata: look inside, flatten, squash, diff, extract and build container image layers.
 ///
 /// IMAGE is `docker-archive:PATH[:NAME:TAG|:@N]`, `oci:DIR[:REF]`, `oci-archive:PATH[:REF]`,
-/// `docker-daemon:NAME[:TAG]`, or a bare path (a directory is an OCI layout; a file is detected by its contents);
+/// `docker-daemon:NAME[:TAG]`, `docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]`, or a bare path (a directory is an OCI layout; a file is detected by its contents);
 /// `-` reads an archive from stdin.
 #[derive(Parser)]
 #[command(name = "strata", version = env!("STRATA_VERSION"), propagate_version = true)]
@@ -138,7 +138,7 @@ enum Command {
     )]
     Inspect {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
@@ -150,7 +150,7 @@ enum Command {
     )]
     Flatten {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// Output file, or `-` for stdout (the default when stdout is not a terminal).
         #[arg(short, long, value_name = "FILE|-")]
@@ -177,7 +177,7 @@ enum Command {
     )]
     Files {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// Only this layer: an index from the bottom (0-based) or a digest prefix.
         #[arg(long, value_name = "N|DIGEST")]
@@ -196,7 +196,7 @@ enum Command {
     )]
     Diff {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// A second image: compare the two merged trees.
         image_b: Option<String>,
@@ -217,7 +217,7 @@ enum Command {
     )]
     Waste {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// One JSON document instead of text (its fields: the README's "JSON shapes").
         #[arg(long)]
@@ -244,7 +244,7 @@ enum Command {
     )]
     Extract {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// Target directory (created if missing; must be empty unless --force).
         dir: PathBuf,
@@ -280,13 +280,13 @@ enum Command {
     Man,
     /// Copy an image between transports, its layers and config unchanged (skopeo copy's job).
     #[command(
-        after_help = "Examples:\n  strata copy app.tar docker-daemon:app:1\n  strata copy docker-daemon:app:1 oci:./layout:app\n  strata copy oci-archive:app.oci.tar docker-archive:app.tar"
+        after_help = "Examples:\n  strata copy app.tar docker-daemon:app:1\n  strata copy docker-daemon:app:1 oci:./layout:app\n  strata copy docker://quay.io/org/app:1 docker://registry.local:5000/app:1\n  strata copy oci-archive:app.oci.tar docker-archive:app.tar"
     )]
     Copy {
         /// The image to copy.
         src: String,
         /// Where to: `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH`,
-        /// `docker-daemon:NAME:TAG`, or a path written in --format.
+        /// `docker-daemon:NAME:TAG`, `docker://HOST/REPO:TAG`, or a path written in --format.
         dst: String,
         /// Output format for a plain path (default docker-archive).
         #[arg(long, value_enum)]
@@ -308,13 +308,16 @@ enum Command {
     )]
     Squash {
         /// The image: docker-archive:PATH[:NAME:TAG], oci:DIR[:REF], oci-archive:PATH[:REF],
-        /// docker-daemon:NAME[:TAG], a path (detected), or - for an archive on stdin.
+        /// docker-daemon:NAME[:TAG], docker://[HOST/]REPO[:TAG][@DIGEST], a path (detected), or - for an archive on stdin.
         image: String,
         /// Output file (or directory for --format oci), `-` for stdout, or a reference:
-        /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH` (its format is the reference's).
+        /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH`, `docker-daemon:NAME:TAG`,
+        /// `docker://HOST/REPO:TAG` (its format is the reference's; a registry takes
+        /// --format docker-archive for Docker's manifest, oci for OCI's).
         #[arg(short, long, value_name = "FILE|DIR|-")]
         output: Option<PathBuf>,
-        /// Output format (default docker-archive, or what `-o TRANSPORT:…` names).
+        /// Output format (default docker-archive, or what `-o TRANSPORT:…` names; for `-o
+        /// docker://` the manifest: docker-archive is Docker's schema 2, oci is OCI's).
         #[arg(long, value_enum)]
         format: Option<commands::FormatArg>,
         /// Tag(s) for the new image (default: the original's).

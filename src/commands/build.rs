@@ -84,7 +84,8 @@ pub struct BuildArgs {
     /// Tag(s) of the new image.
     #[arg(long = "tag", value_name = "NAME:TAG")]
     pub tags: Vec<String>,
-    /// Output format (default docker-archive, or what `-o TRANSPORT:…` names).
+    /// Output format (default docker-archive, or what `-o TRANSPORT:…` names; for `-o
+    /// docker://` the manifest: docker-archive is Docker's schema 2, oci is OCI's).
     #[arg(long, value_enum)]
     pub format: Option<super::FormatArg>,
     /// Compression of the new layers (oci, oci-archive; default gzip).
@@ -94,7 +95,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub level: Option<u32>,
     /// Output file (or directory for --format oci), `-` for stdout, or a reference:
-    /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH` (its format is the reference's).
+    /// `docker-archive:PATH`, `oci:DIR`, `oci-archive:PATH`, `docker-daemon:NAME:TAG`,
+    /// `docker://HOST/REPO:TAG` (its format is the reference's; a registry takes
+    /// --format docker-archive for Docker's manifest, oci for OCI's).
     #[arg(short, long, value_name = "FILE|DIR|-")]
     pub output: Option<PathBuf>,
     /// Replace an existing output.
