@@ -556,3 +556,28 @@ fn a_non_distributable_layer_comes_from_its_urls_and_its_descriptor_is_pushed_as
         "{e}"
     );
 }
+
+#[test]
+fn a_copy_of_a_corrupt_blob_into_a_layout_fails_and_leaves_nothing() {
+    let (cfg, _, blobs) = image();
+    let fake = Fake::start(Faults::default());
+    fake.put_image("app", "1", &cfg, &blobs, false);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("layout");
+    let src = format!("docker://{}/app:1", fake.addr);
+    let dst = format!("oci:{}", out.display());
+    assert!(ok(&strata(&["copy", &src, &dst], dir.path())).is_empty());
+    assert!(out.join("index.json").is_file());
+    std::fs::remove_dir_all(&out).unwrap();
+    // One layer's bytes changed in the registry (copied as stored: only the digest can tell).
+    let bad = digest_of(&blobs[0]);
+    {
+        let mut st = fake.state.lock().unwrap();
+        let b = st.blobs.get_mut(&bad).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+    }
+    let e = err(&strata(&["copy", &src, &dst, "--no-cache"], dir.path()));
+    assert!(e.contains("digest mismatch") && e.contains(&bad), "{e}");
+    assert!(!out.exists(), "no layout is left behind");
+}

@@ -222,6 +222,20 @@ impl Blob {
         }
     }
 
+    /// The bytes from the start without keeping a copy: the local copy when there is one,
+    /// else the source read directly (not verified, not teed into the store). For a
+    /// consumer that reads the blob once and checks its digest itself — copying it into an
+    /// OCI layout writes it once, not once into the store and again into the layout.
+    pub fn open_unkept(&self) -> io::Result<Box<dyn Read + Send>> {
+        if let Some(r) = self.region() {
+            return Ok(Box::new(r.reader()));
+        }
+        match &*self.inner {
+            Inner::Streamed { fetch, .. } => fetch.open(),
+            Inner::Local(r) => Ok(Box::new(r.reader())),
+        }
+    }
+
     fn shared(&self) -> Option<(std::sync::MutexGuard<'_, Shared>, &Condvar)> {
         match &*self.inner {
             Inner::Streamed {

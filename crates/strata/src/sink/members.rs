@@ -223,6 +223,11 @@ pub trait Members {
     ) -> Result<Digested>;
     /// Close the output (tar trailer; nothing for a directory).
     fn finish(&mut self) -> Result<()>;
+    /// Whether `add_produced` runs its producer once (a directory, a seekable file), not
+    /// twice (a pipe: size first, then bytes).
+    fn produces_once(&self) -> bool {
+        false
+    }
 }
 
 fn wio(e: io::Error) -> Error {
@@ -375,6 +380,10 @@ fn header(name: &str, size: u64) -> Vec<u8> {
 }
 
 impl Members for TarMembers<'_> {
+    fn produces_once(&self) -> bool {
+        matches!(self, TarMembers::Seekable { .. })
+    }
+
     fn add_bytes(&mut self, name: &str, data: &[u8]) -> Result<()> {
         self.write_all(&header(name, data.len() as u64))?;
         self.write_all(data)?;
@@ -528,6 +537,10 @@ impl Members for DirMembers {
 
     fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    fn produces_once(&self) -> bool {
+        true
     }
 }
 

@@ -35,6 +35,36 @@ fn blob_name(d: &Digested) -> String {
 
 impl ImageWriter for OciLayout<'_> {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
+        // A streamed blob not read yet, copied once into a directory: straight from its
+        // source into the layout, hashed on the way (not into the store and then here).
+        if !layer.blob.is_local()
+            && self.out.produces_once()
+            && let (Some(want), Some(_)) = (&layer.digest, &layer.media_type)
+        {
+            let kind = crate::layer::stored_compression(layer)?;
+            let d = self.out.add_produced(&blob_name, &mut |w| {
+                let mut r = layer
+                    .blob
+                    .open_unkept()
+                    .map_err(|e| Error::io(layer.label(), e))?;
+                std::io::copy(&mut r, w).map_err(|e| Error::io(layer.label(), e))?;
+                Ok(())
+            })?;
+            if *want != d.digest() {
+                return Err(Error::Digest {
+                    what: layer.label(),
+                    expected: want.clone(),
+                    actual: d.digest(),
+                });
+            }
+            return Ok(LayerOut {
+                diff_id: diff_id.to_string(),
+                digest: d.digest(),
+                size: d.size,
+                media_type: oci_layer_media_type(kind).to_string(),
+                urls: Vec::new(),
+            });
+        }
         // A streamed blob's digest is checked as it is kept in the store (read verified
         // here): its copy need not be hashed again.
         let streamed = layer.blob.stream_digest().is_some()
