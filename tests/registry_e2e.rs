@@ -906,3 +906,105 @@ fn docker_loads_and_runs_what_strata_squashed_into_the_registry() {
     docker(&["rmi", "-f", &tag]);
     assert_eq!(out, "from the registry\ngone-is-gone\n");
 }
+
+#[test]
+fn every_command_reads_docker_references_as_it_reads_the_layout() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let layers = &fixtures()[0];
+    let oci = write_oci_dir(&dir.path().join("src"), layers, Comp::Gzip);
+    let local = format!("oci:{}", oci.display());
+    reg.push(&local, "cmds/app:1", true, None);
+    let remote = format!("docker://{}/cmds/app:1", reg.addr);
+    let same = |args: &[&str]| {
+        let run = |img: &str| {
+            let a: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "IMG" { img } else { a })
+                .collect();
+            let mut a = a.clone();
+            a.extend(["--tls-verify=false", "--no-cache"]);
+            ok(strata(&a, home))
+        };
+        let (l, r) = (run(&local), run(&remote));
+        let norm = |b: Vec<u8>| {
+            String::from_utf8_lossy(&b)
+                .replace(&remote, "IMG")
+                .replace(&local, "IMG")
+        };
+        assert_eq!(norm(l), norm(r), "{args:?}");
+    };
+    same(&["files", "IMG", "--json"]);
+    same(&["files", "IMG", "--layer", "1"]);
+    same(&["diff", "IMG", "--json"]);
+    same(&["waste", "IMG", "--json"]);
+    // Image against image, across transports.
+    let out = ok(strata(
+        &["diff", &local, &remote, "--tls-verify=false"],
+        home,
+    ));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("0 added (0 bytes), 0 removed (0 bytes), 0 modified"),
+        "{text}"
+    );
+    // extract: the same tree on disk.
+    for (img, to) in [(&local, "x-local"), (&remote, "x-remote")] {
+        ok(strata(
+            &[
+                "extract",
+                img,
+                dir.path().join(to).to_str().unwrap(),
+                "--tls-verify=false",
+                "--no-same-owner",
+            ],
+            home,
+        ));
+    }
+    let listing = |d: &str| {
+        run(Command::new("sh").args([
+            "-c",
+            &format!(
+                "cd {} && find . | sort && cat $(find . -type f | sort)",
+                dir.path().join(d).display()
+            ),
+        ]))
+    };
+    assert_eq!(listing("x-local"), listing("x-remote"));
+    // build --from a registry image, pushed to the registry.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("app")).unwrap();
+    std::fs::write(tree.join("app/hello"), "hello\n").unwrap();
+    let built = format!("docker://{}/cmds/built:1", reg.addr);
+    let src = format!("{}:/", tree.display());
+    ok(strata(
+        &[
+            "build",
+            "--from",
+            &remote,
+            "--layer",
+            &src,
+            "-o",
+            &built,
+            "--tls-verify=false",
+        ],
+        home,
+    ));
+    let (_, digests) = skopeo_inspect(&built);
+    let (_, base) = skopeo_inspect(&remote);
+    assert_eq!(
+        &digests[..base.len()],
+        &base[..],
+        "the base's layers are kept as they are"
+    );
+    assert_eq!(digests.len(), base.len() + 1);
+    let flat = ok(strata(
+        &["flatten", &built, "--tls-verify=false", "-o", "-"],
+        home,
+    ));
+    assert!(String::from_utf8_lossy(&flat).contains("app/hello"));
+}

@@ -581,3 +581,128 @@ fn a_copy_of_a_corrupt_blob_into_a_layout_fails_and_leaves_nothing() {
     assert!(e.contains("digest mismatch") && e.contains(&bad), "{e}");
     assert!(!out.exists(), "no layout is left behind");
 }
+
+#[test]
+fn an_identity_token_is_exchanged_by_oauth2_post() {
+    use base64::Engine;
+    let (cfg, tars, blobs) = image();
+    let fake = Fake::start(Faults {
+        bearer: Some(Some(("nobody".into(), "never".into()))),
+        refresh_token: Some("refresh-me".into()),
+        ..Default::default()
+    });
+    fake.put_image("app", "1", &cfg, &blobs, true);
+    let dir = tempfile::tempdir().unwrap();
+    let authfile = dir.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:");
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"auths": {fake.addr.clone(): {"auth": auth, "identitytoken": "refresh-me"}}}).to_string(),
+    )
+    .unwrap();
+    let img = format!("docker://{}/app:1", fake.addr);
+    let got = ok(&strata(
+        &[
+            "flatten",
+            &img,
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "-o",
+            "-",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(got, common::flatten_layers(&tars).unwrap());
+    assert!(fake.count("POST", "/token") >= 1, "{:?}", fake.log());
+    assert_eq!(
+        fake.count("GET", "/token"),
+        0,
+        "no Basic exchange with an identity token"
+    );
+    // A revoked identity token: one line, exit 1.
+    fake.state.lock().unwrap().faults.refresh_token = Some("another".into());
+    let e = err(&strata(
+        &["inspect", &img, "--authfile", authfile.to_str().unwrap()],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("authentication failed") && e.contains("alice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn schema_1_artifacts_and_encrypted_layers_are_clear_errors() {
+    let (cfg, _, blobs) = image();
+    let fake = Fake::start(Faults::default());
+    fake.put_image("app", "1", &cfg, &blobs, false);
+    let put = |tag: &str, mt: &str, m: serde_json::Value| {
+        fake.state.lock().unwrap().manifests.insert(
+            ("app".into(), tag.into()),
+            (mt.into(), serde_json::to_vec(&m).unwrap()),
+        );
+    };
+    put(
+        "old",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        serde_json::json!({"schemaVersion": 1, "name": "app", "tag": "old", "fsLayers": []}),
+    );
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    put(
+        "chart",
+        oci,
+        serde_json::json!({"schemaVersion": 2, "mediaType": oci,
+            "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": digest_of(&cfg), "size": cfg.len()},
+            "layers": []}),
+    );
+    put(
+        "secret",
+        oci,
+        serde_json::json!({"schemaVersion": 2, "mediaType": oci,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&cfg), "size": cfg.len()},
+            "layers": blobs.iter().map(|b| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", "digest": digest_of(b), "size": b.len()})).collect::<Vec<_>>()}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (tag, want) in [
+        ("old", "schema 1"),
+        ("chart", "artifact"),
+        ("secret", "encrypted"),
+    ] {
+        let e = err(&strata(
+            &["inspect", &format!("docker://{}/app:{tag}", fake.addr)],
+            dir.path(),
+        ));
+        assert!(e.contains(want), "{tag}: {e}");
+    }
+}
+
+#[test]
+fn a_copy_within_a_registry_mounts_blobs_instead_of_sending_them() {
+    let (cfg, _, blobs) = image();
+    let fake = Fake::start(Faults::default());
+    fake.put_image("app", "1", &cfg, &blobs, true);
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&strata(
+        &[
+            "copy",
+            &format!("docker://{}/app:1", fake.addr),
+            &format!("docker://{}/team/copy:2", fake.addr),
+        ],
+        dir.path(),
+    ));
+    assert!(String::from_utf8_lossy(&out).contains("/team/copy:2@sha256:"));
+    let log = fake.log();
+    let mounts = log
+        .iter()
+        .filter(|l| l.method == "POST" && l.path.contains("mount=") && l.path.contains("from=app"))
+        .count();
+    assert_eq!(mounts, blobs.len(), "{log:?}");
+    // Nothing was read from the source but its manifest and config.
+    for b in &blobs {
+        assert_eq!(
+            fake.count("GET", &format!("/v2/app/blobs/{}", digest_of(b))),
+            0
+        );
+    }
+}

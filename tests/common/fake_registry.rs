@@ -37,12 +37,16 @@ pub struct Faults {
     pub stall: Option<Duration>,
     /// Answer uploads' PATCH with 500 once, after taking half of the chunk.
     pub fail_patch_once: bool,
+    /// The refresh token `/token` accepts in an OAuth2 POST (an identity token).
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Default)]
 pub struct State {
     pub manifests: HashMap<(String, String), (String, Vec<u8>)>,
     pub blobs: HashMap<String, Vec<u8>>,
+    /// Which repository has which blob (what `HEAD` and mounts go by, as in distribution).
+    pub links: std::collections::HashSet<(String, String)>,
     uploads: HashMap<String, Vec<u8>>,
     pub log: Vec<Logged>,
     pub faults: Faults,
@@ -111,8 +115,10 @@ impl Fake {
             .collect();
         for l in layers {
             st.blobs.insert(digest_of(l), l.clone());
+            st.links.insert((repo.into(), digest_of(l)));
         }
         st.blobs.insert(digest_of(config), config.to_vec());
+        st.links.insert((repo.into(), digest_of(config)));
         let m = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2, "mediaType": mt,
             "config": {"mediaType": cfg_mt, "digest": digest_of(config), "size": config.len()},
@@ -291,6 +297,26 @@ fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
         let Some(need) = s.faults.bearer.clone() else {
             return resp(404);
         };
+        // OAuth2: a refresh token posted as a form (distribution's oauth.md).
+        if req.method == "POST" {
+            let form = String::from_utf8_lossy(&req.body).to_string();
+            let refresh = form
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("refresh_token="))
+                .unwrap_or("")
+                .to_string();
+            let grant = form.contains("grant_type=refresh_token");
+            if !grant || s.faults.refresh_token.as_deref() != Some(refresh.as_str()) {
+                return resp(401);
+            }
+            s.next += 1;
+            let t = format!("tok{}", s.next);
+            s.tokens.insert(t.clone(), 0);
+            return resp(200).body(
+                serde_json::to_vec(&serde_json::json!({"access_token": t, "expires_in": 300, "refresh_token": refresh}))
+                    .unwrap(),
+            );
+        }
         if let Some((u, p)) = need {
             let want = format!(
                 "Basic {}",
@@ -360,6 +386,20 @@ fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
         let repo = &rest[..i];
         match req.method.as_str() {
             "POST" => {
+                let param = |k: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(k))
+                        .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
+                };
+                if let (Some(d), Some(from)) = (param("mount="), param("from="))
+                    && s.links.contains(&(from, d.clone()))
+                {
+                    s.links.insert((repo.to_string(), d.clone()));
+                    return resp(201)
+                        .h("Location", format!("/v2/{repo}/blobs/{d}"))
+                        .h("Docker-Content-Digest", d);
+                }
                 s.next += 1;
                 let id = format!("u{}", s.next);
                 s.uploads.insert(id.clone(), Vec::new());
@@ -413,6 +453,7 @@ fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
                     return resp(400).body(br#"{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}"#.to_vec());
                 }
                 s.blobs.insert(want.clone(), u);
+                s.links.insert((repo.to_string(), want.clone()));
                 return resp(201).h("Docker-Content-Digest", want);
             }
             _ => return resp(405),
@@ -424,6 +465,10 @@ fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
             return resp(404);
         };
         if req.method == "HEAD" {
+            let repo = &rest[..i];
+            if !s.links.contains(&(repo.to_string(), d.clone())) {
+                return resp(404);
+            }
             return resp(200)
                 .h("Docker-Content-Digest", d)
                 .h("Content-Length-Was", b.len().to_string());
