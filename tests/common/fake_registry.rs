@@ -79,7 +79,14 @@ impl Fake {
                 let Ok(conn) = conn else { continue };
                 let st = st.clone();
                 let me = me.clone();
-                std::thread::spawn(move || serve(conn, &st, &me));
+                std::thread::spawn(move || {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        serve(conn, &st, &me)
+                    }));
+                    if r.is_err() {
+                        eprintln!("FAKE REGISTRY: a connection handler panicked");
+                    }
+                });
             }
         });
         Fake { addr, state }
@@ -95,7 +102,7 @@ impl Fake {
         layers: &[Vec<u8>],
         docker: bool,
     ) -> String {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (mt, cfg_mt, layer_mt) = if docker {
             (
                 "application/vnd.docker.distribution.manifest.v2+json",
@@ -134,7 +141,11 @@ impl Fake {
     }
 
     pub fn log(&self) -> Vec<Logged> {
-        self.state.lock().unwrap().log.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log
+            .clone()
     }
 
     pub fn count(&self, method: &str, path_prefix: &str) -> usize {
@@ -226,7 +237,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>, me: &str) {
     }
     while let Some(req) = read_req(&mut r) {
         let stall = {
-            let s = st.lock().unwrap();
+            let s = st.lock().unwrap_or_else(|p| p.into_inner());
             s.faults
                 .stall
                 .filter(|_| req.method == "GET" && req.target.contains("/blobs/sha256"))
@@ -236,7 +247,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>, me: &str) {
         }
         let out = handle(&req, st, me);
         {
-            let mut s = st.lock().unwrap();
+            let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
             s.log.push(Logged {
                 method: req.method.clone(),
                 path: req.target.clone(),
@@ -284,7 +295,7 @@ fn unauthorized(me: &str, scope: &str) -> Resp {
 }
 
 fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
-    let mut s = st.lock().unwrap();
+    let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
     let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     // The redirect target: no auth of its own, and it must never be sent any.
     if let Some(d) = path.strip_prefix("/b/") {

@@ -249,21 +249,32 @@ impl Blob {
     /// (followed as it grows — a prefetcher never waits on anyone, so this cannot
     /// deadlock); or a fetch of its own (marked, so a prefetcher leaves the blob alone).
     fn claim(&self) -> Claim {
-        let Some((mut st, _)) = self.shared() else {
+        let Some((mut st, changed)) = self.shared() else {
             return self.region().map_or(Claim::Fetch, Claim::Local);
         };
-        if let Some(r) = self.region() {
-            return Claim::Local(r);
+        loop {
+            if let Some(r) = self.region() {
+                return Claim::Local(r);
+            }
+            match (st.state, &st.tmp) {
+                (Fetching::Prefetch, Some(path)) => match File::open(path) {
+                    Ok(f) => return Claim::Follow(f),
+                    Err(e) => {
+                        tracing::debug!("cannot follow a prefetch ({e}): fetching");
+                        return Claim::Fetch;
+                    }
+                },
+                // A prefetch that has not opened its source yet: its temp file comes next.
+                (Fetching::Prefetch, None) => {
+                    st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                (Fetching::Idle, _) => {
+                    st.state = Fetching::Consumer;
+                    return Claim::Fetch;
+                }
+                (Fetching::Consumer, _) => return Claim::Fetch,
+            }
         }
-        match (st.state, &st.tmp) {
-            (Fetching::Prefetch, Some(path)) => match File::open(path) {
-                Ok(f) => return Claim::Follow(f),
-                Err(e) => tracing::debug!("cannot follow a prefetch ({e}): fetching"),
-            },
-            (Fetching::Idle, _) => st.state = Fetching::Consumer,
-            _ => {}
-        }
-        Claim::Fetch
     }
 
     /// The fetch ended (`failure` when it did not keep the bytes): others may fetch now.
@@ -334,9 +345,10 @@ impl Blob {
             }
         };
         if who == Fetching::Prefetch
-            && let Some((mut st, _)) = self.shared()
+            && let Some((mut st, changed)) = self.shared()
         {
             st.tmp = Some(tmp.path().to_path_buf());
+            changed.notify_all();
         }
         Ok(Box::new(Tee {
             source,

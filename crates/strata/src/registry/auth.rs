@@ -241,7 +241,7 @@ impl Auth {
         };
         let fail =
             |why: String| Error::Auth(format!("{}: token server {realm}: {why}", self.registry));
-        let mut resp = match &refresh {
+        let ask = || match &refresh {
             // OAuth2: the refresh token is posted (distribution `oauth.md`).
             Some(rt) => {
                 let mut form = vec![
@@ -269,8 +269,21 @@ impl Auth {
                 }
                 req.call()
             }
-        }
-        .map_err(|e| fail(e.to_string()))?;
+        };
+        // A connection the token server closed while it sat in the pool fails at once:
+        // ask again (a few times) before calling it a failure.
+        let mut tries = 0;
+        let mut resp = loop {
+            match ask() {
+                Ok(r) => break r,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!("{}: token server {realm}: {e}; asking again", self.registry);
+                    std::thread::sleep(Duration::from_millis(100 << tries));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        };
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(match &self.credential {
