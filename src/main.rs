@@ -278,6 +278,35 @@ enum Command {
     },
     /// Print the manual page (roff): `strata man > strata.1 && man ./strata.1`.
     Man,
+    /// Serve squashed images, flattened trees and layer listings over HTTP, in front of a
+    /// registry, with each client's own registry credentials.
+    #[command(
+        after_help = "Routes:\n  GET /v2/<name>/squash/<ref>[?from=N|last=N][&format=docker-archive|oci-archive][&tag=NAME:TAG]\n  GET /c1/squash/<namespace>/<repository>/<tag>\n  GET /v2/<name>/flatten/<ref>          (Accept-Encoding: gzip|zstd)\n  GET /v2/<name>/files/<ref>[?layer=N]  /diff/<ref>[?against=<name2>:<ref2>]  /waste/<ref>\n  GET /healthz  /metrics\n\nExample:\n  strata serve --listen 127.0.0.1:8080 --registry http://127.0.0.1:5000 &\n  curl -sf http://127.0.0.1:8080/v2/demo/squash/1 | docker load"
+    )]
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The registry: http://HOST:PORT (plain HTTP), https://HOST[:PORT] or HOST[:PORT] (TLS).
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// Computations at once; a request that needs one when all are busy gets 503.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        workers: usize,
+        /// Longest a request waits for its result.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        request_timeout: u64,
+        /// Size cap of the squash/flatten results kept on disk.
+        #[arg(long, value_name = "BYTES", default_value = "10GiB")]
+        result_cache_size: String,
+        /// How long in-flight requests may finish after SIGTERM.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        shutdown_grace: u64,
+        /// Registry credentials used for clients that send none (a public mirror). Without it
+        /// the server never uses credentials of its own.
+        #[arg(long, value_name = "USER[:PASS]")]
+        mirror_creds: Option<String>,
+    },
     /// Copy an image between transports, its layers and config unchanged (skopeo copy's job).
     #[command(
         after_help = "Examples:\n  strata copy app.tar docker-daemon:app:1\n  strata copy docker-daemon:app:1 oci:./layout:app\n  strata copy docker://quay.io/org/app:1 docker://registry.local:5000/app:1\n  strata copy oci-archive:app.oci.tar docker-archive:app.tar"
@@ -454,6 +483,7 @@ fn registry_options(cli: &Cli) -> anyhow::Result<strata::registry::Options> {
                 .map(Credential::from_flag)
                 .transpose()?,
             authfile: cli.authfile.clone(),
+            no_files: false,
         },
         tls_verify: cli.tls_verify,
         cert_dir: cli.cert_dir.clone(),
@@ -647,6 +677,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+        }
+        Command::Serve {
+            listen,
+            registry,
+            workers,
+            request_timeout,
+            result_cache_size,
+            shutdown_grace,
+            mirror_creds,
+        } => {
+            let cap = strata::listing::render::parse_bytes(&result_cache_size)
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--result-cache-size {result_cache_size:?}: expected bytes")
+                })?;
+            let cache_dir = match cache.dir() {
+                Some(d) => d.to_path_buf(),
+                None => {
+                    anyhow::bail!("strata serve keeps blobs and results on disk: drop --no-cache")
+                }
+            };
+            strata_serve::run(
+                &listen,
+                strata_serve::Config {
+                    registry,
+                    tls_verify: cli.tls_verify,
+                    cert_dir: cli.cert_dir.clone(),
+                    cache_dir,
+                    workers,
+                    request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+                    result_cache_size: cap as u64,
+                    shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
+                    mirror_creds,
+                },
+            )?;
         }
         Command::Man => {
             use clap::CommandFactory;

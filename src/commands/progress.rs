@@ -26,8 +26,18 @@ impl TransferBars {
 
 struct TransferBar(ProgressBar);
 
+struct NoBar;
+
+impl strata::registry::Transfer for NoBar {
+    fn advance(&mut self, _: u64) {}
+}
+
 impl strata::registry::Transfers for TransferBars {
     fn start(&self, label: String, total: Option<u64>) -> Box<dyn strata::registry::Transfer> {
+        // Configs and small layers come and go too fast for a bar.
+        if total.is_some_and(|t| t < 1 << 20) {
+            return Box::new(NoBar);
+        }
         let pb = BARS.add(ProgressBar::new(total.unwrap_or(0)));
         let template = if total.is_some() {
             "  {msg:20} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})"

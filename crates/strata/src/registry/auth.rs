@@ -136,6 +136,9 @@ impl Auth {
     pub fn who(&self) -> String {
         match self.credential.as_ref().and_then(Credential::user) {
             Some(u) => format!("user {u:?}"),
+            None if matches!(self.credential, Some(Credential::Bearer(_))) => {
+                "a bearer token".into()
+            }
             None if self.credential.is_some() => "an identity token".into(),
             None => "no credentials (anonymous)".into(),
         }
@@ -149,6 +152,9 @@ impl Auth {
     /// The `Authorization` value for a request needing `scope`, fetching a token when the
     /// registry speaks Bearer and none is kept. `None`: send nothing.
     pub fn header(&self, agent: &ureq::Agent, scope: &str) -> Result<Option<String>> {
+        if let Some(Credential::Bearer(t)) = &self.credential {
+            return Ok(Some(format!("Bearer {t}")));
+        }
         let challenge = self.lock().challenge.clone();
         match challenge {
             None => Ok(None),
@@ -174,6 +180,9 @@ impl Auth {
         sent: bool,
     ) -> Result<()> {
         let c = www_authenticate.and_then(Challenge::parse);
+        if sent && matches!(self.credential, Some(Credential::Bearer(_))) {
+            return Err(self.denied());
+        }
         let mut st = self.lock();
         match (&c, sent) {
             (None, _) => {

@@ -121,9 +121,10 @@ impl Client {
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        let scheme = if opts.plain_http { "http" } else { "https" };
         let mut client = Client {
             registry: registry.to_string(),
-            base: format!("https://{host}"),
+            base: format!("{scheme}://{host}"),
             agent,
             auth: Auth::new(registry, credential),
             retries: opts.retries,
@@ -246,6 +247,9 @@ impl Client {
                     )));
                 }
                 429 | 500 | 502 | 503 | 504 => {
+                    if let Some(t) = &self.transfers {
+                        t.answered(status);
+                    }
                     let after = header(resp.headers(), "retry-after").and_then(parse_retry_after);
                     if let Some(a) = after
                         && a > MAX_RETRY_AFTER
@@ -389,10 +393,6 @@ impl Client {
 
     /// A progress report for a transfer of `what`, when progress is shown.
     pub fn transfer(&self, what: String, total: Option<u64>) -> Option<Box<dyn super::Transfer>> {
-        // Configs and small layers come and go too fast for a bar.
-        if total.is_some_and(|t| t < 1 << 20) {
-            return None;
-        }
         self.transfers.as_ref().map(|t| t.start(what, total))
     }
 

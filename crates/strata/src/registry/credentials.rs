@@ -37,6 +37,9 @@ pub enum Credential {
         /// The token.
         token: String,
     },
+    /// A registry token used as it is (`Authorization: Bearer …` passed through by a
+    /// service in front of the registry).
+    Bearer(String),
 }
 
 impl std::fmt::Debug for Credential {
@@ -52,6 +55,7 @@ impl Credential {
         match self {
             Credential::Basic { user, .. } => Some(user),
             Credential::IdentityToken { user, .. } => user.as_deref(),
+            Credential::Bearer(_) => None,
         }
     }
 
@@ -75,6 +79,9 @@ pub struct Lookup {
     pub creds: Option<Credential>,
     /// `--authfile`: the only file read when set.
     pub authfile: Option<PathBuf>,
+    /// Read no file at all: only `creds` (a service acting with its clients' credentials
+    /// must never fall back to its own).
+    pub no_files: bool,
 }
 
 impl Lookup {
@@ -84,6 +91,9 @@ impl Lookup {
     pub fn find(&self, registry: &str) -> Result<Option<Credential>> {
         if let Some(c) = &self.creds {
             return Ok(Some(c.clone()));
+        }
+        if self.no_files {
+            return Ok(None);
         }
         let files = match &self.authfile {
             Some(f) => vec![f.clone()],

@@ -28,6 +28,8 @@ pub struct Options {
     pub tls_verify: bool,
     /// `--cert-dir`.
     pub cert_dir: Option<PathBuf>,
+    /// Speak plain HTTP to every registry (a service told `--registry http://…`).
+    pub plain_http: bool,
     /// Connect and per-read/write timeout.
     pub timeout: Duration,
     /// Retries of a failed request or a cut stream.
@@ -47,6 +49,8 @@ pub trait Transfers: Send + Sync {
     /// A transfer begins: `label` says what (`↓ sha256:1234abcd`), `total` its size when
     /// known.
     fn start(&self, label: String, total: Option<u64>) -> Box<dyn Transfer>;
+    /// The registry answered `status` to a request that is retried (429, 5xx).
+    fn answered(&self, _status: u16) {}
 }
 
 /// One transfer's progress; it ended when dropped.
@@ -65,6 +69,7 @@ impl Default for Options {
             lookup: credentials::Lookup::default(),
             tls_verify: true,
             cert_dir: None,
+            plain_http: false,
             timeout: Duration::from_secs(60),
             retries: 4,
             backoff: Duration::from_millis(250),
@@ -95,6 +100,7 @@ impl Clone for Options {
             lookup: self.lookup.clone(),
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
+            plain_http: self.plain_http,
             timeout: self.timeout,
             retries: self.retries,
             backoff: self.backoff,
