@@ -239,29 +239,21 @@ impl Drop for InFlight {
     }
 }
 
-/// The client's credentials, for the registry.
+/// The client's credentials, for the registry (the error: why the header is unusable).
 fn client_credential(
     headers: &HeaderMap,
     mirror: Option<&str>,
-) -> Result<Option<Credential>, Response> {
+) -> Result<Option<Credential>, &'static str> {
     use base64::Engine;
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(mirror.map(Credential::from_flag).transpose().ok().flatten());
     };
-    let v = v
-        .to_str()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "Authorization is not text"))?;
+    let v = v.to_str().map_err(|_| "Authorization is not text")?;
     if let Some(b) = v.strip_prefix("Basic ") {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b.trim())
-            .map_err(|_| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "Authorization: Basic is not base64",
-                )
-            })?;
-        let s = String::from_utf8(raw)
-            .map_err(|_| error(StatusCode::BAD_REQUEST, "Authorization: Basic is not UTF-8"))?;
+            .map_err(|_| "Authorization: Basic is not base64")?;
+        let s = String::from_utf8(raw).map_err(|_| "Authorization: Basic is not UTF-8")?;
         let (user, password) = s.split_once(':').unwrap_or((&s, ""));
         return Ok(Some(Credential::Basic {
             user: user.to_string(),
@@ -271,10 +263,7 @@ fn client_credential(
     if let Some(t) = v.strip_prefix("Bearer ") {
         return Ok(Some(Credential::Bearer(t.trim().to_string())));
     }
-    Err(error(
-        StatusCode::BAD_REQUEST,
-        "Authorization: Basic or Bearer only",
-    ))
+    Err("Authorization: Basic or Bearer only")
 }
 
 /// The status a library error answers with.
@@ -372,7 +361,7 @@ async fn answer_inner(
 ) -> Response {
     let cred = match client_credential(&headers, app.cfg.mirror_creds.as_deref()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let registry = registry_options(&app, cred);
     // The access check and the cache key at once: the manifest, fetched with the client's

@@ -1,0 +1,501 @@
+//! `strata serve` end to end: the binary started on loopback in front of the real registry
+//! (Debian's docker-registry, plain and with htpasswd auth) and of the fake one (to count
+//! upstream fetches and to stall). Bodies are compared with what the CLI writes for the same
+//! image and options; Docker loads and runs a squash downloaded from the service.
+
+mod common;
+
+use common::fake_registry::{Fake, Faults, digest_of};
+use common::registry::{Auth, Registry, available};
+use common::{Comp, LayerBuilder, compress, config_json, strata_bin, write_oci_dir};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    addr: String,
+    child: Child,
+    _cache: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(registry: &str, extra: &[&str]) -> Server {
+    let cache = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(strata_bin())
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--registry",
+            registry,
+            "--cache-dir",
+        ])
+        .arg(cache.path())
+        .args(extra)
+        .env("HOME", cache.path())
+        .env_remove("DOCKER_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "strata serve did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server {
+        addr,
+        child,
+        _cache: cache,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+struct Got {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+fn get(url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn cli(args: &[&str], home: &Path) -> Vec<u8> {
+    let o = Command::new(strata_bin())
+        .args(args)
+        .args(["-q", "--tls-verify=false", "--no-cache"])
+        .env("HOME", home)
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+fn fixture() -> Vec<Vec<u8>> {
+    vec![
+        LayerBuilder::new()
+            .dir("etc")
+            .file("etc/a", "one")
+            .file("keep", "k")
+            .build(),
+        LayerBuilder::new()
+            .whiteout("etc/a")
+            .file("etc/b", "two")
+            .build(),
+        LayerBuilder::new()
+            .file("top", "three")
+            .hardlink("top2", "top")
+            .build(),
+    ]
+}
+
+#[test]
+fn squash_flatten_and_listings_equal_the_cli() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixture(), Comp::Gzip);
+    reg.push(&format!("oci:{}", oci.display()), "org/app:1", false, None);
+    reg.push(&format!("oci:{}", oci.display()), "org/app:2", true, None);
+    let srv = serve(&format!("http://{}", reg.addr), &[]);
+    let base = format!("http://{}", srv.addr);
+    let img = format!("docker://{}/org/app:1", reg.addr);
+    let home = dir.path();
+    // squash: the CLI's bytes, exactly as long as said, with an ETag that 304s.
+    for (query, args) in [
+        ("", vec![]),
+        ("?last=2", vec!["--last", "2"]),
+        (
+            "?from=1&format=oci-archive&tag=mine:v2",
+            vec!["--from", "1", "--format", "oci-archive", "--tag", "mine:v2"],
+        ),
+    ] {
+        let got = get(&format!("{base}/v2/org/app/squash/1{query}"), &[]);
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        let mut a = vec!["squash", img.as_str(), "-o", "-"];
+        a.extend(args.iter());
+        let want = cli(&a, home);
+        assert!(
+            got.body == want,
+            "{query}: the body is not what strata squash writes"
+        );
+        let len: usize = got.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, got.body.len());
+        let etag = got.headers["etag"].to_str().unwrap().to_string();
+        let again = get(
+            &format!("{base}/v2/org/app/squash/1{query}"),
+            &[("If-None-Match", &etag)],
+        );
+        assert_eq!(again.status, 304);
+        assert!(again.body.is_empty());
+    }
+    // Quay's path: the same body.
+    let quay = get(&format!("{base}/c1/squash/org/app/1"), &[]);
+    assert_eq!(quay.status, 200);
+    assert!(quay.body == cli(&["squash", &img, "-o", "-"], home));
+    // By digest, too.
+    let digest = {
+        let v: serde_json::Value =
+            serde_json::from_slice(&cli(&["inspect", &img, "--json"], home)).unwrap();
+        v["manifest_digest"].as_str().unwrap().to_string()
+    };
+    let by_digest = get(&format!("{base}/v2/org/app/flatten/{digest}"), &[]);
+    assert_eq!(by_digest.status, 200);
+    assert!(by_digest.body == cli(&["flatten", &img, "-o", "-"], home));
+    // flatten with gzip and zstd, decoded to the same tar.
+    let gz = get(
+        &format!("{base}/v2/org/app/flatten/1"),
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(plain == by_digest.body);
+    let zs = get(
+        &format!("{base}/v2/org/app/flatten/1"),
+        &[("Accept-Encoding", "zstd, gzip;q=0.5")],
+    );
+    assert_eq!(zs.headers["content-encoding"], "zstd");
+    assert!(zstd::decode_all(&zs.body[..]).unwrap() == by_digest.body);
+    // The JSON routes: the CLI's documents.
+    let img2 = format!("docker://{}/org/app:2", reg.addr);
+    for (path, args) in [
+        ("files/1", vec!["files", img.as_str(), "--json"]),
+        (
+            "files/1?layer=1",
+            vec!["files", img.as_str(), "--json", "--layer", "1"],
+        ),
+        ("diff/1", vec!["diff", img.as_str(), "--json"]),
+        ("waste/1", vec!["waste", img.as_str(), "--json"]),
+        (
+            "diff/1?against=org/app:2",
+            vec!["diff", img.as_str(), img2.as_str(), "--json"],
+        ),
+    ] {
+        let got = get(&format!("{base}/v2/org/app/{path}"), &[]);
+        assert_eq!(
+            got.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.body),
+            String::from_utf8_lossy(&cli(&args, home)),
+            "{path}"
+        );
+    }
+    let missing = get(&format!("{base}/v2/org/nope/squash/1"), &[]);
+    assert_eq!(missing.status, 404);
+    assert_eq!(get(&format!("{base}/healthz"), &[]).status, 200);
+    let m = String::from_utf8(get(&format!("{base}/metrics"), &[]).body).unwrap();
+    assert!(
+        m.contains("strata_requests_total{route=\"squash\",status=\"200\"}"),
+        "{m}"
+    );
+    assert!(m.contains("strata_cache_hits_total"), "{m}");
+}
+
+#[test]
+fn access_is_the_registrys_also_when_the_result_is_cached() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::Htpasswd("alice", "s3cret"), false);
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixture(), Comp::Gzip);
+    reg.push(
+        &format!("oci:{}", oci.display()),
+        "priv/app:1",
+        false,
+        Some("alice:s3cret"),
+    );
+    let srv = serve(&format!("http://{}", reg.addr), &[]);
+    let url = format!("http://{}/v2/priv/app/squash/1", srv.addr);
+    use base64::Engine;
+    let basic = |u: &str, p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let check_refused = |headers: &[(&str, &str)]| {
+        let got = get(&url, headers);
+        assert_eq!(got.status, 401, "{}", String::from_utf8_lossy(&got.body));
+        assert!(got.headers.contains_key("www-authenticate"));
+        assert!(
+            got.body.len() < 1000 && !got.body.starts_with(b"manifest"),
+            "no image bytes"
+        );
+    };
+    check_refused(&[]);
+    check_refused(&[("Authorization", &basic("alice", "wrong"))]);
+    let good = get(&url, &[("Authorization", &basic("alice", "s3cret"))]);
+    assert_eq!(good.status, 200);
+    // Warm now: still refused without the right credentials, for every route.
+    check_refused(&[]);
+    check_refused(&[("Authorization", &basic("mallory", "s3cret"))]);
+    for route in ["flatten", "files", "diff", "waste"] {
+        let got = get(&format!("http://{}/v2/priv/app/{route}/1", srv.addr), &[]);
+        assert_eq!(got.status, 401, "{route}");
+    }
+    let etag = good.headers["etag"].to_str().unwrap().to_string();
+    let not_modified = get(&url, &[("If-None-Match", &etag)]);
+    assert_eq!(not_modified.status, 401, "no 304 without access either");
+}
+
+/// A fake registry holding `app:1` (gzip layers, one large), and the service in front.
+fn fake_and_server(faults: Faults, extra: &[&str]) -> (Fake, Server, Vec<Vec<u8>>) {
+    let big: String = (0..300_000).map(|i| format!("{i:08}\n")).collect();
+    let tars = vec![
+        LayerBuilder::new().file("big", &big).build(),
+        LayerBuilder::new().file("small", "s").build(),
+    ];
+    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
+    let fake = Fake::start(faults);
+    fake.put_image("app", "1", &config_json(&tars), &blobs, true);
+    let srv = serve(&format!("http://{}", fake.addr), extra);
+    (fake, srv, blobs)
+}
+
+#[test]
+fn identical_concurrent_requests_share_one_computation_and_one_fetch_per_blob() {
+    let (fake, srv, blobs) = fake_and_server(
+        Faults {
+            stall: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+        &[],
+    );
+    let url = format!("http://{}/v2/app/squash/1", srv.addr);
+    let bodies: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8).map(|_| s.spawn(|| get(&url, &[]))).collect();
+        hs.into_iter()
+            .map(|h| {
+                let g = h.join().unwrap();
+                assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
+                g.body
+            })
+            .collect()
+    });
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "identical bodies");
+    for b in &blobs {
+        let n = fake.count("GET", &format!("/v2/app/blobs/{}", digest_of(b)));
+        assert_eq!(n, 1, "one upstream fetch per blob, got {n}");
+    }
+    let m = String::from_utf8(get(&format!("http://{}/metrics", srv.addr), &[]).body).unwrap();
+    let val = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(val("strata_cache_misses_total"), 1.0, "{m}");
+    assert_eq!(
+        val("strata_coalesced_total") + val("strata_cache_hits_total"),
+        7.0,
+        "{m}"
+    );
+    assert_eq!(val("strata_in_flight"), 0.0, "{m}");
+}
+
+#[test]
+fn a_full_worker_pool_answers_503_and_a_hang_up_leaves_the_server_healthy() {
+    let (_fake, srv, _) = fake_and_server(
+        Faults {
+            stall: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+        &["--workers", "1"],
+    );
+    let base = format!("http://{}", srv.addr);
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| get(&format!("{base}/v2/app/squash/1"), &[]));
+        std::thread::sleep(Duration::from_millis(700));
+        let busy = get(&format!("{base}/v2/app/squash/1?last=1"), &[]);
+        assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+        assert!(busy.headers.contains_key("retry-after"));
+        assert_eq!(slow.join().unwrap().status, 200);
+    });
+    // A client that hangs up mid-body: the server stays healthy, nothing stays in flight.
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(&srv.addr).unwrap();
+        write!(c, "GET /v2/app/squash/1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut first = [0u8; 4096];
+        let n = c.read(&mut first).unwrap();
+        assert!(n > 0 && first.starts_with(b"HTTP/1.1 200"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = String::from_utf8(get(&format!("{base}/metrics"), &[]).body).unwrap();
+        if m.lines().any(|l| l == "strata_in_flight 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "in flight never returned to 0: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&format!("{base}/healthz"), &[]).status, 200);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let (_fake, mut srv, _) = fake_and_server(
+        Faults {
+            stall: Some(Duration::from_secs(1)),
+            ..Default::default()
+        },
+        &[],
+    );
+    let url = format!("http://{}/v2/app/squash/1", srv.addr);
+    std::thread::scope(|s| {
+        let inflight = s.spawn(|| get(&url, &[]));
+        std::thread::sleep(Duration::from_millis(400));
+        let pid = srv.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let got = inflight.join().unwrap();
+        assert_eq!(got.status, 200, "the request in flight finished");
+        assert!(!got.body.is_empty());
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = srv.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::net::TcpStream::connect(&srv.addr).is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn docker_loads_and_runs_a_squash_downloaded_from_the_service() {
+    if !available() {
+        return;
+    }
+    let host = std::env::var("DOCKER_HOST")
+        .unwrap_or_else(|_| "unix:///tmp/strata-docker/docker.sock".into());
+    let up = Command::new("docker")
+        .arg("version")
+        .env("DOCKER_HOST", &host)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no Docker engine at {host}"
+        );
+        eprintln!("SKIPPED: no Docker engine at {host}");
+        return;
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static");
+    let exec = common::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    let layers = vec![
+        LayerBuilder::new()
+            .dir("bin")
+            .file_meta("bin/busybox", &std::fs::read(bb).unwrap(), &exec)
+            .symlink("bin/sh", "busybox")
+            .symlink("bin/cat", "busybox")
+            .build(),
+        LayerBuilder::new().file("msg", "served\n").build(),
+    ];
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &layers, Comp::Gzip);
+    reg.push(&format!("oci:{}", oci.display()), "run/app:1", false, None);
+    let srv = serve(&format!("http://{}", reg.addr), &[]);
+    let tag = format!("strata-serve-e2e-{}:sq", std::process::id());
+    let got = get(
+        &format!("http://{}/v2/run/app/squash/1?tag={tag}", srv.addr),
+        &[],
+    );
+    assert_eq!(got.status, 200);
+    let tar = dir.path().join("sq.tar");
+    std::fs::write(&tar, &got.body).unwrap();
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", &host)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    docker(&["load", "-i", tar.to_str().unwrap()]);
+    let out = docker(&["run", "--rm", "--network", "none", &tag, "cat", "/msg"]);
+    docker(&["rmi", "-f", &tag]);
+    assert_eq!(out, "served\n");
+}
