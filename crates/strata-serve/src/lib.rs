@@ -21,6 +21,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use erased::Json;
 use metrics::{Metrics, RouteStatus};
 use results::{Found, Results};
 use route::{Op, Target};
@@ -382,7 +383,7 @@ async fn answer_inner(
     match t.op {
         Op::Squash => squash(app, img, &q, &headers).await,
         Op::Flatten => flatten(app, img, &headers).await,
-        Op::Files | Op::Diff | Op::Waste => listing(app, img, t.op, &q, registry).await,
+        Op::Files | Op::Diff | Op::Waste => listing(app, img, t.op, &q, registry, &headers).await,
     }
 }
 
@@ -598,27 +599,64 @@ impl futures_core::Stream for Counted {
     }
 }
 
+/// A listing: the CLI's JSON document, computed once per (manifests, options) into a result
+/// file like a squash (the layers' listings themselves come from the listing cache).
 async fn listing(
     app: Arc<App>,
     img: Arc<Image>,
     op: Op,
     q: &HashMap<String, String>,
     registry: Arc<strata::registry::Options>,
+    headers: &HeaderMap,
 ) -> Response {
-    let Ok(permit) = app.workers.clone().try_acquire_owned() else {
-        return busy();
+    let only = match q.get("layer").map(|l| img.layer_index(l)).transpose() {
+        Ok(o) => o,
+        Err(e) => return error_response(&e),
     };
-    let q = q.clone();
+    let top: usize = q.get("top").and_then(|t| t.parse().ok()).unwrap_or(20);
+    // The image to compare with is opened with the client's credentials too.
+    let against = match q.get("against").filter(|_| op == Op::Diff) {
+        Some(other) => {
+            let (app2, registry, other) = (app.clone(), registry.clone(), other.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let (name, reference) = split_against(&other)?;
+                open(&app2, &registry, &name, &reference)
+            })
+            .await;
+            match opened {
+                Ok(Ok(b)) => Some(Arc::new(b)),
+                Ok(Err(e)) => return error_response(&e),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        None => None,
+    };
+    let manifest = img.manifest_digest.clone().unwrap_or_default();
+    let other = against
+        .as_ref()
+        .and_then(|b| b.manifest_digest.clone())
+        .unwrap_or_default();
+    let layer = only.map(|o| o.to_string()).unwrap_or_default();
+    // The reference is part of the document ("image"): part of the key too.
+    let key = key_of(&[
+        op.name(),
+        &manifest,
+        &img.reference,
+        &layer,
+        &top.to_string(),
+        &other,
+    ]);
+    let etag = format!("\"{key}\"");
+    if not_modified(headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
     let app2 = app.clone();
-    let r = tokio::task::spawn_blocking(move || -> strata::Result<Vec<u8>> {
-        let _permit = permit;
+    let compute = move |path: &Path| -> strata::Result<()> {
         let cancel = strata::control::Cancel::default();
         let cache = &app2.listings;
-        let only = q.get("layer").map(|l| img.layer_index(l)).transpose()?;
         let mut out = Vec::new();
-        let pretty = |v: &dyn erased::Json| v.pretty();
-        match op {
-            Op::Files => strata::listing::write_files(
+        match (op, &against) {
+            (Op::Files, _) => strata::listing::write_files(
                 &img,
                 only,
                 true,
@@ -627,38 +665,30 @@ async fn listing(
                 strata::listing::Style::Json,
                 &mut out,
             )?,
-            Op::Diff => match q.get("against") {
-                Some(other) => {
-                    let (name, reference) = split_against(other)?;
-                    let b = open(&app2, &registry, &name, &reference)?;
-                    let d = strata::listing::diff_images(&img, &b, true, cache, &cancel)?;
-                    out = pretty(&d)?;
-                }
-                None => strata::listing::write_diff(
-                    &img,
-                    only,
-                    true,
-                    cache,
-                    &cancel,
-                    strata::listing::Style::Json,
-                    &mut out,
-                )?,
-            },
-            Op::Waste => {
-                let top = q.get("top").and_then(|t| t.parse().ok()).unwrap_or(20);
-                let w = strata::listing::waste(&img, true, top, cache, &cancel)?;
-                out = pretty(&w)?;
+            (Op::Diff, Some(b)) => {
+                out = strata::listing::diff_images(&img, b, true, cache, &cancel)?.pretty()?
             }
-            _ => {}
+            (Op::Diff, None) => strata::listing::write_diff(
+                &img,
+                only,
+                true,
+                cache,
+                &cancel,
+                strata::listing::Style::Json,
+                &mut out,
+            )?,
+            _ => out = strata::listing::waste(&img, true, top, cache, &cancel)?.pretty()?,
         }
-        Ok(out)
-    })
-    .await;
-    match r {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(e)) => error_response(&e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+        let mut sink = strata::output::Sink::create(Some(path), false)?;
+        {
+            let mut w = sink.writer(strata::compression::Compression::None, None)?;
+            std::io::Write::write_all(&mut w, &out)
+                .map_err(|e| strata::Error::output("writing the listing", e))?;
+            strata::output::finish(w)?;
+        }
+        sink.commit()
+    };
+    serve_result(&app, &key, &etag, "application/json", None, compute).await
 }
 
 /// `against=<name2>:<ref2>` (or `<name2>@<digest>`).
@@ -676,6 +706,7 @@ fn split_against(s: &str) -> strata::Result<(String, String)> {
 
 /// The CLI's `--json` rendering (pretty, with a final newline), for any report.
 mod erased {
+    //! `pretty()` on every serializable report.
     pub trait Json {
         fn pretty(&self) -> strata::Result<Vec<u8>>;
     }
