@@ -706,7 +706,6 @@ fn split_against(s: &str) -> strata::Result<(String, String)> {
 
 /// The CLI's `--json` rendering (pretty, with a final newline), for any report.
 mod erased {
-    //! `pretty()` on every serializable report.
     pub trait Json {
         fn pretty(&self) -> strata::Result<Vec<u8>>;
     }
