@@ -306,6 +306,10 @@ enum Command {
         /// the server never uses credentials of its own.
         #[arg(long, value_name = "USER[:PASS]")]
         mirror_creds: Option<String>,
+        /// Push each squash result back to the registry (NAME:strata-squash-KEY, with the
+        /// client's credentials) and serve from there what another replica computed.
+        #[arg(long)]
+        publish: bool,
     },
     /// Copy an image between transports, its layers and config unchanged (skopeo copy's job).
     #[command(
@@ -686,6 +690,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             result_cache_size,
             shutdown_grace,
             mirror_creds,
+            publish,
         } => {
             let cap = strata::listing::render::parse_bytes(&result_cache_size)
                 .filter(|n| n.is_finite() && *n >= 0.0)
@@ -710,6 +715,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     result_cache_size: cap as u64,
                     shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
                     mirror_creds,
+                    publish,
                 },
             )?;
         }

@@ -51,7 +51,7 @@ fn serve(registry: &str, extra: &[&str]) -> Server {
         .env("HOME", cache.path())
         .env_remove("DOCKER_CONFIG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(cache.path().join("serve.log")).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -498,4 +498,134 @@ fn docker_loads_and_runs_a_squash_downloaded_from_the_service() {
     let out = docker(&["run", "--rm", "--network", "none", &tag, "cat", "/msg"]);
     docker(&["rmi", "-f", &tag]);
     assert_eq!(out, "served\n");
+}
+
+/// nginx on loopback in front of `backends`, round robin, buffering off.
+struct Nginx {
+    addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx(backends: &[&str]) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let servers: String = backends
+        .iter()
+        .map(|b| format!("    server {b};\n"))
+        .collect();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream strata {{\n{servers}  }}\n  server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://strata;\n      proxy_buffering off;\n      proxy_http_version 1.1;\n      proxy_set_header Authorization $http_authorization;\n      proxy_read_timeout 600s;\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-p", &d.to_string(), "-c"])
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting nginx");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nginx {
+        addr,
+        child,
+        _dir: dir,
+    }
+}
+
+fn metric(base: &str, name: &str) -> f64 {
+    let m = String::from_utf8(get(&format!("{base}/metrics"), &[]).body).unwrap();
+    m.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn two_replicas_behind_nginx_share_a_published_squash_through_the_registry() {
+    if !available() {
+        return;
+    }
+    assert!(
+        common::registry::have("nginx") || std::env::var_os("CI").is_none(),
+        "CI is set but nginx is missing: .ci/run installs it"
+    );
+    if !common::registry::have("nginx") {
+        eprintln!("SKIPPED: needs nginx");
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixture(), Comp::Gzip);
+    reg.push(&format!("oci:{}", oci.display()), "team/app:1", false, None);
+    let upstream = format!("http://{}", reg.addr);
+    let a = serve(&upstream, &["--publish"]);
+    let b = serve(&upstream, &["--publish"]);
+    let lb = nginx(&[&a.addr, &b.addr]);
+    let (ba, bb) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let url = format!("http://{}/v2/team/app/squash/1?last=2", lb.addr);
+    let first = get(&url, &[]);
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    // Which replica answered: the one that computed. Wait for its publish.
+    let (computed, other) = if metric(&ba, "strata_cache_misses_total") == 1.0 {
+        (&ba, &bb)
+    } else {
+        (&bb, &ba)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(computed, "strata_published_total") < 1.0 {
+        let logs = |s: &Server| {
+            std::fs::read_to_string(s._cache.path().join("serve.log")).unwrap_or_default()
+        };
+        let m = |b: &str| String::from_utf8(get(&format!("{b}/metrics"), &[]).body).unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the squash was never published: {}\n{}\n{}\n{}",
+            logs(&a),
+            logs(&b),
+            m(&ba),
+            m(&bb)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Through nginx again until the other replica answers: from the registry, no squash.
+    let mut second = None;
+    for _ in 0..4 {
+        let g = get(&url, &[]);
+        assert_eq!(g.status, 200);
+        if metric(other, "strata_published_hits_total") >= 1.0 {
+            second = Some(g);
+            break;
+        }
+    }
+    let second = second.expect("the other replica never answered");
+    assert!(
+        second.body == first.body,
+        "the same bytes from either replica"
+    );
+    assert_eq!(second.headers["etag"], first.headers["etag"]);
+    let img = format!("docker://{}/team/app:1", reg.addr);
+    assert!(first.body == cli(&["squash", &img, "--last", "2", "-o", "-"], dir.path()));
 }

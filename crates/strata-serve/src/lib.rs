@@ -56,6 +56,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Credentials used when a client sends none (a public mirror); never otherwise.
     pub mirror_creds: Option<String>,
+    /// Push each squash result to the registry under a tag derived from its key, and look
+    /// there before computing one (replicas share results through the registry).
+    pub publish: bool,
 }
 
 struct App {
@@ -381,7 +384,7 @@ async fn answer_inner(
         }
     };
     match t.op {
-        Op::Squash => squash(app, img, &q, &headers).await,
+        Op::Squash => squash(app, img, &q, &headers, &t.name, registry).await,
         Op::Flatten => flatten(app, img, &headers).await,
         Op::Files | Op::Diff | Op::Waste => listing(app, img, t.op, &q, registry, &headers).await,
     }
@@ -413,6 +416,8 @@ async fn squash(
     img: Arc<Image>,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
+    name: &str,
+    registry: Arc<strata::registry::Options>,
 ) -> Response {
     use strata::sink::Format;
     let format = match q.get("format").map(String::as_str) {
@@ -455,15 +460,16 @@ async fn squash(
     if not_modified(headers, &etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
+    // With --publish the result is also an image in the registry, under a tag derived from
+    // the key: a replica that has not computed it copies it from there (byte for byte the
+    // same output) instead of squashing again.
+    let published = app
+        .cfg
+        .publish
+        .then(|| format!("{name}:strata-squash-{}", &key[..32]));
+    let app2 = app.clone();
     let compute = move |path: &Path| -> strata::Result<()> {
-        let opts = strata::squash::SquashOptions {
-            from,
-            created: None,
-            verify: true,
-            progress: None,
-            cancel: Default::default(),
-        };
-        let registry = strata::registry::Options::default();
+        let none = strata::registry::Options::default();
         let target = strata::sink::Target {
             format,
             path: Some(path),
@@ -472,12 +478,77 @@ async fn squash(
             level: None,
             measure_first: false,
             protect: &[],
-            registry: &registry,
+            registry: &none,
+        };
+        if let Some(p) = &published {
+            let (pname, ptag) = p.rsplit_once(':').unwrap_or((p, "latest"));
+            match open(&app2, &registry, pname, ptag) {
+                Ok(pimg) => {
+                    strata::sink::write_image(&target, |w| {
+                        strata::copy::copy(&pimg, w, &tags, None, &Default::default())
+                    })?;
+                    app2.metrics.published_hits.inc();
+                    return Ok(());
+                }
+                Err(e) if e.kind() == strata::error::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("reading the published squash {p}: {e}"),
+            }
+        }
+        let opts = strata::squash::SquashOptions {
+            from,
+            created: None,
+            verify: true,
+            progress: None,
+            cancel: Default::default(),
         };
         strata::sink::write_image(&target, |w| strata::squash::squash(&img, &opts, w, &tags))?;
+        if let Some(p) = published {
+            // In the background: this request is answered from the file already.
+            std::thread::spawn(move || publish(&app2, &registry, &img, &opts, format, &tags, &p));
+        }
         Ok(())
     };
     serve_result(&app, &key, &etag, "application/x-tar", None, compute).await
+}
+
+/// Push the squash of `img` to the registry as `name:tag` (kept layers mounted, the new one
+/// gzip'd): Docker's manifest for a docker-archive result, OCI's for an oci-archive one.
+fn publish(
+    app: &App,
+    registry: &Arc<strata::registry::Options>,
+    img: &Image,
+    opts: &strata::squash::SquashOptions,
+    format: strata::sink::Format,
+    tags: &[String],
+    published: &str,
+) {
+    use strata::sink::{Destination, Format};
+    let push_format = if format == Format::DockerArchive {
+        Format::DockerArchive
+    } else {
+        Format::Oci
+    };
+    let target = strata::sink::Target {
+        format: push_format,
+        path: None,
+        force: false,
+        compression: strata::compression::Compression::Gzip,
+        level: None,
+        measure_first: false,
+        protect: &[],
+        registry,
+    };
+    let spec = format!("//{}/{published}", app.host);
+    let r = strata::sink::registry::Registry.write(&spec, &target, &mut |w| {
+        strata::squash::squash(img, opts, w, tags).map(|_| ())
+    });
+    match r {
+        Ok(_) => {
+            app.metrics.published.inc();
+            tracing::info!("published {spec}");
+        }
+        Err(e) => tracing::warn!("publishing {spec}: {e}"),
+    }
 }
 
 async fn flatten(app: Arc<App>, img: Arc<Image>, headers: &HeaderMap) -> Response {

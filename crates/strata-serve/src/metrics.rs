@@ -36,6 +36,10 @@ pub struct Metrics {
     pub cache_misses: Counter,
     /// Requests that waited for an identical one's computation.
     pub coalesced: Counter,
+    /// Squash results pushed to the registry (`--publish`).
+    pub published: Counter,
+    /// Squash results copied from the registry instead of computed (`--publish`).
+    pub published_hits: Counter,
 }
 
 impl Metrics {
@@ -51,6 +55,8 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             coalesced: Counter::default(),
+            published: Counter::default(),
+            published_hits: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests answered", m.requests.clone());
@@ -76,6 +82,16 @@ impl Metrics {
             "coalesced",
             "Requests that shared a computation",
             m.coalesced.clone(),
+        );
+        registry.register(
+            "published",
+            "Squash results pushed to the registry",
+            m.published.clone(),
+        );
+        registry.register(
+            "published_hits",
+            "Squash results copied from the registry",
+            m.published_hits.clone(),
         );
         Metrics { registry, ..m }
     }
