@@ -629,3 +629,102 @@ fn two_replicas_behind_nginx_share_a_published_squash_through_the_registry() {
     let img = format!("docker://{}/team/app:1", reg.addr);
     assert!(first.body == cli(&["squash", &img, "--last", "2", "-o", "-"], dir.path()));
 }
+
+#[test]
+fn a_client_hanging_up_while_its_result_is_computed_stops_the_computation() {
+    // 3 MB that gzip cannot shrink: ~7.5 s at 16 KiB per 40 ms.
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let noise: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let exec = common::Meta::default();
+    let tars = vec![
+        LayerBuilder::new()
+            .file_meta("noise", &noise, &exec)
+            .build(),
+        LayerBuilder::new().file("small", "s").build(),
+    ];
+    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
+    assert!(blobs[0].len() > 2_900_000);
+    let fake = Fake::start(Faults {
+        trickle: Some(Duration::from_millis(40)),
+        ..Default::default()
+    });
+    fake.put_image("app", "1", &config_json(&tars), &blobs, true);
+    let srv = serve(&format!("http://{}", fake.addr), &[]);
+    let base = format!("http://{}", srv.addr);
+    let computations = || metric(&base, "strata_computations");
+    let started = Instant::now();
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(&srv.addr).unwrap();
+        write!(c, "GET /v2/app/squash/1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while computations() < 1.0 {
+            assert!(Instant::now() < deadline, "the computation never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    } // hung up: the only client of this computation is gone
+    let t = Instant::now();
+    while computations() > 0.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the computation went on without a client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped well before the blob's end"
+    );
+    assert_eq!(metric(&base, "strata_in_flight"), 0.0);
+    assert_eq!(get(&format!("{base}/healthz"), &[]).status, 200);
+}
+
+#[test]
+fn a_bearer_token_is_passed_through_to_the_registry() {
+    use base64::Engine;
+    let tars = fixture();
+    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
+    let fake = Fake::start(Faults {
+        bearer: Some(Some(("u".into(), "p".into()))),
+        ..Default::default()
+    });
+    fake.put_image("app", "1", &config_json(&tars), &blobs, true);
+    let srv = serve(&format!("http://{}", fake.addr), &[]);
+    // The client's own token, from the registry's token server.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("u:p")
+    );
+    let tok = get(
+        &format!("http://{}/token?scope=repository:app:pull", fake.addr),
+        &[("Authorization", &basic)],
+    );
+    let token = serde_json::from_slice::<serde_json::Value>(&tok.body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://{}/v2/app/flatten/1", srv.addr);
+    let good = get(&url, &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(good.status, 200, "{}", String::from_utf8_lossy(&good.body));
+    assert!(good.body == common::flatten_layers(&tars).unwrap());
+    let sent: Vec<_> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.path.starts_with("/v2/app/"))
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|l| l.authorization.as_deref() == Some(&format!("Bearer {token}"))),
+        "{sent:?}"
+    );
+    assert_eq!(get(&url, &[("Authorization", "Bearer forged")]).status, 401);
+    assert_eq!(get(&url, &[]).status, 401);
+}

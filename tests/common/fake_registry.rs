@@ -39,6 +39,8 @@ pub struct Faults {
     pub fail_patch_once: bool,
     /// The refresh token `/token` accepts in an OAuth2 POST (an identity token).
     pub refresh_token: Option<String>,
+    /// Send blob bodies 16 KiB at a time, this long apart (a slow registry).
+    pub trickle: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -279,8 +281,26 @@ fn serve(conn: TcpStream, st: &Mutex<State>, me: &str) {
                 return;
             }
             None => {
-                if w.write_all(&out.body).is_err() {
-                    return;
+                let trickle = st
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .faults
+                    .trickle
+                    .filter(|_| req.target.contains("/blobs/sha256"));
+                match trickle {
+                    Some(pause) => {
+                        for piece in out.body.chunks(16 << 10) {
+                            if w.write_all(piece).and_then(|()| w.flush()).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(pause);
+                        }
+                    }
+                    None => {
+                        if w.write_all(&out.body).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         }

@@ -86,6 +86,12 @@ pub fn router(cfg: Config) -> anyhow::Result<axum::Router> {
     };
     strata::registry::name::ImageName::parse(&format!("{host}/x"))
         .map_err(|e| anyhow::anyhow!("--registry {}: {e}", cfg.registry))?;
+    let results = Arc::new(Results::new(
+        cfg.cache_dir.join("results"),
+        cfg.result_cache_size,
+    ));
+    let mut metrics = Metrics::new();
+    metrics.register_running(results.running.clone());
     let store = Arc::new(BlobStore::new(
         cfg.cache_dir.join("blobs"),
         strata::blob::DEFAULT_STORE_CAP,
@@ -95,12 +101,9 @@ pub fn router(cfg: Config) -> anyhow::Result<axum::Router> {
         plain_http,
         store,
         listings: strata::listing::Cache::new(Some(cfg.cache_dir.clone()), true),
-        results: Arc::new(Results::new(
-            cfg.cache_dir.join("results"),
-            cfg.result_cache_size,
-        )),
+        results,
         workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
         cfg,
     });
     Ok(axum::Router::new()
@@ -468,7 +471,7 @@ async fn squash(
         .publish
         .then(|| format!("{name}:strata-squash-{}", &key[..32]));
     let app2 = app.clone();
-    let compute = move |path: &Path| -> strata::Result<()> {
+    let compute = move |path: &Path, cancel: &strata::control::Cancel| -> strata::Result<()> {
         let none = strata::registry::Options::default();
         let target = strata::sink::Target {
             format,
@@ -485,7 +488,7 @@ async fn squash(
             match open(&app2, &registry, pname, ptag) {
                 Ok(pimg) => {
                     strata::sink::write_image(&target, |w| {
-                        strata::copy::copy(&pimg, w, &tags, None, &Default::default())
+                        strata::copy::copy(&pimg, w, &tags, None, cancel)
                     })?;
                     app2.metrics.published_hits.inc();
                     return Ok(());
@@ -499,11 +502,15 @@ async fn squash(
             created: None,
             verify: true,
             progress: None,
-            cancel: Default::default(),
+            cancel: cancel.clone(),
         };
         strata::sink::write_image(&target, |w| strata::squash::squash(&img, &opts, w, &tags))?;
         if let Some(p) = published {
             // In the background: this request is answered from the file already.
+            let opts = strata::squash::SquashOptions {
+                cancel: Default::default(),
+                ..opts
+            };
             std::thread::spawn(move || publish(&app2, &registry, &img, &opts, format, &tags, &p));
         }
         Ok(())
@@ -575,11 +582,16 @@ async fn flatten(app: Arc<App>, img: Arc<Image>, headers: &HeaderMap) -> Respons
     if not_modified(headers, &etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let compute = move |path: &Path| -> strata::Result<()> {
+    let compute = move |path: &Path, cancel: &strata::control::Cancel| -> strata::Result<()> {
         let mut sink = strata::output::Sink::create(Some(path), false)?;
         {
             let mut w = sink.writer(compression, None)?;
-            strata::merge::flatten(&img.layers, &mut w, &Default::default())?;
+            let opts = strata::merge::MergeOptions {
+                verify: true,
+                progress: None,
+                cancel: cancel.clone(),
+            };
+            strata::merge::flatten(&img.layers, &mut w, &opts)?;
             strata::output::finish(w)?;
         }
         sink.commit()
@@ -594,7 +606,7 @@ async fn serve_result(
     etag: &str,
     content_type: &'static str,
     encoding: Option<&'static str>,
-    compute: impl FnOnce(&Path) -> strata::Result<()> + Send + 'static,
+    compute: impl FnOnce(&Path, &strata::control::Cancel) -> strata::Result<()> + Send + 'static,
 ) -> Response {
     let workers = app.workers.clone();
     let got = app
@@ -722,8 +734,8 @@ async fn listing(
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let app2 = app.clone();
-    let compute = move |path: &Path| -> strata::Result<()> {
-        let cancel = strata::control::Cancel::default();
+    let compute = move |path: &Path, cancel: &strata::control::Cancel| -> strata::Result<()> {
+        let cancel = cancel.clone();
         let cache = &app2.listings;
         let mut out = Vec::new();
         match (op, &against) {

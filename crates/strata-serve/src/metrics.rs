@@ -96,6 +96,12 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Count `g` (the computations running) in the exposition as `computations`.
+    pub fn register_running(&mut self, g: Gauge) {
+        self.registry
+            .register("computations", "Computations running now", g);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();

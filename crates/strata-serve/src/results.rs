@@ -22,11 +22,20 @@ pub enum Found {
 
 type Outcome = Option<Result<PathBuf, Arc<strata::Error>>>;
 
+/// A computation in flight: its result channel, and who still waits for it.
+struct Flight {
+    rx: watch::Receiver<Outcome>,
+    waiters: usize,
+    cancel: strata::control::Cancel,
+}
+
 /// The result files and the computations in flight.
 pub struct Results {
     dir: PathBuf,
     cap: u64,
-    inflight: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    inflight: Mutex<HashMap<String, Flight>>,
+    /// Computations running now.
+    pub running: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Results {
@@ -36,6 +45,7 @@ impl Results {
             dir,
             cap,
             inflight: Mutex::new(HashMap::new()),
+            running: Default::default(),
         }
     }
 
@@ -45,12 +55,13 @@ impl Results {
 
     /// The file of `key`: on disk, or being computed (then waited for), or computed now by
     /// `compute` (given the path to create) on a blocking thread holding `permit` — taken by
-    /// `permit()` only when this request must compute (`None`: no worker free).
+    /// `permit()` only when this request must compute (`None`: no worker free). When every
+    /// request waiting for a computation has gone (clients that hung up), it is cancelled.
     pub async fn get(
         self: &Arc<Self>,
         key: &str,
         permit: impl FnOnce() -> Option<OwnedSemaphorePermit>,
-        compute: impl FnOnce(&Path) -> strata::Result<()> + Send + 'static,
+        compute: impl FnOnce(&Path, &strata::control::Cancel) -> strata::Result<()> + Send + 'static,
     ) -> Result<(PathBuf, Found), Arc<strata::Error>> {
         let path = self.path(key);
         if path.is_file() {
@@ -59,17 +70,29 @@ impl Results {
         }
         let (mut rx, found) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(key) {
-                Some(rx) => (rx.clone(), Found::Coalesced),
+            match map.get_mut(key) {
+                Some(f) => {
+                    f.waiters += 1;
+                    (f.rx.clone(), Found::Coalesced)
+                }
                 None => {
                     let Some(permit) = permit() else {
                         return Err(Arc::new(strata::Error::Cancelled));
                     };
                     let (tx, rx) = watch::channel(None);
-                    map.insert(key.to_string(), rx.clone());
+                    let cancel = strata::control::Cancel::default();
+                    map.insert(
+                        key.to_string(),
+                        Flight {
+                            rx: rx.clone(),
+                            waiters: 1,
+                            cancel: cancel.clone(),
+                        },
+                    );
                     let me = self.clone();
                     let key = key.to_string();
                     let p = path.clone();
+                    self.running.inc();
                     tokio::task::spawn_blocking(move || {
                         let _permit = permit;
                         if let Err(e) = std::fs::create_dir_all(&me.dir) {
@@ -78,18 +101,24 @@ impl Results {
                                 e,
                             )))));
                         } else {
-                            let r = compute(&p).map(|()| p.clone()).map_err(Arc::new);
+                            let r = compute(&p, &cancel).map(|()| p.clone()).map_err(Arc::new);
                             let _ = tx.send(Some(r));
                         }
                         me.inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&key);
+                        me.running.dec();
                         me.evict(&p);
                     });
                     (rx, Found::Computed)
                 }
             }
+        };
+        // Dropped with this request (its client gone): one waiter fewer.
+        let _waiting = Waiting {
+            results: self.clone(),
+            key: key.to_string(),
         };
         loop {
             if let Some(r) = rx.borrow().clone() {
@@ -131,6 +160,29 @@ impl Results {
             }
             if p != keep && std::fs::remove_file(&p).is_ok() {
                 total -= len;
+            }
+        }
+    }
+}
+
+/// One request waiting for a computation; the last to go cancels it.
+struct Waiting {
+    results: Arc<Results>,
+    key: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut map = self
+            .results
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get_mut(&self.key) {
+            f.waiters = f.waiters.saturating_sub(1);
+            if f.waiters == 0 && f.rx.borrow().is_none() {
+                tracing::info!("nobody waits for {} any more: cancelled", self.key);
+                f.cancel.cancel();
             }
         }
     }
