@@ -728,3 +728,23 @@ fn a_bearer_token_is_passed_through_to_the_registry() {
     assert_eq!(get(&url, &[("Authorization", "Bearer forged")]).status, 401);
     assert_eq!(get(&url, &[]).status, 401);
 }
+
+#[test]
+fn a_registry_403_is_passed_on_as_403() {
+    let tars = fixture();
+    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
+    let fake = Fake::start(Faults {
+        forbid: Some("secret".into()),
+        ..Default::default()
+    });
+    fake.put_image("secret", "1", &config_json(&tars), &blobs, true);
+    fake.put_image("open", "1", &config_json(&tars), &blobs, true);
+    let srv = serve(&format!("http://{}", fake.addr), &[]);
+    let got = get(&format!("http://{}/v2/secret/squash/1", srv.addr), &[]);
+    assert_eq!(got.status, 403, "{}", String::from_utf8_lossy(&got.body));
+    assert!(String::from_utf8_lossy(&got.body).contains("DENIED"));
+    assert_eq!(
+        get(&format!("http://{}/v2/open/files/1", srv.addr), &[]).status,
+        200
+    );
+}

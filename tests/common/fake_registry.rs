@@ -41,6 +41,8 @@ pub struct Faults {
     pub refresh_token: Option<String>,
     /// Send blob bodies 16 KiB at a time, this long apart (a slow registry).
     pub trickle: Option<Duration>,
+    /// Answer 403 (DENIED) for everything under this repository.
+    pub forbid: Option<String>,
 }
 
 #[derive(Default)]
@@ -384,6 +386,13 @@ fn handle(req: &Req, st: &Mutex<State>, me: &str) -> Resp {
     }
     if path == "/v2/" {
         return resp(200);
+    }
+    if let Some(repo) = &s.faults.forbid
+        && path.starts_with(&format!("/v2/{repo}/"))
+    {
+        return resp(403).body(
+            br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#.to_vec(),
+        );
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return resp(404);

@@ -276,6 +276,9 @@ fn client_credential(
 /// The status a library error answers with.
 fn status_of(e: &strata::Error) -> StatusCode {
     use strata::error::ErrorKind;
+    if matches!(e, strata::Error::Denied(_)) {
+        return StatusCode::FORBIDDEN;
+    }
     match e.kind() {
         ErrorKind::Auth => StatusCode::UNAUTHORIZED,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,

@@ -69,9 +69,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A source refused access (wrong credentials, no permission).
+    /// A source refused access (wrong credentials, no credentials).
     #[error("{0}")]
     Auth(String),
+    /// A source knows who is asking and refuses them this (a registry's 403).
+    #[error("{0}")]
+    Denied(String),
     /// The image, tag or blob asked for does not exist at its source.
     #[error("{0}")]
     NotFound(String),
@@ -121,7 +124,7 @@ impl Error {
             }
             Error::Digest { .. } => ErrorKind::Digest,
             Error::Output { .. } => ErrorKind::Output,
-            Error::Auth(_) => ErrorKind::Auth,
+            Error::Auth(_) | Error::Denied(_) => ErrorKind::Auth,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Stopped | Error::Cancelled => ErrorKind::Cancelled,

@@ -239,7 +239,7 @@ impl Client {
                 }
                 401 => return Err(self.auth.denied()),
                 403 => {
-                    return Err(Error::Auth(format!(
+                    return Err(Error::Denied(format!(
                         "{}: {what}: access denied to {} ({})",
                         self.registry,
                         self.auth.who(),

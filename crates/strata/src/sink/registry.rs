@@ -476,7 +476,7 @@ impl Upload<'_> {
                     let s = resp.status().as_u16();
                     return Err(self.push.refused("uploading a chunk", s, resp));
                 }
-                Err(e @ Error::Auth(_)) => return Err(e),
+                Err(e @ (Error::Auth(_) | Error::Denied(_))) => return Err(e),
                 Err(e) => e.to_string(),
             };
             tries += 1;
