@@ -810,44 +810,16 @@ fn token_auth_against_the_real_registry() {
     );
 }
 
-const DOCKER_HOST_DEFAULT: &str = "unix:///tmp/strata-docker/docker.sock";
-
 #[test]
 fn docker_loads_and_runs_what_strata_squashed_into_the_registry() {
     if !available() {
         return;
     }
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DOCKER_HOST_DEFAULT.into());
-    let up = Command::new("docker")
-        .arg("version")
-        .env("DOCKER_HOST", &host)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no Docker engine at {host}"
-        );
-        eprintln!("SKIPPED: no Docker engine at {host}");
+    let Some(host) = common::docker::engine() else {
         return;
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static");
-    let mut base = LayerBuilder::new();
-    let exec = common::Meta {
-        mode: 0o755,
-        ..Default::default()
     };
-    base.dir("bin")
-        .file_meta("bin/busybox", &std::fs::read(bb).unwrap(), &exec)
-        .symlink("bin/sh", "busybox")
-        .symlink("bin/cat", "busybox")
-        .symlink("bin/test", "busybox")
-        .symlink("bin/echo", "busybox");
     let layers = vec![
-        base.build(),
+        common::docker::busybox_layer(&["sh", "cat", "test", "echo"]),
         LayerBuilder::new()
             .file("msg", "from the registry\n")
             .file("gone", "x")
@@ -879,19 +851,7 @@ fn docker_loads_and_runs_what_strata_squashed_into_the_registry() {
         &format!("docker-archive:{}:{tag}", tar.display()),
         None,
     );
-    let docker = |args: &[&str]| {
-        let o = Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &host)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let docker = |args: &[&str]| common::docker::docker(&host, args);
     docker(&["load", "-i", tar.to_str().unwrap()]);
     let out = docker(&[
         "run",

@@ -436,36 +436,11 @@ fn docker_loads_and_runs_a_squash_downloaded_from_the_service() {
     if !available() {
         return;
     }
-    let host = std::env::var("DOCKER_HOST")
-        .unwrap_or_else(|_| "unix:///tmp/strata-docker/docker.sock".into());
-    let up = Command::new("docker")
-        .arg("version")
-        .env("DOCKER_HOST", &host)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no Docker engine at {host}"
-        );
-        eprintln!("SKIPPED: no Docker engine at {host}");
+    let Some(host) = common::docker::engine() else {
         return;
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static");
-    let exec = common::Meta {
-        mode: 0o755,
-        ..Default::default()
     };
     let layers = vec![
-        LayerBuilder::new()
-            .dir("bin")
-            .file_meta("bin/busybox", &std::fs::read(bb).unwrap(), &exec)
-            .symlink("bin/sh", "busybox")
-            .symlink("bin/cat", "busybox")
-            .build(),
+        common::docker::busybox_layer(&["sh", "cat"]),
         LayerBuilder::new().file("msg", "served\n").build(),
     ];
     let reg = Registry::start(Auth::None, false);
@@ -481,19 +456,7 @@ fn docker_loads_and_runs_a_squash_downloaded_from_the_service() {
     assert_eq!(got.status, 200);
     let tar = dir.path().join("sq.tar");
     std::fs::write(&tar, &got.body).unwrap();
-    let docker = |args: &[&str]| {
-        let o = Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &host)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let docker = |args: &[&str]| common::docker::docker(&host, args);
     docker(&["load", "-i", tar.to_str().unwrap()]);
     let out = docker(&["run", "--rm", "--network", "none", &tag, "cat", "/msg"]);
     docker(&["rmi", "-f", &tag]);

@@ -3,6 +3,7 @@
 //! same comparable tree.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fake_registry;
 pub mod model;
 pub mod registry;

@@ -182,7 +182,7 @@ pub fn normalize_tag(tag: &str) -> Result<String> {
         parts.remove(0);
     }
     for c in &parts {
-        if !path_component_ok(c) {
+        if !crate::registry::name::valid_component(c) {
             return Err(bad(
                 "repository names are lowercase letters and digits, joined by '.', '_', '__' or '-'",
             ));
@@ -191,12 +191,7 @@ pub fn normalize_tag(tag: &str) -> Result<String> {
     let t = match t {
         None => "latest",
         Some(t) => {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-                && !t.starts_with(['.', '-']);
-            if !ok {
+            if !crate::registry::name::valid_tag(t) {
                 return Err(bad(
                     "a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
                 ));
@@ -205,34 +200,6 @@ pub fn normalize_tag(tag: &str) -> Result<String> {
         }
     };
     Ok(format!("{name}:{t}"))
-}
-
-fn path_component_ok(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if is_alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator: '.', '_', '__', or one or more '-'.
-        let start = i;
-        while i < b.len() && !is_alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
 impl std::fmt::Debug for Reference {

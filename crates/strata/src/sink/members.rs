@@ -203,6 +203,24 @@ impl<W: Write> Write for HashWriter<W> {
 /// Something that writes a blob, the same bytes every time it is called.
 pub type Produce<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
 
+/// Write the tar `produce` makes into `w` through `compression` (at `level`): the tar's
+/// own digest and size (the layer's diff_id) come back; `w` sees the stored bytes.
+pub fn compressed_tar(
+    w: &mut dyn Write,
+    compression: crate::compression::Compression,
+    level: Option<u32>,
+    produce: &mut Produce<'_>,
+) -> Result<Digested> {
+    let enc = crate::compression::Encoder::new(compression, level, w)
+        .map_err(|e| Error::io("starting the compressor", e))?;
+    let mut tar = HashWriter::new(enc);
+    produce(&mut tar)?;
+    let (enc, td) = tar.finish()?;
+    enc.finish()
+        .map_err(|e| Error::io("finishing the compressed stream", e))?;
+    Ok(td)
+}
+
 /// Where an image's files go.
 pub trait Members {
     /// A small file from memory (a config, a manifest, `index.json`).

@@ -2,9 +2,9 @@
 //! tar of one. Kept layers are copied blob for blob (same digests); new layers are compressed
 //! as asked, their blob digest and diff_id computed in the same pass.
 
-use super::members::{Digested, HashWriter, Members, Produce};
+use super::members::{Digested, Members, Produce};
 use super::{ImageWriter, LayerOut, oci_layer_media_type};
-use crate::compression::{Compression, Encoder};
+use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use serde_json::{Value, json};
@@ -120,14 +120,12 @@ impl ImageWriter for OciLayout<'_> {
         }
         let mut diff: Option<Digested> = None;
         let d = self.out.add_produced(&blob_name, &mut |w| {
-            let enc = Encoder::new(compression, level, w)
-                .map_err(|e| Error::io("starting the compressor", e))?;
-            let mut tar = HashWriter::new(enc);
-            produce(&mut tar)?;
-            let (enc, td) = tar.finish()?;
-            enc.finish()
-                .map_err(|e| Error::io("finishing the compressed stream", e))?;
-            diff = Some(td);
+            diff = Some(super::members::compressed_tar(
+                w,
+                compression,
+                level,
+                produce,
+            )?);
             Ok(())
         })?;
         let diff = diff.ok_or_else(|| Error::Format("layer was never produced".into()))?;

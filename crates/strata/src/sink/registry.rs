@@ -10,7 +10,7 @@
 
 use super::members::{HashWriter, Produce};
 use super::{Destination, Format, ImageWriter, LayerOut, Target};
-use crate::compression::{Compression, Encoder};
+use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::image::registry::{DOCKER_MANIFEST, OCI_MANIFEST, parse_spec};
@@ -316,20 +316,12 @@ impl ImageWriter for Push {
         let (compression, level) = (self.compression, self.level);
         let mut diff = None;
         let (digest, size) = self.put_produced(&mut |w| {
-            if compression == Compression::None {
-                let mut tar = HashWriter::new(w);
-                produce(&mut tar)?;
-                diff = Some(tar.finish()?.1);
-                return Ok(());
-            }
-            let enc = Encoder::new(compression, level, w)
-                .map_err(|e| Error::io("starting the compressor", e))?;
-            let mut tar = HashWriter::new(enc);
-            produce(&mut tar)?;
-            let (enc, td) = tar.finish()?;
-            enc.finish()
-                .map_err(|e| Error::io("finishing the compressed stream", e))?;
-            diff = Some(td);
+            diff = Some(super::members::compressed_tar(
+                w,
+                compression,
+                level,
+                produce,
+            )?);
             Ok(())
         })?;
         let diff = diff.ok_or_else(|| Error::Format("layer was never produced".into()))?;
