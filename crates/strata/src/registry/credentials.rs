@@ -163,9 +163,14 @@ fn key_matches(key: &str, registry: &str) -> bool {
 
 /// The credential for `registry` in one auth file.
 pub fn from_file(path: &Path, registry: &str) -> Result<Option<Credential>> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {shown}"), e))?;
-    let doc: Value = serde_json::from_slice(&bytes)
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    from_json(&bytes, &path.display().to_string(), registry)
+}
+
+/// The credential for `registry` in an auth file's bytes (`shown` names it in errors).
+pub fn from_json(bytes: &[u8], shown: &str, registry: &str) -> Result<Option<Credential>> {
+    let doc: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::Format(format!("{shown}: bad JSON: {e}")))?;
     let helper_for = doc
         .get("credHelpers")
@@ -243,6 +248,16 @@ fn helper(name: &str, registry: &str) -> Result<Option<Credential>> {
         registry
     };
     let fail = |why: String| Error::Auth(format!("{program} get {server}: {why}"));
+    // A helper is a program on PATH, never a path.
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(fail(
+            "not a credential helper name (letters, digits, '-', '_', '.')".into(),
+        ));
+    }
     let mut child = Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())
