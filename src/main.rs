@@ -759,9 +759,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::checked_tags(&tags, out.format)?
             };
             let recompress = compress.map(Into::into);
+            // Nothing asked to change: the manifest too is copied as it is, where it can be.
+            let keep_manifest = format.is_none() && compress.is_none();
             let cancel = commands::signals::cancel();
             out.write(&target, |w| {
-                strata::copy::copy(&img, w, &tags, recompress, &cancel)
+                strata::copy::copy(&img, w, &tags, recompress, keep_manifest, &cancel)
             })
             .with_context(|| format!("copying {src} to {dst}"))?;
             if !cli.quiet {

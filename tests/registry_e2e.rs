@@ -968,3 +968,96 @@ fn every_command_reads_docker_references_as_it_reads_the_layout() {
     ));
     assert!(String::from_utf8_lossy(&flat).contains("app/hello"));
 }
+
+#[test]
+fn a_copy_that_changes_nothing_keeps_the_manifest_digest() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[3], Comp::Gzip);
+    let r = |p: &str| format!("docker://{}/{p}", reg.addr);
+    let manifest_of = |reference: &str| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&ok(strata(
+            &["inspect", reference, "--json", "--tls-verify=false"],
+            home,
+        )))
+        .unwrap();
+        v["manifest_digest"].as_str().unwrap().to_string()
+    };
+    for (oci_format, repo) in [(false, "keep/docker"), (true, "keep/oci")] {
+        // skopeo writes these manifests, not strata: their bytes are skopeo's.
+        reg.push(
+            &format!("oci:{}", oci.display()),
+            &format!("{repo}:1"),
+            oci_format,
+            None,
+        );
+        let (want, _) = skopeo_inspect(&r(&format!("{repo}:1")));
+        ok(strata(
+            &[
+                "copy",
+                &r(&format!("{repo}:1")),
+                &r(&format!("{repo}-copy:1")),
+                "--tls-verify=false",
+            ],
+            home,
+        ));
+        assert_eq!(
+            skopeo_inspect(&r(&format!("{repo}-copy:1"))).0,
+            want,
+            "{repo}: registry → registry"
+        );
+        let layout = dir.path().join(repo.replace('/', "-"));
+        ok(strata(
+            &[
+                "copy",
+                &r(&format!("{repo}:1")),
+                &format!("oci:{}", layout.display()),
+                "--tls-verify=false",
+            ],
+            home,
+        ));
+        let in_layout = manifest_of(&format!("oci:{}", layout.display()));
+        if oci_format {
+            assert_eq!(in_layout, want, "an OCI manifest is kept in a layout");
+            // And back up again: still the same.
+            ok(strata(
+                &[
+                    "copy",
+                    &format!("oci:{}", layout.display()),
+                    &r(&format!("{repo}-back:1")),
+                    "--tls-verify=false",
+                ],
+                home,
+            ));
+            assert_eq!(skopeo_inspect(&r(&format!("{repo}-back:1"))).0, want);
+        } else {
+            assert_ne!(
+                in_layout, want,
+                "a layout holds OCI manifests: a Docker one is written anew"
+            );
+        }
+        // Asked to change something, it is a new manifest (same config).
+        ok(strata(
+            &[
+                "copy",
+                &r(&format!("{repo}:1")),
+                &r(&format!("{repo}-zstd:1")),
+                "--format",
+                "oci",
+                "--compress",
+                "zstd",
+                "--tls-verify=false",
+            ],
+            home,
+        ));
+        assert_ne!(skopeo_inspect(&r(&format!("{repo}-zstd:1"))).0, want);
+        assert_eq!(
+            config_digest(&r(&format!("{repo}-zstd:1")), home).0,
+            config_digest(&r(&format!("{repo}:1")), home).0
+        );
+    }
+}

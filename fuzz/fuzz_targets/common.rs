@@ -59,6 +59,7 @@ pub fn image(layers: &[Vec<u8>]) -> strata::image::Image {
         config: strata::image::parse_json(b"{\"architecture\":\"amd64\",\"os\":\"linux\"}", "fuzz").unwrap(),
         config_digest: None,
         manifest_digest: None,
+        manifest_raw: None,
         layers,
         _spool: None,
     }

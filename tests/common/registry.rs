@@ -193,15 +193,14 @@ impl Registry {
         }
     }
 
-    /// `skopeo copy SRC docker://ADDR/DST` (plain or TLS without verification), with
-    /// `--format oci` when asked, and `--dest-creds` when given.
+    /// `skopeo copy SRC docker://ADDR/DST` (plain or TLS without verification), as an OCI
+    /// manifest or Docker's schema 2, with `--dest-creds` when given.
     pub fn push(&self, src: &str, dst: &str, oci: bool, creds: Option<&str>) {
         let dest = format!("docker://{}/{dst}", self.addr);
         let mut c = Command::new("skopeo");
         c.args(["copy", "--insecure-policy", "--dest-tls-verify=false", "-q"]);
-        if oci {
-            c.args(["--format", "oci"]);
-        }
+        // skopeo keeps an OCI source's manifest type unless told: say which, always.
+        c.args(["--format", if oci { "oci" } else { "v2s2" }]);
         if let Some(cr) = creds {
             c.args(["--dest-creds", cr]);
         }

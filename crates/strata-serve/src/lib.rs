@@ -491,7 +491,7 @@ async fn squash(
             match open(&app2, &registry, pname, ptag) {
                 Ok(pimg) => {
                     strata::sink::write_image(&target, |w| {
-                        strata::copy::copy(&pimg, w, &tags, None, cancel)
+                        strata::copy::copy(&pimg, w, &tags, None, false, cancel)
                     })?;
                     app2.metrics.published_hits.inc();
                     return Ok(());

@@ -11,12 +11,15 @@ use crate::image::Image;
 use crate::sink::{ImageWriter, LayerOut};
 
 /// Write `img` through `writer` as it is, named `tags`; with `recompress`, layers not stored
-/// in that compression are written in it.
+/// in that compression are written in it. With `keep_manifest`, when every blob went as
+/// stored, the source's own manifest bytes are written where the destination can hold them
+/// (a registry, an OCI layout for an OCI manifest): the copy keeps the manifest digest too.
 pub fn copy(
     img: &Image,
     writer: &mut dyn ImageWriter,
     tags: &[String],
     recompress: Option<Compression>,
+    keep_manifest: bool,
     cancel: &Cancel,
 ) -> Result<Vec<LayerOut>> {
     let mut out = Vec::with_capacity(img.layers.len());
@@ -46,6 +49,17 @@ pub fn copy(
             });
         }
         out.push(written);
+    }
+    let as_stored = out
+        .iter()
+        .zip(&img.layers)
+        .all(|(o, l)| l.digest.as_deref() == Some(o.digest.as_str()));
+    if keep_manifest
+        && as_stored
+        && let Some((media_type, raw)) = &img.manifest_raw
+        && writer.finish_as(raw, media_type, &img.config_raw, tags)?
+    {
+        return Ok(out);
     }
     writer.finish(&img.config_raw, &out, tags)?;
     Ok(out)

@@ -47,6 +47,7 @@
 //!     config: serde_json::json!({}),
 //!     config_digest: None,
 //!     manifest_digest: None,
+//!     manifest_raw: None,
 //!     layers: vec![layer],
 //!     _spool: None,
 //! };

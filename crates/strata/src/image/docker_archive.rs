@@ -187,6 +187,7 @@ fn from_manifest(
         config,
         config_digest,
         manifest_digest: None,
+        manifest_raw: None,
         layers,
         _spool: None,
     })
@@ -313,6 +314,7 @@ fn from_legacy(archive: &ArchiveIndex, select: Option<&str>, reference: &str) ->
         config: top_json.unwrap_or(Value::Null),
         config_digest: None,
         manifest_digest: None,
+        manifest_raw: None,
         layers,
         _spool: None,
     })

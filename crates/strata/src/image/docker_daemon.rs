@@ -444,6 +444,7 @@ impl Engine {
             config,
             config_digest: Some(id),
             manifest_digest: None,
+            manifest_raw: None,
             layers,
             _spool: None,
         })

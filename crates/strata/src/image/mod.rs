@@ -161,6 +161,9 @@ pub struct Image {
     pub config_digest: Option<String>,
     /// The manifest's digest, when the image has a manifest blob.
     pub manifest_digest: Option<String>,
+    /// The manifest as stored — its media type and bytes — when the transport has one (a
+    /// registry, an OCI layout): what a copy that changes nothing writes again.
+    pub manifest_raw: Option<(String, Vec<u8>)>,
     /// The layers, bottom first.
     pub layers: Vec<Layer>,
     /// The spool file behind `-` (stdin); removed when the image is dropped.

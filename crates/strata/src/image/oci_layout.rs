@@ -127,6 +127,7 @@ impl crate::transport::Transport for OciArchive {
 }
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const OCI_MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Open the OCI layout in directory `dir`; `tag` (an `org.opencontainers.image.ref.name`)
 /// picks among its images, `platform` within a multi-platform index. `reference` is what the
@@ -362,6 +363,14 @@ fn open_store(
         config,
         config_digest: Some(config_digest),
         manifest_digest: Some(manifest_digest),
+        manifest_raw: Some((
+            manifest
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or(OCI_MANIFEST_TYPE)
+                .to_string(),
+            manifest_raw,
+        )),
         layers,
         _spool: None,
     })

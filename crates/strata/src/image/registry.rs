@@ -314,6 +314,7 @@ pub fn open_image(
         config,
         config_digest: Some(cfg_digest),
         manifest_digest: Some(m.digest),
+        manifest_raw: Some((m.media_type, m.raw)),
         layers,
         _spool: None,
     })

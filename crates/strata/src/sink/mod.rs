@@ -38,6 +38,18 @@ pub trait ImageWriter {
     fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut>;
     /// Write the config and manifest(s) naming `tags`, and close.
     fn finish(&mut self, config: &[u8], layers: &[LayerOut], tags: &[String]) -> Result<()>;
+    /// Like [`finish`](ImageWriter::finish), but with the source's own manifest bytes (of
+    /// `media_type`, describing exactly `layers` and `config`), so that a copy keeps the
+    /// manifest digest. `false`: this writer cannot keep it (another format), nothing written.
+    fn finish_as(
+        &mut self,
+        _manifest: &[u8],
+        _media_type: &str,
+        _config: &[u8],
+        _tags: &[String],
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// OCI media type of a layer blob by its compression.
@@ -226,6 +238,20 @@ impl ImageWriter for Tagged<'_, '_> {
     fn finish(&mut self, config: &[u8], layers: &[LayerOut], _tags: &[String]) -> Result<()> {
         self.inner
             .finish(config, layers, std::slice::from_ref(&self.tag))
+    }
+    fn finish_as(
+        &mut self,
+        manifest: &[u8],
+        media_type: &str,
+        config: &[u8],
+        _tags: &[String],
+    ) -> Result<bool> {
+        self.inner.finish_as(
+            manifest,
+            media_type,
+            config,
+            std::slice::from_ref(&self.tag),
+        )
     }
 }
 

@@ -155,9 +155,33 @@ impl ImageWriter for OciLayout<'_> {
             })).collect::<Vec<_>>(),
         });
         let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Format(e.to_string()))?;
-        let m_hex = hex::encode(Sha256::digest(&manifest));
+        self.index(&manifest, config, tags)
+    }
+
+    fn finish_as(
+        &mut self,
+        manifest: &[u8],
+        media_type: &str,
+        config: &[u8],
+        tags: &[String],
+    ) -> Result<bool> {
+        if media_type != "application/vnd.oci.image.manifest.v1+json" {
+            return Ok(false);
+        }
+        let cfg_hex = hex::encode(Sha256::digest(config));
         self.out
-            .add_bytes(&format!("blobs/sha256/{m_hex}"), &manifest)?;
+            .add_bytes(&format!("blobs/sha256/{cfg_hex}"), config)?;
+        self.index(manifest, config, tags)?;
+        Ok(true)
+    }
+}
+
+impl OciLayout<'_> {
+    /// The manifest blob, `oci-layout` and `index.json` naming `tags`; then close.
+    fn index(&mut self, manifest: &[u8], config: &[u8], tags: &[String]) -> Result<()> {
+        let m_hex = hex::encode(Sha256::digest(manifest));
+        self.out
+            .add_bytes(&format!("blobs/sha256/{m_hex}"), manifest)?;
         let cfg: Value =
             serde_json::from_slice(config).map_err(|e| Error::Format(format!("config: {e}")))?;
         let platform = platform_of(&cfg);

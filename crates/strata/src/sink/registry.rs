@@ -334,13 +334,23 @@ impl ImageWriter for Push {
         })
     }
 
+    fn finish_as(
+        &mut self,
+        manifest: &[u8],
+        media_type: &str,
+        config: &[u8],
+        _tags: &[String],
+    ) -> Result<bool> {
+        if media_type != DOCKER_MANIFEST && media_type != OCI_MANIFEST {
+            return Ok(false);
+        }
+        self.put_config(config)?;
+        self.put_manifest(manifest, media_type)?;
+        Ok(true)
+    }
+
     fn finish(&mut self, config: &[u8], layers: &[LayerOut], _tags: &[String]) -> Result<()> {
-        let cfg_digest = format!("sha256:{}", crate::image::sha256_hex(config));
-        let cfg = config.to_vec();
-        let open = move || -> io::Result<Box<dyn Read + Send>> {
-            Ok(Box::new(io::Cursor::new(cfg.clone())))
-        };
-        self.put_known(&cfg_digest, config.len() as u64, None, &open)?;
+        let cfg_digest = self.put_config(config)?;
         let docker = self.format == Format::DockerArchive;
         let (manifest_type, config_type) = if docker {
             (
@@ -364,7 +374,25 @@ impl ImageWriter for Push {
         });
         let bytes = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Format(format!("encoding the manifest: {e}")))?;
-        let digest = format!("sha256:{}", crate::image::sha256_hex(&bytes));
+        self.put_manifest(&bytes, manifest_type)
+    }
+}
+
+impl Push {
+    /// The config blob, unless the registry has it; its digest.
+    fn put_config(&self, config: &[u8]) -> Result<String> {
+        let cfg_digest = format!("sha256:{}", crate::image::sha256_hex(config));
+        let cfg = config.to_vec();
+        let open = move || -> io::Result<Box<dyn Read + Send>> {
+            Ok(Box::new(io::Cursor::new(cfg.clone())))
+        };
+        self.put_known(&cfg_digest, config.len() as u64, None, &open)?;
+        Ok(cfg_digest)
+    }
+
+    /// PUT the manifest under the reference's tag (or digest); remember what was pushed.
+    fn put_manifest(&mut self, bytes: &[u8], manifest_type: &str) -> Result<()> {
+        let digest = format!("sha256:{}", crate::image::sha256_hex(bytes));
         let reference = self
             .name
             .digest
@@ -382,7 +410,7 @@ impl ImageWriter for Push {
             self.scope(),
         )
         .header("Content-Type", manifest_type)
-        .body(Body::Bytes(&bytes));
+        .body(Body::Bytes(bytes));
         let resp = self.client.send(&req)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
