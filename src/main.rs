@@ -330,7 +330,7 @@ enum Command {
         /// Compress layers this way (default: each as stored). A layer stored otherwise is
         /// recompressed; its diff_id stays.
         #[arg(long, value_enum)]
-        compress: Option<commands::CompressArg>,
+        compress: Option<commands::LayerCompressArg>,
         /// Replace an existing output (only a file, or an OCI layout).
         #[arg(long)]
         force: bool,
@@ -363,9 +363,9 @@ enum Command {
         /// Squash only the top N layers.
         #[arg(long, value_name = "N")]
         last: Option<usize>,
-        /// Compression of the new layer (oci, oci-archive; default gzip).
+        /// Compression of the new layer (oci, oci-archive, docker://; default gzip).
         #[arg(long, value_enum)]
-        compress: Option<commands::CompressArg>,
+        compress: Option<commands::LayerCompressArg>,
         /// Compression level.
         #[arg(long)]
         level: Option<u32>,

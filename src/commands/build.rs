@@ -88,9 +88,9 @@ pub struct BuildArgs {
     /// docker://` the manifest: docker-archive is Docker's schema 2, oci is OCI's).
     #[arg(long, value_enum)]
     pub format: Option<super::FormatArg>,
-    /// Compression of the new layers (oci, oci-archive; default gzip).
+    /// Compression of the new layers (oci, oci-archive, docker://; default gzip).
     #[arg(long, value_enum)]
-    pub compress: Option<super::CompressArg>,
+    pub compress: Option<super::LayerCompressArg>,
     /// Compression level.
     #[arg(long)]
     pub level: Option<u32>,

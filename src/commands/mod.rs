@@ -172,6 +172,25 @@ impl From<CompressArg> for Compression {
     }
 }
 
+/// `--compress` of image layers (squash, build, copy): what an image's layer media types can
+/// say — no xz or bzip2, which only `flatten`'s output takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayerCompressArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl From<LayerCompressArg> for Compression {
+    fn from(c: LayerCompressArg) -> Compression {
+        match c {
+            LayerCompressArg::None => Compression::None,
+            LayerCompressArg::Gzip => Compression::Gzip,
+            LayerCompressArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 /// `--format`: the library's [`Format`] as a command-line value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FormatArg {
