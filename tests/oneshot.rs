@@ -382,6 +382,16 @@ fn a_corrupt_streamed_blob_is_a_digest_error_and_is_not_kept() {
             true => Arc::new(compress(&other, Comp::Gzip).0),
             false => other,
         };
+        // The good blob goes first: a store shares one live blob per digest in a process.
+        l.blob = Blob::streamed(
+            Box::new(PipeFetch {
+                bytes: Arc::new(Vec::new()),
+                opens: Arc::new(AtomicUsize::new(0)),
+            }),
+            None,
+            None,
+            f.opts.store.clone(),
+        );
         l.blob = Blob::streamed(
             Box::new(PipeFetch {
                 bytes: other,

@@ -711,3 +711,41 @@ fn a_registry_403_is_passed_on_as_403() {
         200
     );
 }
+
+#[test]
+fn different_requests_for_one_image_share_each_blob_fetch() {
+    let (fake, srv, blobs) = fake_and_server(
+        Faults {
+            stall: Some(Duration::from_millis(500)),
+            ..Default::default()
+        },
+        &["--workers", "8"],
+    );
+    let base = format!("http://{}", srv.addr);
+    std::thread::scope(|s| {
+        let routes = [
+            "squash/1",
+            "squash/1?last=1",
+            "flatten/1",
+            "files/1",
+            "waste/1",
+        ];
+        let hs: Vec<_> = routes
+            .iter()
+            .map(|r| {
+                let url = format!("{base}/v2/app/{r}");
+                s.spawn(move || get(&url, &[]).status)
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+    });
+    for b in &blobs {
+        let n = fake.count("GET", &format!("/v2/app/blobs/{}", digest_of(b)));
+        assert_eq!(
+            n, 1,
+            "one upstream fetch per blob across five different requests, got {n}"
+        );
+    }
+}

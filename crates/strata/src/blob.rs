@@ -11,6 +11,7 @@
 use crate::error::{Error, Result};
 use crate::image::FileRegion;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -136,7 +137,18 @@ impl Blob {
         size: Option<u64>,
         store: Arc<BlobStore>,
     ) -> Blob {
-        Blob {
+        let live = digest.as_ref().map(|d| (d.clone(), store.clone()));
+        if let Some((d, st)) = &live
+            && let Some(inner) = st
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(d)
+                .and_then(std::sync::Weak::upgrade)
+        {
+            return Blob { inner };
+        }
+        let blob = Blob {
             inner: Arc::new(Inner::Streamed {
                 fetch,
                 digest,
@@ -151,7 +163,13 @@ impl Blob {
                 }),
                 changed: Condvar::new(),
             }),
+        };
+        if let Some((d, st)) = live {
+            let mut map = st.live.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, w| w.strong_count() > 0);
+            map.insert(d, Arc::downgrade(&blob.inner));
         }
+        blob
     }
 
     /// How many blobs of its source are worth fetching ahead at once (0: local, kept, or a
@@ -636,6 +654,9 @@ pub struct BlobStore {
     cap: u64,
     /// Serialises eviction within the process.
     lock: Mutex<()>,
+    /// Streamed blobs alive in this process, by digest: two images naming one blob (two
+    /// requests of a server, `diff A B`) share its one fetch.
+    live: Mutex<HashMap<String, std::sync::Weak<Inner>>>,
 }
 
 enum Place {
@@ -660,6 +681,7 @@ impl BlobStore {
             place: Place::Dir(dir),
             cap,
             lock: Mutex::new(()),
+            live: Mutex::new(HashMap::new()),
         }
     }
 
@@ -670,6 +692,7 @@ impl BlobStore {
             place: Place::Temp(OnceLock::new()),
             cap: u64::MAX,
             lock: Mutex::new(()),
+            live: Mutex::new(HashMap::new()),
         }
     }
 
@@ -917,6 +940,24 @@ mod tests {
                 assert!(!b.is_local(), "a mismatch is not kept");
             }
         }
+    }
+
+    #[test]
+    fn two_images_naming_one_blob_share_its_fetch() {
+        let store = Arc::new(BlobStore::temporary());
+        let data = b"shared layer bytes".to_vec();
+        let (a, n) = streamed(&data, digest_of(&data), &store);
+        let (b, m) = streamed(&data, digest_of(&data), &store);
+        assert_eq!(read_all(&a).unwrap(), data);
+        assert_eq!(read_all(&b).unwrap(), data);
+        let opens = n.load(std::sync::atomic::Ordering::SeqCst)
+            + m.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(opens, 1, "one fetch for both");
+        // Gone, the next one is new (and finds the kept copy).
+        drop((a, b));
+        let (c, k) = streamed(&data, digest_of(&data), &store);
+        assert!(c.is_local());
+        assert_eq!(k.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]
