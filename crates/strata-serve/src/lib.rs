@@ -500,6 +500,7 @@ async fn squash(
                 Err(e) => tracing::warn!("reading the published squash {p}: {e}"),
             }
         }
+        let _ahead = fetch_ahead(&img, cancel);
         let opts = strata::squash::SquashOptions {
             from,
             created: None,
@@ -589,6 +590,7 @@ async fn flatten(app: Arc<App>, img: Arc<Image>, headers: &HeaderMap) -> Respons
         let mut sink = strata::output::Sink::create(Some(path), false)?;
         {
             let mut w = sink.writer(compression, None)?;
+            let _ahead = fetch_ahead(&img, cancel);
             let opts = strata::merge::MergeOptions {
                 verify: true,
                 progress: None,
@@ -600,6 +602,16 @@ async fn flatten(app: Arc<App>, img: Arc<Image>, headers: &HeaderMap) -> Respons
         sink.commit()
     };
     serve_result(&app, &key, &etag, "application/x-tar", encoding, compute).await
+}
+
+/// Blobs fetched at once ahead of a computation.
+const FETCH_AHEAD: usize = 4;
+
+/// Claim `img`'s streamed blobs and fetch them ahead: every request reading one of them (this
+/// one, or another request for an image sharing layers) follows that one fetch.
+fn fetch_ahead(img: &Image, cancel: &strata::control::Cancel) -> strata::blob::Prefetcher {
+    let blobs = img.layers.iter().map(|l| l.blob.clone()).collect();
+    strata::blob::Prefetcher::claim_all(blobs, FETCH_AHEAD, cancel)
 }
 
 /// Compute (or find) the result and stream its file with its exact length.
@@ -740,6 +752,15 @@ async fn listing(
     let compute = move |path: &Path, cancel: &strata::control::Cancel| -> strata::Result<()> {
         let cancel = cancel.clone();
         let cache = &app2.listings;
+        // Only the layers whose listings are not cached are read.
+        let unlisted: Vec<strata::blob::Blob> = img
+            .layers
+            .iter()
+            .chain(against.iter().flat_map(|b| b.layers.iter()))
+            .filter(|l| !cache.has(l))
+            .map(|l| l.blob.clone())
+            .collect();
+        let _ahead = strata::blob::Prefetcher::claim_all(unlisted, FETCH_AHEAD, &cancel);
         let mut out = Vec::new();
         match (op, &against) {
             (Op::Files, _) => strata::listing::write_files(

@@ -40,6 +40,8 @@ struct Shared {
     written: u64,
     /// Why the last prefetch kept nothing.
     failure: Option<Failure>,
+    /// Readers following the prefetch now: while there are any, it is not stopped.
+    followers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +162,7 @@ impl Blob {
                     tmp: None,
                     written: 0,
                     failure: None,
+                    followers: 0,
                 }),
                 changed: Condvar::new(),
             }),
@@ -230,12 +233,17 @@ impl Blob {
     pub fn open(&self, verify: bool) -> io::Result<Box<dyn Read + Send>> {
         match self.claim() {
             Claim::Local(r) => Ok(Box::new(r.reader())),
-            Claim::Follow(f) => Ok(Box::new(Follower {
-                file: f,
-                pos: 0,
-                verify,
-                blob: self.clone(),
-            })),
+            Claim::Follow(f) => {
+                if let Some((mut st, _)) = self.shared() {
+                    st.followers += 1;
+                }
+                Ok(Box::new(Follower {
+                    file: f,
+                    pos: 0,
+                    verify,
+                    blob: self.clone(),
+                }))
+            }
             Claim::Fetch => self.tee(verify, Fetching::Consumer),
         }
     }
@@ -310,23 +318,41 @@ impl Blob {
     /// Copy the blob from its source into the store now, unless it is local, kept, or being
     /// read by someone already. Errors are left for the blob's readers to meet.
     pub fn prefetch(&self, stop: &dyn Fn() -> bool) {
-        {
-            let Some((mut st, _)) = self.shared() else {
-                return;
-            };
-            if self.region().is_some() || st.state != Fetching::Idle {
-                return;
-            }
-            st.state = Fetching::Prefetch;
-            st.written = 0;
-            st.failure = None;
+        if self.claim_prefetch() {
+            self.run_prefetch(stop);
+        }
+    }
+
+    /// Mark the blob as fetched by a prefetch (readers from now on wait for it and follow
+    /// it), unless it is local or being read: whether it was claimed.
+    fn claim_prefetch(&self) -> bool {
+        let Some((mut st, _)) = self.shared() else {
+            return false;
+        };
+        if self.region().is_some() || st.state != Fetching::Idle {
+            return false;
+        }
+        st.state = Fetching::Prefetch;
+        st.written = 0;
+        st.failure = None;
+        true
+    }
+
+    /// Fetch a blob [`claim_prefetch`](Blob::claim_prefetch) claimed into the store (or, if
+    /// `stop` says so first, give the claim up).
+    fn run_prefetch(&self, stop: &dyn Fn() -> bool) {
+        if stop() {
+            self.release(Some(Failure::Other("the fetch ahead was stopped".into())));
+            return;
         }
         let Ok(mut r) = self.tee(true, Fetching::Prefetch) else {
             return;
         };
         let mut buf = vec![0u8; 256 << 10];
+        // Stopped only when nobody follows: another operation may be reading along.
+        let followed = || self.shared().is_some_and(|(st, _)| st.followers > 0);
         loop {
-            if stop() {
+            if stop() && !followed() {
                 return; // dropping the tee releases the blob, keeping nothing
             }
             match r.read(&mut buf) {
@@ -525,6 +551,14 @@ struct Follower {
     blob: Blob,
 }
 
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some((mut st, _)) = self.blob.shared() {
+            st.followers = st.followers.saturating_sub(1);
+        }
+    }
+}
+
 impl Read for Follower {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
@@ -599,9 +633,26 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
+    /// Claim every blob of `blobs` not local and not being read now, then fetch them in order,
+    /// `jobs` at a time: whoever reads one from now on — this operation or another in the
+    /// process — follows that one fetch. For a server whose requests share images.
+    pub fn claim_all(blobs: Vec<Blob>, jobs: usize, cancel: &crate::control::Cancel) -> Prefetcher {
+        let claimed: Vec<Blob> = blobs.into_iter().filter(|b| b.claim_prefetch()).collect();
+        Self::spawn(claimed, jobs.max(1), cancel, true)
+    }
+
     /// Fetch `blobs`, in order, `jobs` at a time (none when `jobs` is 0), until done,
     /// dropped or `cancel`led.
     pub fn start(blobs: Vec<Blob>, jobs: usize, cancel: &crate::control::Cancel) -> Prefetcher {
+        Self::spawn(blobs, jobs, cancel, false)
+    }
+
+    fn spawn(
+        blobs: Vec<Blob>,
+        jobs: usize,
+        cancel: &crate::control::Cancel,
+        claimed: bool,
+    ) -> Prefetcher {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicUsize::new(0));
@@ -617,6 +668,11 @@ impl Prefetcher {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(b) = blobs.get(i) else { return };
+                            if claimed {
+                                // A claim is always run or given up: readers wait on it.
+                                b.run_prefetch(&stopped);
+                                continue;
+                            }
                             if stopped() {
                                 return;
                             }
@@ -625,7 +681,13 @@ impl Prefetcher {
                     })
                     .ok()
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if claimed && threads.is_empty() {
+            // No thread to run the claims: give them up, or their readers would wait.
+            for b in blobs.iter() {
+                b.release(Some(Failure::Other("no thread to fetch it".into())));
+            }
+        }
         Prefetcher { stop, threads }
     }
 }

@@ -93,6 +93,12 @@ impl Cache {
         )
     }
 
+    /// Whether the cache holds a complete, intact listing of the layer (so listing it reads
+    /// none of its bytes).
+    pub fn has(&self, layer: &Layer) -> bool {
+        self.find(layer).is_some()
+    }
+
     /// The layer's listing, if the cache holds a complete, intact one.
     pub(crate) fn find(&self, layer: &Layer) -> Option<Cached> {
         let key = Self::key(layer)?;
