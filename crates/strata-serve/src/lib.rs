@@ -185,16 +185,8 @@ async fn v2_route(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match route::parse_v2(&rest) {
-        Some(t) => answer(app, t, q, headers).await,
-        None => {
-            count(&app, "other", 404);
-            error(
-                StatusCode::NOT_FOUND,
-                "no such route: /v2/<name>/{squash,flatten,files,diff,waste}/<reference>",
-            )
-        }
-    }
+    let usage = "no such route: /v2/<name>/{squash,flatten,files,diff,waste}/<reference>";
+    route_or_404(app, route::parse_v2(&rest), usage, q, headers).await
 }
 
 async fn quay_route(
@@ -203,14 +195,23 @@ async fn quay_route(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    match route::parse_quay(&rest) {
+    let usage = "Quay's path is /c1/squash/<namespace>/<repository>/<tag>";
+    route_or_404(app, route::parse_quay(&rest), usage, q, headers).await
+}
+
+/// Answer a parsed path, or 404 saying what paths there are.
+async fn route_or_404(
+    app: Arc<App>,
+    target: Option<Target>,
+    usage: &str,
+    q: HashMap<String, String>,
+    headers: HeaderMap,
+) -> Response {
+    match target {
         Some(t) => answer(app, t, q, headers).await,
         None => {
             count(&app, "other", 404);
-            error(
-                StatusCode::NOT_FOUND,
-                "Quay's path is /c1/squash/<namespace>/<repository>/<tag>",
-            )
+            error(StatusCode::NOT_FOUND, usage)
         }
     }
 }
