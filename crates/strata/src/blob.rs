@@ -630,12 +630,17 @@ impl Write for HashingFile {
 pub struct Prefetcher {
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Claimed fetches run to their end (others may come to follow them) unless cancelled:
+    /// dropping this leaves them be.
+    detached: bool,
 }
 
 impl Prefetcher {
     /// Claim every blob of `blobs` not local and not being read now, then fetch them in order,
     /// `jobs` at a time: whoever reads one from now on — this operation or another in the
-    /// process — follows that one fetch. For a server whose requests share images.
+    /// process — follows that one fetch. For a server whose requests share images: the
+    /// fetches go on when this is dropped (into the store, for whoever asks next), and stop
+    /// only on `cancel` when nobody follows them.
     pub fn claim_all(blobs: Vec<Blob>, jobs: usize, cancel: &crate::control::Cancel) -> Prefetcher {
         let claimed: Vec<Blob> = blobs.into_iter().filter(|b| b.claim_prefetch()).collect();
         Self::spawn(claimed, jobs.max(1), cancel, true)
@@ -688,12 +693,19 @@ impl Prefetcher {
                 b.release(Some(Failure::Other("no thread to fetch it".into())));
             }
         }
-        Prefetcher { stop, threads }
+        Prefetcher {
+            stop,
+            threads,
+            detached: claimed,
+        }
     }
 }
 
 impl Drop for Prefetcher {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
