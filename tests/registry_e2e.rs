@@ -554,7 +554,10 @@ fn htpasswd_auth_takes_credentials_from_where_users_keep_them() {
         ],
         home,
     ));
-    assert!(out.is_empty() || String::from_utf8_lossy(&out).contains("priv/copy:1@sha256:"));
+    assert!(
+        String::from_utf8_lossy(&out).contains("priv/copy:1@sha256:"),
+        "the push names what it wrote"
+    );
 }
 
 #[test]
