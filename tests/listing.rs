@@ -206,6 +206,43 @@ fn diff_classifies_each_kind_of_change() {
     }
 }
 
+/// A layer that writes a file again with only a new `atime` PAX record (and mtime): nothing
+/// `diff` compares differs, so JSON's `what` is empty and the text says `rewritten` — not a
+/// metadata change the JSON does not name.
+#[test]
+fn diff_of_an_atime_only_rewrite_says_rewritten_in_text_and_json() {
+    let l0 = LayerBuilder::new().file("f", "same").build();
+    let l1 = LayerBuilder::new()
+        .raw(
+            b"f",
+            tar::EntryType::Regular,
+            b"",
+            b"same",
+            &Meta {
+                mtime: 1_800_000_000,
+                ..Meta::default()
+            },
+            &[("atime", b"1800000000.5")],
+        )
+        .build();
+    let (_d, img) = image(&[l0, l1]);
+    let v = json_of(&["diff", "--json", &img, "--layer", "1"]);
+    let l = &v["layers"][0];
+    assert_eq!(what_of(&l["changed"], "/f"), Vec::<String>::new());
+    let o = Command::new(strata_bin())
+        .args(["diff", &img, "--layer", "1", "--no-cache"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.ends_with(" /f (rewritten)"))
+        .unwrap_or_else(|| panic!("no rewritten line for /f:\n{text}"));
+    assert!(line.trim_start().starts_with('~'), "{line}");
+    assert!(!text.contains("metadata"), "{text}");
+}
+
 #[test]
 fn diff_directory_replaced_by_file_lists_the_subtree() {
     let l0 = LayerBuilder::new()

@@ -147,10 +147,12 @@ pub fn file_line(e: &FileEntry) -> String {
     )
 }
 
-/// One line of a layer's `diff`: `+` created, `~` changed (and what), `-` deleted.
+/// One line of a layer's `diff`: `+` created, `~` changed (and what), `-` deleted. A path
+/// the layer wrote again with nothing compared different (only times or other PAX records,
+/// such as `atime`) is `rewritten` — JSON's empty `what`.
 pub fn change_line(sign: char, c: &Change) -> String {
     let tail = match c.what.as_deref() {
-        Some([]) => " (metadata)".to_string(),
+        Some([]) => " (rewritten)".to_string(),
         Some(w) => format!(" ({})", w.join(", ")),
         None => String::new(),
     };
