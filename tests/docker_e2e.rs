@@ -16,6 +16,10 @@ use std::sync::OnceLock;
 
 const DEFAULT_HOST: &str = "unix:///tmp/strata-docker/docker.sock";
 
+/// This run's image names start `strata-e2e-<run>-`: two test runs on one engine never see
+/// each other's images, and the images are removed when the run ends.
+use common::docker::RUN;
+
 fn docker_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
 }
@@ -90,7 +94,7 @@ fn busybox() -> PathBuf {
 }
 
 /// A tiny base image: busybox and its applets, /etc, /tmp. Imported once per test run.
-fn base_image() -> &'static str {
+fn base_image() -> String {
     static BASE: OnceLock<()> = OnceLock::new();
     BASE.get_or_init(|| {
         let mut b = tar::Builder::new(Vec::new());
@@ -138,11 +142,11 @@ fn base_image() -> &'static str {
         h.set_gid(0);
         b.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
         docker_stdin(
-            &["import", "-", "strata-e2e-base:1"],
+            &["import", "-", &format!("{RUN}-base:1")],
             &b.into_inner().unwrap(),
         );
     });
-    "strata-e2e-base:1"
+    format!("{RUN}-base:1")
 }
 
 /// Build an image from Dockerfile lines (after FROM), save it, return the archive path.
@@ -154,7 +158,7 @@ fn build(dir: &Path, name: &str, steps: &str) -> PathBuf {
         format!("FROM {}\n{steps}\n", base_image()),
     )
     .unwrap();
-    let tag = format!("strata-e2e-{name}:1");
+    let tag = format!("{RUN}-{name}:1");
     docker(&[
         "build",
         "-q",
@@ -274,12 +278,12 @@ fn check_image(name: &str) {
     let Some(()) = engine() else { return };
     let steps = IMAGES.iter().find(|(n, _)| *n == name).unwrap().1;
     let archive = build(workdir(), name, steps);
-    let want = exported(&format!("strata-e2e-{name}:1"));
+    let want = exported(&format!("{RUN}-{name}:1"));
     assert!(want.paths.len() > 10, "docker export looks empty");
     let got = strata_flatten(&format!("docker-archive:{}", archive.display()));
     assert_canon_eq(&format!("{name} (docker-archive)"), &want, &got);
     // Straight from the engine, no `docker save` file in between.
-    let got = strata_flatten_args(&["--no-cache", &format!("docker-daemon:strata-e2e-{name}:1")]);
+    let got = strata_flatten_args(&["--no-cache", &format!("docker-daemon:{RUN}-{name}:1")]);
     assert_canon_eq(&format!("{name} (docker-daemon)"), &want, &got);
     // The same image as an OCI layout (skopeo gzip-compresses the layers).
     if which("skopeo") {
@@ -332,7 +336,7 @@ fn strata(args: &[&str]) {
 
 /// Squash the image every way, load it into Docker, and compare with the original.
 fn check_squash(name: &str, archive: &Path, want: &Canon) {
-    let orig = inspect_json(&format!("strata-e2e-{name}:1"));
+    let orig = inspect_json(&format!("{RUN}-{name}:1"));
     let src = format!("docker-archive:{}", archive.display());
     let same_config = |tag: &str| {
         let v = inspect_json(tag);
@@ -343,7 +347,7 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     };
     // All layers into one, to a file.
     let all = workdir().join(format!("{name}-squashed.tar"));
-    let tag_all = format!("strata-e2e-{name}:squashed");
+    let tag_all = format!("{RUN}-{name}:squashed");
     strata(&[
         "squash",
         "-q",
@@ -362,7 +366,7 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
     );
     assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
     // The top layers only, through a pipe into `docker load`.
-    let tag_from = format!("strata-e2e-{name}:from1");
+    let tag_from = format!("{RUN}-{name}:from1");
     strata_into_docker_load(&[
         "squash", "-q", &src, "--from", "1", "--tag", &tag_from, "-o", "-",
     ]);
@@ -465,7 +469,7 @@ fn docker_fifo_symlink_sticky_long_names() {
 /// `docker load` applies them, `docker export` is the truth.
 fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     let Some(()) = engine() else { return };
-    let tag = format!("strata-e2e-hand-{name}:1");
+    let tag = format!("{RUN}-hand-{name}:1");
     let archive = workdir().join(format!("hand-{name}.tar"));
     std::fs::write(&archive, common::docker_archive(layers, &tag)).unwrap();
     docker(&["load", "-q", "-i", &archive.display().to_string()]);
@@ -488,7 +492,7 @@ fn check_hand_built(name: &str, layers: &[Vec<u8>]) {
     // Squashed (all, and all but the base layer), loaded, exported: the same tree.
     for from in ["0", "1"] {
         let out = workdir().join(format!("hand-{name}-sq{from}.tar"));
-        let sq_tag = format!("strata-e2e-hand-{name}:sq{from}");
+        let sq_tag = format!("{RUN}-hand-{name}:sq{from}");
         strata(&[
             "squash",
             "-q",
@@ -694,8 +698,8 @@ fn docker_diff_between_images_matches_exports() {
     let find = |n: &str| IMAGES.iter().find(|(name, _)| *name == n).unwrap().1;
     let a = build(workdir(), "pair-a", find("deletes"));
     let b = build(workdir(), "pair-b", find("replace"));
-    let ea = exported("strata-e2e-pair-a:1");
-    let eb = exported("strata-e2e-pair-b:1");
+    let ea = exported(&format!("{RUN}-pair-a:1"));
+    let eb = exported(&format!("{RUN}-pair-b:1"));
     let o = Command::new(common::strata_bin())
         .args([
             "diff",
@@ -819,7 +823,7 @@ fn docker_runs_a_built_image() {
     let root = workdir().join("built-app");
     app_tree(&root);
     let r = |p: &str| root.join(p).display().to_string();
-    let tag = "strata-e2e-built:1";
+    let tag = &format!("{RUN}-built:1");
     build_into_docker(&[
         "--layer",
         &format!("{}:/bin", r("bin")),
@@ -887,7 +891,7 @@ fn docker_build_from_a_docker_built_image_keeps_its_layers() {
     let extra = workdir().join("extra");
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("three"), "three\n").unwrap();
-    let tag = "strata-e2e-built-from:1";
+    let tag = &format!("{RUN}-built-from:1");
     build_into_docker(&[
         "--from",
         &format!("docker-archive:{}", base.display()),
@@ -898,7 +902,7 @@ fn docker_build_from_a_docker_built_image_keeps_its_layers() {
         "--tag",
         tag,
     ]);
-    let before = inspect_json("strata-e2e-buildbase:1");
+    let before = inspect_json(&format!("{RUN}-buildbase:1"));
     let after = inspect_json(tag);
     let (b, a) = (
         before["RootFS"]["Layers"].as_array().unwrap(),
@@ -1006,9 +1010,9 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
                  RUN echo three > /three\n\
                  CMD [\"cat\", \"/two\"]";
     build(workdir(), "daemon", steps);
-    let src = "docker-daemon:strata-e2e-daemon:1";
-    let orig = inspect_json("strata-e2e-daemon:1");
-    let n = layer_count("strata-e2e-daemon:1");
+    let src = &format!("docker-daemon:{RUN}-daemon:1");
+    let orig = inspect_json(&format!("{RUN}-daemon:1"));
+    let n = layer_count(&format!("{RUN}-daemon:1"));
     assert!(n >= 4, "{n} layers");
     // Squash daemon → daemon: all layers, --from 1, --last 2.
     for (extra, tag, layers) in [
@@ -1016,11 +1020,11 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
         (vec!["--from", "1"], "sq-from1", 2),
         (vec!["--last", "2"], "sq-last2", n - 1),
     ] {
-        let dst = format!("docker-daemon:strata-e2e-daemon:{tag}");
+        let dst = format!("docker-daemon:{RUN}-daemon:{tag}");
         let mut args = vec!["squash", "-q", src, "-o", &dst];
         args.extend(extra.iter().copied());
         strata(&args);
-        let full = format!("strata-e2e-daemon:{tag}");
+        let full = format!("{RUN}-daemon:{tag}");
         assert_eq!(layer_count(&full), layers, "{full}");
         let v = inspect_json(&full);
         for k in ["Cmd", "Env", "WorkingDir", "Entrypoint"] {
@@ -1049,11 +1053,11 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
         "--layer",
         &format!("{}:/added", ctx.display()),
         "-o",
-        "docker-daemon:strata-e2e-daemon:built",
+        &format!("docker-daemon:{RUN}-daemon:built"),
     ]);
-    assert_eq!(layer_count("strata-e2e-daemon:built"), n + 1);
+    assert_eq!(layer_count(&format!("{RUN}-daemon:built")), n + 1);
     assert_eq!(
-        run_output("strata-e2e-daemon:built", &["cat", "/added/file", "/two"]),
+        run_output(&format!("{RUN}-daemon:built"), &["cat", "/added/file", "/two"]),
         "added\ntwo\n"
     );
     // copy engine → docker-archive → engine: the same image id (config digest).
@@ -1068,20 +1072,20 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
         "copy",
         "-q",
         &format!("docker-archive:{}", file.display()),
-        "docker-daemon:strata-e2e-daemon:copied",
+        &format!("docker-daemon:{RUN}-daemon:copied"),
     ]);
-    assert_eq!(inspect_json("strata-e2e-daemon:copied")["Id"], orig["Id"]);
+    assert_eq!(inspect_json(&format!("{RUN}-daemon:copied"))["Id"], orig["Id"]);
     // A missing image, an engine that is not there: one line each, exit 1.
     for (args, host, what) in [
         (
-            vec!["inspect", "docker-daemon:strata-e2e-no-such:1"],
+            vec!["inspect", &format!("docker-daemon:{RUN}-no-such:1")],
             docker_host(),
             "no such image",
         ),
         (
             vec![
                 "flatten",
-                "docker-daemon:strata-e2e-daemon:1",
+                &format!("docker-daemon:{RUN}-daemon:1"),
                 "-o",
                 "/dev/null",
             ],
@@ -1140,13 +1144,13 @@ fn docker_daemon_over_tls_with_client_certificates() {
             "copy",
             "-q",
             &format!("docker-daemon:{base}"),
-            "docker-daemon:strata-e2e-tls:1",
+            &format!("docker-daemon:{RUN}-tls:1"),
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(
         &tls,
-        &["flatten", "-q", "docker-daemon:strata-e2e-tls:1", "-o", "-"],
+        &["flatten", "-q", &format!("docker-daemon:{RUN}-tls:1"), "-o", "-"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, want);

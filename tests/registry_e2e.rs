@@ -848,7 +848,7 @@ fn docker_loads_and_runs_what_strata_squashed_into_the_registry() {
         dir.path(),
     ));
     let tar = dir.path().join("back.tar");
-    let tag = format!("strata-reg-e2e-{}:sq", std::process::id());
+    let tag = format!("{}-reg:sq", common::docker::RUN);
     reg.pull(
         "run/app:sq",
         &format!("docker-archive:{}:{tag}", tar.display()),

@@ -448,7 +448,7 @@ fn docker_loads_and_runs_a_squash_downloaded_from_the_service() {
     let oci = write_oci_dir(&dir.path().join("src"), &layers, Comp::Gzip);
     reg.push(&format!("oci:{}", oci.display()), "run/app:1", false, None);
     let srv = serve(&format!("http://{}", reg.addr), &[]);
-    let tag = format!("strata-serve-e2e-{}:sq", std::process::id());
+    let tag = format!("{}-serve:sq", common::docker::RUN);
     let got = get(
         &format!("http://{}/v2/run/app/squash/1?tag={tag}", srv.addr),
         &[],
