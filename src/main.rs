@@ -2,6 +2,7 @@ mod commands;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use commands::progress::Bar;
 use commands::{build, extract, flatten, squash};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -398,6 +399,26 @@ fn print_report<T: serde::Serialize>(
     Ok(())
 }
 
+/// How a listing command reads `img`, with a bar (on a terminal) over the bytes of the `read`
+/// layers the cache cannot answer for.
+fn reading<'a, 'l>(
+    verify: bool,
+    cache: &'a strata::listing::Cache,
+    cancel: &'a strata::control::Cancel,
+    read: impl IntoIterator<Item = &'l strata::image::Layer>,
+    layers: usize,
+    quiet: bool,
+) -> (strata::listing::Reading<'a>, Option<std::sync::Arc<Bar>>) {
+    let total = strata::listing::bytes_to_read(read, cache);
+    // Nothing to read (all cached): no bar.
+    let bar = Bar::new(total, layers, quiet || total == 0);
+    let read = strata::listing::Reading {
+        progress: Bar::callback(&bar),
+        ..strata::listing::Reading::new(verify, cache, cancel)
+    };
+    (read, bar)
+}
+
 fn style(json: bool) -> strata::listing::Style {
     if json {
         strata::listing::Style::Json
@@ -554,16 +575,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &unverified(&opts, no_verify))?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            strata::listing::write_files(
-                &img,
-                only,
+            let chosen = img
+                .layers
+                .iter()
+                .filter(|l| only.is_none_or(|o| o == l.index));
+            let cancel = commands::signals::cancel();
+            let (read, bar) = reading(
                 !no_verify,
                 &cache,
-                &commands::signals::cancel(),
-                style(json),
-                &mut stdout(),
-            )
-            .with_context(|| format!("listing {image}"))?;
+                &cancel,
+                chosen,
+                img.layers.len(),
+                cli.quiet,
+            );
+            strata::listing::write_files(&img, only, &read, style(json), &mut stdout())
+                .with_context(|| format!("listing {image}"))?;
+            Bar::finish(bar);
         }
         Command::Diff {
             image,
@@ -579,14 +606,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let a = open(&image, &unverified(&opts, no_verify))?;
             let b = open(&other, &unverified(&opts, no_verify))?;
-            let d = strata::listing::diff_images(
-                &a,
-                &b,
-                !no_verify,
-                &cache,
-                &commands::signals::cancel(),
-            )
-            .with_context(|| format!("comparing {image} with {other}"))?;
+            let shared = strata::listing::shared_layers(&a, &b);
+            let both = a.layers.iter().chain(&b.layers[shared..]);
+            let cancel = commands::signals::cancel();
+            // Layers of two images: named by index alone (`layer 3`).
+            let (read, bar) = reading(!no_verify, &cache, &cancel, both, 0, cli.quiet);
+            let d = strata::listing::diff_images(&a, &b, &read)
+                .with_context(|| format!("comparing {image} with {other}"))?;
+            Bar::finish(bar);
             print_report(json, &d, strata::listing::render_tree_diff)?;
         }
         Command::Waste {
@@ -604,9 +631,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 min_efficiency.as_deref(),
             )?;
             let img = open(&image, &unverified(&opts, no_verify))?;
-            let w =
-                strata::listing::waste(&img, !no_verify, top, &cache, &commands::signals::cancel())
-                    .with_context(|| format!("measuring {image}"))?;
+            let cancel = commands::signals::cancel();
+            let (read, bar) = reading(
+                !no_verify,
+                &cache,
+                &cancel,
+                &img.layers,
+                img.layers.len(),
+                cli.quiet,
+            );
+            let w = strata::listing::waste(&img, top, &read)
+                .with_context(|| format!("measuring {image}"))?;
+            Bar::finish(bar);
             print_report(json, &w, strata::listing::render_waste)?;
             if ci {
                 let failures = strata::listing::ci_failures(
@@ -629,16 +665,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let img = open(&image, &unverified(&opts, no_verify))?;
             let only = layer.map(|l| img.layer_index(&l)).transpose()?;
-            strata::listing::write_diff(
-                &img,
-                only,
+            // The chosen layer needs those below it, not those above.
+            let walked = &img.layers[..only.map_or(img.layers.len(), |o| o + 1)];
+            let cancel = commands::signals::cancel();
+            let (read, bar) = reading(
                 !no_verify,
                 &cache,
-                &commands::signals::cancel(),
-                style(json),
-                &mut stdout(),
-            )
-            .with_context(|| format!("diffing {image}"))?;
+                &cancel,
+                walked,
+                img.layers.len(),
+                cli.quiet,
+            );
+            strata::listing::write_diff(&img, only, &read, style(json), &mut stdout())
+                .with_context(|| format!("diffing {image}"))?;
+            Bar::finish(bar);
         }
         Command::Extract {
             image,

@@ -98,9 +98,7 @@ fn a_cancelled_listing_stops_and_leaves_no_thread() {
     let r = strata::listing::write_files(
         &img,
         None,
-        true,
-        &cache,
-        &cancel,
+        &strata::listing::Reading::new(true, &cache, &cancel),
         strata::listing::Style::Json,
         &mut CancelOnWrite(cancel.clone()),
     );
@@ -109,7 +107,11 @@ fn a_cancelled_listing_stops_and_leaves_no_thread() {
         "{:?}",
         r.map(|_| ())
     );
-    let r = strata::listing::waste(&img, true, 5, &cache, &cancel);
+    let r = strata::listing::waste(
+        &img,
+        5,
+        &strata::listing::Reading::new(true, &cache, &cancel),
+    );
     assert!(
         matches!(r, Err(strata::Error::Cancelled)),
         "{:?}",

@@ -1057,7 +1057,10 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
     ]);
     assert_eq!(layer_count(&format!("{RUN}-daemon:built")), n + 1);
     assert_eq!(
-        run_output(&format!("{RUN}-daemon:built"), &["cat", "/added/file", "/two"]),
+        run_output(
+            &format!("{RUN}-daemon:built"),
+            &["cat", "/added/file", "/two"]
+        ),
         "added\ntwo\n"
     );
     // copy engine → docker-archive → engine: the same image id (config digest).
@@ -1074,7 +1077,10 @@ fn docker_daemon_squash_build_and_copy_without_files_in_between() {
         &format!("docker-archive:{}", file.display()),
         &format!("docker-daemon:{RUN}-daemon:copied"),
     ]);
-    assert_eq!(inspect_json(&format!("{RUN}-daemon:copied"))["Id"], orig["Id"]);
+    assert_eq!(
+        inspect_json(&format!("{RUN}-daemon:copied"))["Id"],
+        orig["Id"]
+    );
     // A missing image, an engine that is not there: one line each, exit 1.
     for (args, host, what) in [
         (
@@ -1150,7 +1156,13 @@ fn docker_daemon_over_tls_with_client_certificates() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(
         &tls,
-        &["flatten", "-q", &format!("docker-daemon:{RUN}-tls:1"), "-o", "-"],
+        &[
+            "flatten",
+            "-q",
+            &format!("docker-daemon:{RUN}-tls:1"),
+            "-o",
+            "-",
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, want);

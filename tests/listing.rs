@@ -854,3 +854,55 @@ fn flags_that_would_do_nothing_are_errors() {
         );
     }
 }
+
+/// On a terminal, `files`, `diff` and `waste` show a bar naming the layer being read
+/// (`layer 1/2`); `-q` and a warm cache (nothing to read) show none. The terminal is a pty
+/// from util-linux's `script`, stdout going to /dev/null.
+#[test]
+fn listings_show_a_bar_naming_the_layer_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI needs script(1)");
+        eprintln!("SKIPPED: no script(1)");
+        return;
+    }
+    let big = vec![b'x'; 4 << 20];
+    let l0 = LayerBuilder::new()
+        .file_meta("a", &big, &Meta::default())
+        .build();
+    let l1 = LayerBuilder::new()
+        .file_meta("b", &big, &Meta::default())
+        .build();
+    let (d, img) = image(&[l0, l1]);
+    let cache = d.path().join("cache");
+    let on_tty = |args: &str| {
+        let cmd = format!(
+            "{} {args} --cache-dir {} > /dev/null",
+            strata_bin().display(),
+            cache.display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for cmd in ["files", "diff", "waste"] {
+        let shown = on_tty(&format!("{cmd} {img} --no-cache"));
+        assert!(shown.contains("layer 1/2"), "{cmd}: {shown:?}");
+        let quiet = on_tty(&format!("-q {cmd} {img} --no-cache"));
+        assert!(!quiet.contains("layer "), "{cmd} -q: {quiet:?}");
+    }
+    // Cache the listings, then nothing is read: no bar.
+    on_tty(&format!("files {img}"));
+    let warm = on_tty(&format!("diff {img}"));
+    assert!(!warm.contains("layer "), "warm diff: {warm:?}");
+}

@@ -252,9 +252,7 @@ fn listings_read_each_blob_once() {
             strata::listing::write_files(
                 &img,
                 None,
-                true,
-                &cache,
-                &Cancel::new(),
+                &strata::listing::Reading::new(true, &cache, &Cancel::new()),
                 Style::Json,
                 &mut out,
             )
@@ -265,9 +263,7 @@ fn listings_read_each_blob_once() {
             strata::listing::write_diff(
                 &img,
                 None,
-                true,
-                &cache,
-                &Cancel::new(),
+                &strata::listing::Reading::new(true, &cache, &Cancel::new()),
                 Style::Json,
                 &mut out,
             )
@@ -278,11 +274,21 @@ fn listings_read_each_blob_once() {
             assert!(o.iter().all(|&n| n == want), "diff {r}: {o:?}");
             let f = Fixture::new(&r);
             let img = f.image();
-            strata::listing::waste(&img, true, 10, &Cache::disabled(), &Cancel::new()).unwrap();
+            strata::listing::waste(
+                &img,
+                10,
+                &strata::listing::Reading::new(true, &Cache::disabled(), &Cancel::new()),
+            )
+            .unwrap();
             f.assert_each_once(&format!("waste {r}"));
             let (fa, fb) = (Fixture::new(&r), Fixture::new(&r));
             let (a, b) = (fa.image(), fb.image());
-            strata::listing::diff_images(&a, &b, true, &Cache::disabled(), &Cancel::new()).unwrap();
+            strata::listing::diff_images(
+                &a,
+                &b,
+                &strata::listing::Reading::new(true, &Cache::disabled(), &Cancel::new()),
+            )
+            .unwrap();
             let (oa, ob) = (fa.opens(), fb.opens());
             // The shared layers are read once, from either image.
             let sum: Vec<usize> = oa.iter().zip(&ob).map(|(x, y)| x + y).collect();

@@ -244,7 +244,7 @@ pub fn run(
     };
     let to_pipe = out.to_stdout(args.output.as_deref());
     let bytes: u64 = trees.iter().map(|t| t.file_bytes).sum();
-    let progress = Bar::new(if to_pipe { 2 * bytes } else { bytes }, 0, quiet);
+    let progress = Bar::passes(bytes, if to_pipe { 2 } else { 1 }, 0, quiet);
     let opts = BuildOptions {
         mtime,
         created,

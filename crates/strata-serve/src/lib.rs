@@ -763,29 +763,13 @@ async fn listing(
             .collect();
         let _ahead = strata::blob::Prefetcher::claim_all(unlisted, FETCH_AHEAD, &cancel);
         let mut out = Vec::new();
+        let read = strata::listing::Reading::new(true, cache, &cancel);
+        let json = strata::listing::Style::Json;
         match (op, &against) {
-            (Op::Files, _) => strata::listing::write_files(
-                &img,
-                only,
-                true,
-                cache,
-                &cancel,
-                strata::listing::Style::Json,
-                &mut out,
-            )?,
-            (Op::Diff, Some(b)) => {
-                out = strata::listing::diff_images(&img, b, true, cache, &cancel)?.pretty()?
-            }
-            (Op::Diff, None) => strata::listing::write_diff(
-                &img,
-                only,
-                true,
-                cache,
-                &cancel,
-                strata::listing::Style::Json,
-                &mut out,
-            )?,
-            _ => out = strata::listing::waste(&img, true, top, cache, &cancel)?.pretty()?,
+            (Op::Files, _) => strata::listing::write_files(&img, only, &read, json, &mut out)?,
+            (Op::Diff, Some(b)) => out = strata::listing::diff_images(&img, b, &read)?.pretty()?,
+            (Op::Diff, None) => strata::listing::write_diff(&img, only, &read, json, &mut out)?,
+            _ => out = strata::listing::waste(&img, top, &read)?.pretty()?,
         }
         let mut sink = strata::output::Sink::create(Some(path), false)?;
         {

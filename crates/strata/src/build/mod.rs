@@ -56,7 +56,8 @@ pub fn base_claims(img: &Image, verify: bool, cache: &Cache, cancel: &Cancel) ->
     let layers: Vec<&crate::image::Layer> = img.layers.iter().collect();
     let mut paths = Paths::new();
     let mut w = Walker::new();
-    w.walk(&mut paths, &layers, verify, cache, cancel, &mut |_, _| true)?;
+    let read = crate::listing::Reading::new(verify, cache, cancel);
+    w.walk(&mut paths, &layers, &read, &mut |_, _| true)?;
     let mut claims = Claims::default();
     for id in 1..paths.len() as crate::pathtree::NodeId {
         if let Some(s) = w.state(id) {

@@ -19,7 +19,7 @@ pub mod render;
 mod spill;
 pub mod walker;
 
-use crate::control::Cancel;
+use crate::control::{Cancel, ProgressRef};
 pub use cache::Cache;
 pub use render::{ci_failures, render_tree_diff, render_waste};
 use spill::SpillList;
@@ -202,31 +202,64 @@ fn read_listing(
     rd.drain().map_err(tar_err)
 }
 
+/// How a listing reads its layers: verified or not, through the listing cache, until
+/// cancelled, telling `progress` of the stored bytes it reads.
+#[derive(Clone)]
+pub struct Reading<'a> {
+    /// Check blob digests and diff_ids (only a verified listing is cached).
+    pub verify: bool,
+    /// Listings already made, and where new ones go.
+    pub cache: &'a Cache,
+    /// Stops the reading when tripped.
+    pub cancel: &'a Cancel,
+    /// Told of every chunk of stored bytes read (layers the cache answers for read none).
+    pub progress: Option<ProgressRef>,
+}
+
+impl<'a> Reading<'a> {
+    /// Reading without progress reports.
+    pub fn new(verify: bool, cache: &'a Cache, cancel: &'a Cancel) -> Self {
+        Reading {
+            verify,
+            cache,
+            cancel,
+            progress: None,
+        }
+    }
+}
+
+/// The stored bytes a listing of `layers` reads: those of the layers the cache has no
+/// listing for (what a progress bar's total should be).
+pub fn bytes_to_read<'l>(layers: impl IntoIterator<Item = &'l Layer>, cache: &Cache) -> u64 {
+    layers
+        .into_iter()
+        .filter(|l| !cache.has(l))
+        .map(Layer::stored_size)
+        .sum()
+}
+
 /// Feed `f` the entries of the chosen layers, bottom first, one at a time. Listings come from
 /// the cache when it has them (no layer data is read then); other layers are read (verified,
 /// contents fingerprinted) and their listings written to the cache on the way. Memory does
 /// not grow with the layers: nothing is collected here.
 pub(crate) fn each_entry(
     layers: &[&Layer],
-    verify: bool,
-    cache: &Cache,
-    cancel: &Cancel,
+    read: &Reading<'_>,
     f: &mut dyn FnMut(Item<'_>) -> Result<()>,
 ) -> Result<()> {
-    let r = each_entry_of(layers, verify, cache, cancel, f);
+    let r = each_entry_of(layers, read, f);
     match r {
-        Err(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+        Err(_) if read.cancel.is_cancelled() => Err(Error::Cancelled),
         r => r,
     }
 }
 
 fn each_entry_of(
     layers: &[&Layer],
-    verify: bool,
-    cache: &Cache,
-    cancel: &Cancel,
+    read: &Reading<'_>,
     f: &mut dyn FnMut(Item<'_>) -> Result<()>,
 ) -> Result<()> {
+    let (verify, cache, cancel) = (read.verify, read.cache, read.cancel);
     let found: Vec<Option<cache::Cached>> = layers.iter().map(|l| cache.find(l)).collect();
     let to_read: Vec<&Layer> = layers
         .iter()
@@ -234,7 +267,7 @@ fn each_entry_of(
         .filter(|(_, c)| c.is_none())
         .map(|(l, _)| *l)
         .collect();
-    let mut pipeline = Pipeline::new(to_read, verify, None, cancel);
+    let mut pipeline = Pipeline::new(to_read, verify, read.progress.clone(), cancel);
     let mut read_i = 0;
     for (layer, cached) in layers.iter().zip(&found) {
         f(Item::Start(layer))?;
@@ -387,9 +420,7 @@ impl HeldLines {
 pub fn write_files(
     img: &Image,
     only: Option<usize>,
-    verify: bool,
-    cache: &Cache,
-    cancel: &Cancel,
+    read: &Reading<'_>,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -411,7 +442,7 @@ pub fn write_files(
     // Text needs the entry count first: one layer's lines are held back — past 1 MiB in an
     // unnamed temp file, so a layer of a million entries costs no more memory than JSON.
     let mut table = HeldLines::default();
-    each_entry(&chosen, verify, cache, cancel, &mut |item| {
+    each_entry(&chosen, read, &mut |item| {
         match (item, style) {
             (Item::Start(l), Style::Json) => {
                 let sep = if first_layer { "" } else { "," };
@@ -736,9 +767,7 @@ impl DiffWriter<'_> {
 pub fn write_diff(
     img: &Image,
     only: Option<usize>,
-    verify: bool,
-    cache: &Cache,
-    cancel: &Cancel,
+    read: &Reading<'_>,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -758,7 +787,7 @@ pub fn write_diff(
     let wanted = |i: usize| only.is_none_or(|o| o == i);
     let held = |e| Error::io("temporary file of the layer's held-back changes", e);
     let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, cancel, &mut |layer, ev| {
+    Walker::new().walk(&mut paths, &all, read, &mut |layer, ev| {
         if !wanted(layer) {
             return true;
         }
@@ -826,31 +855,29 @@ pub struct TreeDiff {
     pub summary: TreeSummary,
 }
 
-/// The difference between two images' merged trees. Shared bottom layers are read once.
-pub fn diff_images(
-    a: &Image,
-    b: &Image,
-    verify: bool,
-    cache: &Cache,
-    cancel: &Cancel,
-) -> Result<TreeDiff> {
-    let shared = a
-        .layers
+/// How many bottom layers two images share (the same diff_ids): `diff A B` reads them once.
+pub fn shared_layers(a: &Image, b: &Image) -> usize {
+    a.layers
         .iter()
         .zip(&b.layers)
         .take_while(|(x, y)| x.diff_id.is_some() && x.diff_id == y.diff_id)
-        .count();
+        .count()
+}
+
+/// The difference between two images' merged trees. Shared bottom layers are read once.
+pub fn diff_images(a: &Image, b: &Image, read: &Reading<'_>) -> Result<TreeDiff> {
+    let shared = shared_layers(a, b);
     // One tree of paths for both images: the same path is the same node.
     let mut paths = Paths::new();
     let mut base = Walker::new();
     let common: Vec<&Layer> = a.layers[..shared].iter().collect();
-    base.walk(&mut paths, &common, verify, cache, cancel, &mut |_, _| true)?;
+    base.walk(&mut paths, &common, read, &mut |_, _| true)?;
     let mut wa = base.clone();
     let rest_a: Vec<&Layer> = a.layers[shared..].iter().collect();
-    wa.walk(&mut paths, &rest_a, verify, cache, cancel, &mut |_, _| true)?;
+    wa.walk(&mut paths, &rest_a, read, &mut |_, _| true)?;
     let mut wb = base;
     let rest_b: Vec<&Layer> = b.layers[shared..].iter().collect();
-    wb.walk(&mut paths, &rest_b, verify, cache, cancel, &mut |_, _| true)?;
+    wb.walk(&mut paths, &rest_b, read, &mut |_, _| true)?;
     let mut summary = TreeSummary {
         size_a: wa.file_bytes(),
         size_b: wb.file_bytes(),
@@ -1007,13 +1034,7 @@ fn top_wasted(losses: &mut [Loss], top_n: usize, paths: &Paths) -> Vec<WastedPat
 
 /// Wasted space: every file version that a higher layer overwrites or removes, with the
 /// `top_n` paths that lost the most.
-pub fn waste(
-    img: &Image,
-    verify: bool,
-    top_n: usize,
-    cache: &Cache,
-    cancel: &Cancel,
-) -> Result<WasteReport> {
+pub fn waste(img: &Image, top_n: usize, read: &Reading<'_>) -> Result<WasteReport> {
     let all: Vec<&Layer> = img.layers.iter().collect();
     let mut total = 0u64;
     let mut wasted = 0u64;
@@ -1039,7 +1060,7 @@ pub fn waste(
         }
     };
     let mut paths = Paths::new();
-    Walker::new().walk(&mut paths, &all, verify, cache, cancel, &mut |_, ev| {
+    Walker::new().walk(&mut paths, &all, read, &mut |_, ev| {
         match ev {
             Event::Created(_, s) => total += bytes(s),
             Event::Changed(p, old, new) => {

@@ -9,8 +9,7 @@
 //! vector indexed by node — about 70 bytes per path in all, names included, where a map of
 //! path strings to states costs 200+.
 
-use super::{Cache, EntryKind, Item, each_entry};
-use crate::control::Cancel;
+use super::{EntryKind, Item, Reading, each_entry};
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::pathtree::{NodeId, PathTree, ROOT, grow};
@@ -383,13 +382,6 @@ pub enum Event<'a> {
     LayerDone(usize, &'a Paths),
 }
 
-/// How a walk reads layers: verified or not, through the listing cache, until cancelled.
-struct Reading<'a> {
-    verify: bool,
-    cache: &'a Cache,
-    cancel: &'a Cancel,
-}
-
 /// The state of every path of one image, by node.
 #[derive(Clone, Default)]
 pub struct Walker {
@@ -427,9 +419,7 @@ impl Walker {
         &mut self,
         paths: &mut Paths,
         layers: &[&Layer],
-        verify: bool,
-        cache: &Cache,
-        cancel: &Cancel,
+        read: &Reading<'_>,
         on: &mut dyn FnMut(usize, Event<'_>) -> bool,
     ) -> Result<()> {
         let stopped = std::cell::Cell::new(false);
@@ -438,12 +428,7 @@ impl Walker {
                 stopped.set(true);
             }
         };
-        let read = Reading {
-            verify,
-            cache,
-            cancel,
-        };
-        let r = self.walk_events(paths, layers, &read, &stopped, &mut on);
+        let r = self.walk_events(paths, layers, read, &stopped, &mut on);
         if stopped.get() {
             return Ok(()); // whatever ended the reading: the consumer asked for it
         }
@@ -468,7 +453,7 @@ impl Walker {
         }
         let mut whiteouts: Vec<NodeId> = Vec::new();
         let mut opaque: Vec<NodeId> = Vec::new();
-        each_entry(layers, read.verify, read.cache, read.cancel, &mut |item| {
+        each_entry(layers, read, &mut |item| {
             if stopped.get() {
                 return Err(Error::Stopped);
             }
