@@ -365,6 +365,15 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
         "{tag_all}: one layer"
     );
     assert_canon_eq(&format!("{name} squashed"), want, &exported(&tag_all));
+    // The same squash through a pipe (its layer's size planned from the headers, its content
+    // merged once): Docker loads the same layer.
+    let tag_piped = format!("{RUN}-{name}:piped");
+    strata_into_docker_load(&["squash", "-q", &src, "--tag", &tag_piped, "-o", "-"]);
+    assert_eq!(
+        same_config(&tag_piped)["RootFS"]["Layers"],
+        v["RootFS"]["Layers"],
+        "{tag_piped}: the piped squash's layer is the file's"
+    );
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("{RUN}-{name}:from1");
     strata_into_docker_load(&[

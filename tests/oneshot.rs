@@ -215,7 +215,15 @@ fn squash_to_a_pipe_reads_each_blob_once() {
                     strata::squash::squash(&img, &opts, w, &["t:1".into()])
                 })
                 .unwrap();
-                assert_eq!(report.passes, 2, "a pipe gets the squashed layer twice");
+                // A docker-archive's layer size is planned from the headers (the blobs read
+                // into the store once), then its content merged once; an oci-archive names
+                // the blob by digest, so its layer is produced twice.
+                let passes = if format == Format::DockerArchive {
+                    1
+                } else {
+                    2
+                };
+                assert_eq!(report.passes, passes, "{format:?} to a pipe");
                 f.assert_each_once(&format!("squash {r} --from {from} {format:?} -o -"));
                 // The same bytes as squashing the local image.
                 let mut local = strata::reference::Reference::parse(&r)

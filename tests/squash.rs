@@ -58,6 +58,19 @@ fn squash_layers(layers: &[Vec<u8>], from: usize) -> Result<Vec<Vec<u8>>, String
     };
     strata::squash::squash(&img, &opts, &mut w, &["x:1".into()]).map_err(|e| e.to_string())?;
     drop(f);
+    // To a stream, the layer's size is planned from the headers and its content merged once:
+    // the same bytes as the file, whose header was patched after the content.
+    let mut piped = Vec::new();
+    let mut members = strata::sink::members::TarMembers::stream(&mut piped);
+    let mut w = strata::sink::docker_archive::DockerArchive::new(&mut members);
+    let report = strata::squash::squash(&img, &opts, &mut w, &["x:1".into()])
+        .map_err(|e| format!("to a stream: {e}"))?;
+    if report.passes != 1 {
+        return Err(format!("to a stream: {} passes", report.passes));
+    }
+    if piped != std::fs::read(&out).unwrap() {
+        return Err("the stream's bytes differ from the file's".into());
+    }
     Ok(layer_tars(&out.display().to_string()))
 }
 

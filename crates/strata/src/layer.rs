@@ -16,6 +16,7 @@ use crate::digest::Hasher;
 use crate::image::{FileRegion, Layer};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -59,6 +60,9 @@ enum Source {
     Unread(Option<Counted>),
     /// Uncompressed: read straight from the file (or the stream).
     Direct(BufReader<Counted>),
+    /// Uncompressed and local, read for its headers only (a squash's planning pass): data is
+    /// skipped by moving the position, not by reading it.
+    Seekable(Seekable),
     /// Compressed: chunks from a decoder thread.
     Threaded {
         rx: Receiver<Msg>,
@@ -92,6 +96,85 @@ impl LayerStream {
             Some(Err(m)) => Err(io::Error::other(m.clone())),
             _ => Ok(&[]),
         }
+    }
+}
+
+/// A local region read through a small buffer, whose skips past the buffer cost nothing.
+struct Seekable {
+    region: FileRegion,
+    /// Where the buffer's bytes start, from the region's start.
+    pos: u64,
+    buf: Vec<u8>,
+    at: usize,
+    cancel: Cancel,
+}
+
+/// Headers and PAX records are small: a short buffer, refilled where the next one starts.
+const SEEK_BUF: usize = 4 * 1024;
+
+impl Seekable {
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        if self.at >= self.buf.len() {
+            self.cancel.check_io()?;
+            self.pos += self.buf.len() as u64;
+            let left = self.region.len.saturating_sub(self.pos);
+            let want = left.min(SEEK_BUF as u64) as usize;
+            self.buf.resize(want, 0);
+            self.at = 0;
+            let mut filled = 0;
+            while filled < want {
+                let n = self.region.file.read_at(
+                    &mut self.buf[filled..],
+                    self.region.offset + self.pos + filled as u64,
+                )?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file is shorter than its index says (truncated?)",
+                    ));
+                }
+                filled += n;
+            }
+        }
+        Ok(&self.buf[self.at..])
+    }
+
+    /// Skip `n` bytes; fewer when the region ends first (the count comes back).
+    fn skip(&mut self, n: u64) -> u64 {
+        let buffered = (self.buf.len() - self.at) as u64;
+        if n <= buffered {
+            self.at += n as usize;
+            return n;
+        }
+        let start = self.pos + self.at as u64;
+        let end = start.saturating_add(n).min(self.region.len);
+        self.pos = end;
+        self.buf.clear();
+        self.at = 0;
+        end - start
+    }
+}
+
+impl LayerStream {
+    /// Skip `n` bytes of the tar: seeking where the stream is a local uncompressed region read
+    /// for its headers, reading otherwise. Returns how many were skipped (fewer at the end).
+    pub fn skip(&mut self, n: u64) -> io::Result<u64> {
+        if let Source::Seekable(s) = &mut self.source {
+            return Ok(s.skip(n));
+        }
+        let mut done = 0;
+        while done < n {
+            let k = self
+                .fill_buf()?
+                .len()
+                .min(usize::try_from(n - done).unwrap_or(usize::MAX));
+            if k == 0 {
+                break;
+            }
+            self.consume(k);
+            done += k as u64;
+        }
+        Ok(done)
     }
 }
 
@@ -129,6 +212,16 @@ impl BufRead for LayerStream {
                     _ => unreachable!(),
                 }
             }
+            Source::Seekable(r) => {
+                if r.fill()?.is_empty() {
+                    self.finish(Ok(()));
+                    return self.ended();
+                }
+                match &mut self.source {
+                    Source::Seekable(r) => r.fill(),
+                    _ => unreachable!(),
+                }
+            }
             Source::Threaded { rx, cur, at } => {
                 while *at >= cur.len() {
                     match rx.recv() {
@@ -161,6 +254,7 @@ impl BufRead for LayerStream {
         match &mut self.source {
             Source::Unread(_) => {}
             Source::Direct(r) => r.consume(n),
+            Source::Seekable(r) => r.at += n,
             Source::Threaded { at, .. } => *at += n,
         }
     }
@@ -272,6 +366,35 @@ pub fn open(
         return start(kind, counted, None, true);
     }
     start(kind, counted, diff_id, true)
+}
+
+/// Open a layer to read its tar headers, not to verify it (a squash's planning pass, which
+/// the content pass after it verifies): a local uncompressed blob is read through a small
+/// buffer that skips data by seeking; a compressed one is inflated (its data cannot be
+/// skipped); a streamed one is first read once into the blob store (its digest checked when
+/// `verify`), which the content pass then reads.
+pub fn open_headers(layer: &Layer, verify: bool, cancel: &Cancel) -> crate::Result<LayerStream> {
+    let region = layer.blob.local_region(verify, &layer.label())?;
+    let err = |e: io::Error| crate::Error::Layer {
+        layer: layer.label(),
+        message: format!("read error: {e}"),
+    };
+    let kind = detect(&region).map_err(err)?;
+    if kind != Compression::None {
+        return open(layer, None, false, None, cancel).map_err(err);
+    }
+    Ok(LayerStream {
+        source: Source::Seekable(Seekable {
+            region,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+            cancel: cancel.clone(),
+        }),
+        diff: None,
+        end: None,
+        compression: kind,
+    })
 }
 
 /// The first bytes of a stream (up to what compression detection looks at).

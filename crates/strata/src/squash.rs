@@ -35,7 +35,8 @@ pub struct SquashReport {
     pub layers: Vec<LayerOut>,
     /// The new config, as JSON bytes.
     pub config: Vec<u8>,
-    /// How many times the squashed layer was produced (2 when streaming to a pipe).
+    /// How many times the squashed layer was produced: 1, or 2 to a stream that needs its
+    /// digest before its bytes (oci-archive; a docker-archive plans its size instead).
     pub passes: usize,
 }
 
@@ -72,8 +73,30 @@ pub fn squash(
     for (layer, diff) in kept.iter().zip(&kept_diffs) {
         out.push(writer.kept_layer(layer, diff, opts.verify)?);
     }
+    let key = squash_key(img, opts.from)?;
+    // To a stream, a docker-archive layer's size is planned from the headers first, so its
+    // content is merged once (two passes otherwise: size and digest, then the bytes).
+    // The merge's pipeline starts first: its verifiers hash the layers on the other core while
+    // the plan reads their headers.
+    let first = MergeOptions {
+        verify: opts.verify,
+        progress: opts.progress.clone(),
+        cancel: opts.cancel.clone(),
+    };
+    let mut started = Some(Merger::pipeline(squashed, &first));
+    let planned = if writer.takes_planned_size() {
+        let t = std::time::Instant::now();
+        let size = plan_size(&view, kept, squashed, opts)?;
+        tracing::debug!(
+            "planned the squashed layer: {size} bytes, in {:?}",
+            t.elapsed()
+        );
+        Some(size)
+    } else {
+        None
+    };
     let mut passes = 0usize;
-    let new = writer.new_layer(&mut |w: &mut dyn Write| {
+    let new = writer.new_keyed_layer(&key, planned, &mut |w: &mut dyn Write| {
         // The first pass verifies the sources; a second one reads what was just checked.
         let mopts = MergeOptions {
             verify: opts.verify && passes == 0,
@@ -91,7 +114,10 @@ pub fn squash(
             Some(v) => merger.onto(v, kept),
             None => merger,
         };
-        merger.run(squashed, &mopts)?;
+        match started.take() {
+            Some(p) => merger.run_with(p, squashed, &mopts)?,
+            None => merger.run(squashed, &mopts)?,
+        };
         bw.flush().map_err(|e| Error::output("writing output", e))
     })?;
     out.push(new);
@@ -102,6 +128,63 @@ pub fn squash(
         config,
         passes,
     })
+}
+
+/// The exact size of the squashed layer's tar, from a merge that reads headers only (data is
+/// counted, and seeked past in local uncompressed layers).
+fn plan_size(
+    view: &Option<crate::pathtree::PathTree>,
+    kept: &[Layer],
+    squashed: &[Layer],
+    opts: &SquashOptions,
+) -> Result<u64> {
+    let mut headers = Counter(0);
+    let merger = Merger::new(&mut headers).planning();
+    let merger = match view {
+        Some(v) => merger.onto(v, kept),
+        None => merger,
+    };
+    let mopts = MergeOptions {
+        verify: opts.verify,
+        progress: None,
+        cancel: opts.cancel.clone(),
+    };
+    let data = merger.run_plan(squashed, &mopts)?;
+    headers
+        .0
+        .checked_add(data)
+        .ok_or_else(|| Error::Format("squashed layer larger than 2^64 bytes".into()))
+}
+
+/// Counts what is written to it.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the squashed layer is made of, as one digest: every layer's diff_id (kept and
+/// squashed) and the squash point. The merge is deterministic, so the same key means the same
+/// tar — what names it where the name precedes the bytes (docker-archive).
+fn squash_key(img: &Image, from: usize) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("strata squash from {from}\n").as_bytes());
+    for l in &img.layers {
+        let id = match (&l.diff_id, &l.digest) {
+            (Some(d), _) | (None, Some(d)) => d.clone(),
+            (None, None) => diff_id_of(l)?,
+        };
+        h.update(id.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
 /// A kept layer's diff_id: from the config, or (legacy archives without one) by hashing.

@@ -366,6 +366,29 @@ impl<R: BufRead> TarReader<R> {
         Ok(())
     }
 
+    /// The current entry's data as an output carries it (before any of it is read): its size
+    /// rounded up to whole blocks.
+    pub fn data_len_padded(&self) -> u64 {
+        padded(self.remaining)
+    }
+
+    /// Skip the current entry's data with `skip`, which may seek instead of reading and says
+    /// how many bytes it skipped (fewer: the stream ended).
+    pub fn skip_data_with(
+        &mut self,
+        skip: impl FnOnce(&mut R, u64) -> io::Result<u64>,
+    ) -> Result<(), TarError> {
+        let n = self.remaining + self.pad;
+        let done = skip(&mut self.inner, n)?;
+        self.pos += done;
+        if done < n {
+            return Err(TarError::Truncated("entry data"));
+        }
+        self.remaining = 0;
+        self.pad = 0;
+        Ok(())
+    }
+
     fn discard(&mut self, mut n: u64, what: &'static str) -> Result<(), TarError> {
         while n > 0 {
             let buf = self.inner.fill_buf()?;

@@ -261,12 +261,7 @@ impl Merger<'_> {
         }
         wanted.sort();
         self.stats.rereads += 1;
-        let stream = crate::layer::open(layer, None, false, None, &self.cancel).map_err(|e| {
-            Error::Layer {
-                layer: layer.label(),
-                message: format!("read error: {e}"),
-            }
-        })?;
+        let stream = self.reopen(layer)?;
         let mut rd = TarReader::new(stream);
         let mut next = 0;
         while next < wanted.len() {
@@ -281,8 +276,8 @@ impl Merger<'_> {
             let aliases = std::mem::take(&mut self.inodes[ino].aliases);
             let first = aliases[0].name.clone();
             self.write_content_as(layer, &h, &first)?;
-            rd.copy_data_padded(self.out)
-                .map_err(|e| tar_err(layer, e))?;
+            drop(h);
+            self.copy_data(&mut rd).map_err(|e| tar_err(layer, e))?;
             self.inodes[ino].content = Content::Emitted(first.clone());
             for a in aliases.into_iter().skip(1) {
                 self.write_link(layer, &a, &first)?;

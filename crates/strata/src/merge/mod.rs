@@ -108,6 +108,9 @@ pub struct Merger<'w> {
     root_emitted: bool,
     /// Decide paths but copy no data (the view of the layers a squash keeps).
     index_only: bool,
+    /// Planning: write every header but no data, counting the data bytes the output would
+    /// carry here instead — the exact size of the tar, from the headers alone.
+    planned: Option<u64>,
     /// Squash mode: the output is one layer that goes on top of this merged view.
     below: Option<&'w PathTree>,
     /// The layers that view was made of (bottom first), to fetch content from.
@@ -148,6 +151,7 @@ impl<'w> Merger<'w> {
             pending: HashMap::new(),
             root_emitted: false,
             index_only: false,
+            planned: None,
             below: None,
             below_layers: &[],
             after_data: Vec::new(),
@@ -162,22 +166,66 @@ impl<'w> Merger<'w> {
         self
     }
 
+    /// Plan instead of merging: the same headers are written, but no data — layers are read
+    /// for their headers only (data seeked past where they are local uncompressed files), and
+    /// [`Merger::run_plan`] returns the data bytes the real merge would write.
+    pub fn planning(mut self) -> Self {
+        self.planned = Some(0);
+        self
+    }
+
+    /// Plan `layers` (with [`Merger::planning`]): the data bytes, padded, that the merge would
+    /// write besides what went to the output (headers, trailer).
+    pub fn run_plan(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<u64> {
+        self.run_layers(layers, opts, None)?;
+        self.planned
+            .ok_or_else(|| Error::Format("run_plan needs a planning merger".into()))
+    }
+
     /// Merge `layers` (bottom first, as in the image) into the output, then write the
     /// end-of-archive marker.
     pub fn run(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<MergeStats> {
-        self.run_layers(layers, opts)?;
+        self.run_layers(layers, opts, None)?;
         Ok(self.stats)
+    }
+
+    /// Like `run`, reading through `pipeline` — made beforehand by [`Merger::pipeline`], so
+    /// that its verifiers were hashing the layers already (during a plan, say).
+    pub fn run_with(
+        mut self,
+        pipeline: Pipeline<'_>,
+        layers: &[Layer],
+        opts: &MergeOptions,
+    ) -> Result<MergeStats> {
+        self.run_layers(layers, opts, Some(pipeline))?;
+        Ok(self.stats)
+    }
+
+    /// The pipeline a merge of `layers` reads them through (newest first), started now: its
+    /// blob checks begin at once.
+    pub fn pipeline<'l>(layers: &'l [Layer], opts: &MergeOptions) -> Pipeline<'l> {
+        Pipeline::new(
+            layers.iter().rev().collect(),
+            opts.verify,
+            opts.progress.clone(),
+            &opts.cancel,
+        )
     }
 
     /// Like `run`, returning the merged view instead (with `index_only`).
     pub fn run_view(mut self, layers: &[Layer], opts: &MergeOptions) -> Result<PathTree> {
-        self.run_layers(layers, opts)?;
+        self.run_layers(layers, opts, None)?;
         Ok(self.tree)
     }
 
-    fn run_layers(&mut self, layers: &[Layer], opts: &MergeOptions) -> Result<()> {
+    fn run_layers(
+        &mut self,
+        layers: &[Layer],
+        opts: &MergeOptions,
+        pipeline: Option<Pipeline<'_>>,
+    ) -> Result<()> {
         self.cancel = opts.cancel.clone();
-        let r = self.merge_all(layers, opts);
+        let r = self.merge_all(layers, opts, pipeline);
         // Whatever failed, a cancelled merge says so.
         match r {
             Err(_) if self.cancel.is_cancelled() => Err(Error::Cancelled),
@@ -185,22 +233,33 @@ impl<'w> Merger<'w> {
         }
     }
 
-    fn merge_all(&mut self, layers: &[Layer], opts: &MergeOptions) -> Result<()> {
+    fn merge_all(
+        &mut self,
+        layers: &[Layer],
+        opts: &MergeOptions,
+        given: Option<Pipeline<'_>>,
+    ) -> Result<()> {
         let order: Vec<&Layer> = layers.iter().rev().collect();
-        let mut pipeline = Pipeline::new(
-            order.clone(),
-            opts.verify,
-            opts.progress.clone(),
-            &opts.cancel,
-        );
+        // A plan reads headers, one layer after the other; the merge after it verifies.
+        let mut pipeline = match given {
+            Some(p) => Some(p),
+            None if self.planned.is_none() => Some(Merger::pipeline(layers, opts)),
+            None => None,
+        };
         for (i, layer) in order.iter().enumerate() {
-            let stream = pipeline.next_for(layer)?;
-            if let Err(e) = self.merge_layer(layer, stream, &mut pipeline) {
+            let Some(p) = pipeline.as_mut() else {
+                let stream = crate::layer::open_headers(layer, opts.verify, &opts.cancel)?;
+                self.merge_layer(layer, stream, None)?;
+                self.stats.layers += 1;
+                continue;
+            };
+            let stream = p.next_for(layer)?;
+            if let Err(e) = self.merge_layer(layer, stream, Some(p)) {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
-                pipeline.check(i, layer)?;
+                p.check(i, layer)?;
                 return Err(e);
             }
-            pipeline.check(i, layer)?;
+            p.check(i, layer)?;
             self.stats.layers += 1;
         }
         if let Some(layer) = order.last() {
@@ -217,7 +276,7 @@ impl<'w> Merger<'w> {
         &mut self,
         layer: &Layer,
         stream: LayerStream,
-        pipeline: &mut Pipeline<'_>,
+        mut pipeline: Option<&mut Pipeline<'_>>,
     ) -> Result<()> {
         let layer1 = u16::try_from(layer.index + 1)
             .map_err(|_| Error::Format("more than 65534 layers".into()))?;
@@ -229,8 +288,10 @@ impl<'w> Merger<'w> {
             self.stats.entries_read += 1;
             // A blob known to be corrupt (any layer, checked in the background) ends the output
             // now rather than after more of it is written.
-            if self.stats.entries_read.is_multiple_of(256) {
-                pipeline.failed_check()?;
+            if self.stats.entries_read.is_multiple_of(256)
+                && let Some(p) = pipeline.as_mut()
+            {
+                p.failed_check()?;
             }
             let norm = normalize(h.path).map_err(|e| Error::Entry {
                 layer: layer.label(),
@@ -250,9 +311,7 @@ impl<'w> Merger<'w> {
             match action {
                 Data::Skip => {}
                 Data::Copy if self.index_only => {}
-                Data::Copy => rd
-                    .copy_data_padded(self.out)
-                    .map_err(|e| tar_err(layer, e))?,
+                Data::Copy => self.copy_data(&mut rd).map_err(|e| tar_err(layer, e))?,
             }
             if !self.after_data.is_empty() {
                 for (aliases, target) in std::mem::take(&mut self.after_data) {
@@ -479,6 +538,32 @@ impl<'w> Merger<'w> {
             return Ok(Data::Skip);
         }
         Ok(if h.size > 0 { Data::Copy } else { Data::Skip })
+    }
+
+    /// The current entry's data, padded, into the output — or, planning, only counted and
+    /// skipped.
+    fn copy_data(&mut self, rd: &mut TarReader<LayerStream>) -> std::result::Result<(), TarError> {
+        match &mut self.planned {
+            Some(n) => {
+                *n = n.checked_add(rd.data_len_padded()).ok_or_else(|| {
+                    TarError::Unsupported("entry sizes add up past 2^64 bytes".into())
+                })?;
+                rd.skip_data_with(LayerStream::skip)
+            }
+            None => rd.copy_data_padded(self.out),
+        }
+    }
+
+    /// `layer` opened again (a hardlink's content, a kept layer's file): for its headers only
+    /// when planning.
+    fn reopen(&self, layer: &Layer) -> Result<LayerStream> {
+        if self.planned.is_some() {
+            return crate::layer::open_headers(layer, false, &self.cancel);
+        }
+        crate::layer::open(layer, None, false, None, &self.cancel).map_err(|e| Error::Layer {
+            layer: layer.label(),
+            message: format!("read error: {e}"),
+        })
     }
 
     fn mark_emitted(&mut self, id: NodeId) {

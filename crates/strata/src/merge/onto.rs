@@ -46,12 +46,7 @@ impl<'w> Merger<'w> {
             let Some(src) = layers.get(i).filter(|_| steps <= 64) else {
                 break;
             };
-            let stream = crate::layer::open(src, None, false, None, &self.cancel).map_err(|e| {
-                Error::Layer {
-                    layer: src.label(),
-                    message: format!("read error: {e}"),
-                }
-            })?;
+            let stream = self.reopen(src)?;
             let mut rd = TarReader::new(stream);
             let mut next: Option<Vec<u8>> = None;
             let mut found = false;
@@ -66,7 +61,8 @@ impl<'w> Merger<'w> {
                     break;
                 }
                 self.write_content_as(layer, &h, name)?;
-                rd.copy_data_padded(self.out).map_err(|e| tar_err(src, e))?;
+                drop(h);
+                self.copy_data(&mut rd).map_err(|e| tar_err(src, e))?;
                 return Ok(None);
             }
             match next {

@@ -99,6 +99,27 @@ impl ImageWriter for DockerArchive<'_> {
         Ok(layer_out(&d))
     }
 
+    fn new_keyed_layer(
+        &mut self,
+        key: &str,
+        size: Option<u64>,
+        produce: &mut Produce<'_>,
+    ) -> Result<LayerOut> {
+        // The v1 id (and member name) from the inputs, so the header can precede the bytes.
+        let id = self.next_id(key);
+        let name = format!("{id}/layer.tar");
+        let d = match size {
+            Some(size) => self.out.add_sized(&name, size, produce)?,
+            None => self.out.add_produced(&|_| name.clone(), produce)?,
+        };
+        self.ids.push(id);
+        Ok(layer_out(&d))
+    }
+
+    fn takes_planned_size(&self) -> bool {
+        !self.out.produces_once()
+    }
+
     fn finish(&mut self, config: &[u8], _layers: &[LayerOut], tags: &[String]) -> Result<()> {
         let cfg_hex = hex::encode(Sha256::digest(config));
         let cfg: Value =

@@ -239,6 +239,14 @@ pub trait Members {
         name_of: &dyn Fn(&Digested) -> String,
         produce: &mut Produce<'_>,
     ) -> Result<Digested>;
+    /// A member of a known `size` (planned ahead) and a name that does not depend on its
+    /// digest, produced by `produce` — once, even to a stream. Producing another size is an
+    /// error (the input changed between the plan and now).
+    fn add_sized(&mut self, name: &str, size: u64, produce: &mut Produce<'_>) -> Result<Digested> {
+        let d = self.add_produced(&|_| name.to_string(), produce)?;
+        check_planned(name, size, d.size)?;
+        Ok(d)
+    }
     /// Close the output (tar trailer; nothing for a directory).
     fn finish(&mut self) -> Result<()>;
     /// Whether `add_produced` runs its producer once (a directory, a seekable file), not
@@ -246,6 +254,16 @@ pub trait Members {
     fn produces_once(&self) -> bool {
         false
     }
+}
+
+/// A member produced at another size than planned.
+fn check_planned(name: &str, planned: u64, produced: u64) -> Result<()> {
+    if planned == produced {
+        return Ok(());
+    }
+    Err(Error::Format(format!(
+        "{name}: planned as {planned} bytes, produced {produced}: is the input being modified?"
+    )))
 }
 
 fn wio(e: io::Error) -> Error {
@@ -478,6 +496,18 @@ impl Members for TarMembers<'_> {
                 Ok(first)
             }
         }
+    }
+
+    fn add_sized(&mut self, name: &str, size: u64, produce: &mut Produce<'_>) -> Result<Digested> {
+        self.write_all(&header(name, size))?;
+        let mut hw = HashWriter::new(self.writer());
+        produce(&mut hw)?;
+        let (_, d) = hw.finish()?;
+        // The header is out: a wrong size cannot be mended, only refused.
+        check_planned(name, size, d.size)?;
+        self.advance(d.size);
+        self.pad(d.size)?;
+        Ok(d)
     }
 
     fn finish(&mut self) -> Result<()> {

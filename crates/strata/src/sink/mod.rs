@@ -36,6 +36,23 @@ pub trait ImageWriter {
     fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut>;
     /// A new layer: `produce` writes its uncompressed tar (maybe twice, identically).
     fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut>;
+    /// A new layer whose tar is made from inputs `key` stands for (a digest of them): a format
+    /// that names a member before its bytes (docker-archive) names it from `key`, not from
+    /// its digest. With `size` — the tar's exact length, planned ahead — it is produced once
+    /// even to a stream. Other formats ignore both.
+    fn new_keyed_layer(
+        &mut self,
+        _key: &str,
+        _size: Option<u64>,
+        produce: &mut Produce<'_>,
+    ) -> Result<LayerOut> {
+        self.new_layer(produce)
+    }
+    /// Whether a size planned ahead saves [`new_keyed_layer`](ImageWriter::new_keyed_layer)
+    /// a pass (a docker-archive to a stream; a file or directory needs none).
+    fn takes_planned_size(&self) -> bool {
+        false
+    }
     /// Write the config and manifest(s) naming `tags`, and close.
     fn finish(&mut self, config: &[u8], layers: &[LayerOut], tags: &[String]) -> Result<()>;
     /// Like [`finish`](ImageWriter::finish), but with the source's own manifest bytes (of
@@ -234,6 +251,17 @@ impl ImageWriter for Tagged<'_, '_> {
     }
     fn new_layer(&mut self, produce: &mut Produce<'_>) -> Result<LayerOut> {
         self.inner.new_layer(produce)
+    }
+    fn new_keyed_layer(
+        &mut self,
+        key: &str,
+        size: Option<u64>,
+        produce: &mut Produce<'_>,
+    ) -> Result<LayerOut> {
+        self.inner.new_keyed_layer(key, size, produce)
+    }
+    fn takes_planned_size(&self) -> bool {
+        self.inner.takes_planned_size()
     }
     fn finish(&mut self, config: &[u8], layers: &[LayerOut], _tags: &[String]) -> Result<()> {
         self.inner
