@@ -276,7 +276,6 @@ impl Merger<'_> {
             let aliases = std::mem::take(&mut self.inodes[ino].aliases);
             let first = aliases[0].name.clone();
             self.write_content_as(layer, &h, &first)?;
-            drop(h);
             self.copy_data(&mut rd).map_err(|e| tar_err(layer, e))?;
             self.inodes[ino].content = Content::Emitted(first.clone());
             for a in aliases.into_iter().skip(1) {

@@ -61,7 +61,6 @@ impl<'w> Merger<'w> {
                     break;
                 }
                 self.write_content_as(layer, &h, name)?;
-                drop(h);
                 self.copy_data(&mut rd).map_err(|e| tar_err(src, e))?;
                 return Ok(None);
             }
