@@ -253,8 +253,11 @@ impl<'w> Merger<'w> {
                 self.stats.layers += 1;
                 continue;
             };
+            let t = std::time::Instant::now();
             let stream = p.next_for(layer)?;
-            if let Err(e) = self.merge_layer(layer, stream, Some(p)) {
+            let r = self.merge_layer(layer, stream, Some(p));
+            tracing::debug!("{}: merged in {:?}", layer.label(), t.elapsed());
+            if let Err(e) = r {
                 // A corrupt blob usually shows up as a parse error first: name the root cause.
                 p.check(i, layer)?;
                 return Err(e);
