@@ -49,6 +49,32 @@ const AHEAD_BYTES: usize = AHEAD * CHUNK;
 /// Most bytes a decoder spills ahead of its consumer; past them it waits.
 const SPILL_MAX: u64 = 8 << 30;
 
+/// Whether a pipeline's merge waits for its decoders (so inflating the next layer ahead, at
+/// the cost of spilling it, buys time) or the decoders wait for the merge (a fast codec such
+/// as zstd: spilling would only add work). A moving score of the consumer's receives that
+/// found nothing decoded yet, shared by a pipeline's streams.
+#[derive(Default)]
+pub struct Starved(std::sync::atomic::AtomicU32);
+
+impl Starved {
+    /// The score at which a decoder ahead may spill: about a quarter of the recent receives
+    /// waited (the score settles at 1024 × the share that waits).
+    const SPILL_AT: u32 = 256;
+
+    /// A receive by the consumer; `waited`: nothing was decoded yet.
+    fn record(&self, waited: bool) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s - s / 16 + if waited { 64 } else { 0 })
+            });
+    }
+
+    fn decoder_bound(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= Self::SPILL_AT
+    }
+}
+
 /// What a decoder and its consumer share: the decoded bytes queued in memory.
 #[derive(Default)]
 struct Queue {
@@ -57,6 +83,8 @@ struct Queue {
     spilled: std::sync::atomic::AtomicU64,
     /// Every byte ever spilled (for the log and the tests).
     spilled_total: std::sync::atomic::AtomicU64,
+    /// The pipeline's score; without one, a decoder never spills.
+    starved: Option<Arc<Starved>>,
 }
 
 /// Reports bytes read as progress, and stops reading once cancelled (checked per chunk).
@@ -249,7 +277,14 @@ impl BufRead for LayerStream {
             }
             Source::Threaded { rx, queue, cur, at } => {
                 while *at >= cur.len() {
-                    match rx.recv() {
+                    let (msg, waited) = match rx.try_recv() {
+                        Ok(m) => (Ok(m), false),
+                        Err(_) => (rx.recv(), true),
+                    };
+                    if let Some(st) = &queue.starved {
+                        st.record(waited);
+                    }
+                    match msg {
                         Ok(Msg::Data(v)) => {
                             queue.bytes.fetch_sub(v.len(), Ordering::Relaxed);
                             if let Some((Some(h), _)) = self.diff.as_mut() {
@@ -360,6 +395,19 @@ pub fn open(
     progress: Option<ProgressRef>,
     cancel: &Cancel,
 ) -> io::Result<LayerStream> {
+    open_in(layer, diff_id, verify, progress, cancel, None)
+}
+
+/// [`open`], for a pipeline whose decoders may spill ahead while `starved` says the merge
+/// waits for them.
+fn open_in(
+    layer: &Layer,
+    diff_id: Option<String>,
+    verify: bool,
+    progress: Option<ProgressRef>,
+    cancel: &Cancel,
+    starved: Option<Arc<Starved>>,
+) -> io::Result<LayerStream> {
     let count = |inner: Box<dyn Read + Send>, progress: Option<ProgressRef>| Counted {
         inner,
         progress,
@@ -382,9 +430,9 @@ pub fn open(
                 want,
                 checked: false,
             };
-            return start(kind, count(Box::new(hashed), None), None, false);
+            return start(kind, count(Box::new(hashed), None), None, false, starved);
         }
-        return start(kind, counted, diff_id, false);
+        return start(kind, counted, diff_id, false, starved);
     }
     // A stream: its compression is peeked from its first bytes, and the blob digest is
     // checked by the blob's own reader at its end.
@@ -409,9 +457,9 @@ pub fn open(
             checked: false,
         };
         let counted = count(Box::new(hashed), None);
-        return start(kind, counted, None, true);
+        return start(kind, counted, None, true, starved);
     }
-    start(kind, counted, diff_id, true)
+    start(kind, counted, diff_id, true, starved)
 }
 
 /// Open a layer to read its tar headers, not to verify it (a squash's planning pass, which
@@ -464,6 +512,7 @@ fn start(
     counted: Counted,
     diff_id: Option<String>,
     streamed: bool,
+    starved: Option<Arc<Starved>>,
 ) -> io::Result<LayerStream> {
     if kind == Compression::None {
         return Ok(LayerStream {
@@ -474,7 +523,10 @@ fn start(
         });
     }
     let (tx, rx) = channel();
-    let queue = Arc::new(Queue::default());
+    let queue = Arc::new(Queue {
+        starved,
+        ..Queue::default()
+    });
     let ahead = Ahead {
         tx,
         queue: queue.clone(),
@@ -554,7 +606,13 @@ impl Ahead {
                 self.queue.bytes.fetch_add(chunk.len(), Ordering::Relaxed);
                 return Ok(self.tx.send(Msg::Data(chunk)).is_ok());
             }
-            if self.queue.spilled.load(Ordering::Relaxed) < SPILL_MAX
+            let worth_it = self
+                .queue
+                .starved
+                .as_ref()
+                .is_some_and(|s| s.decoder_bound());
+            if worth_it
+                && self.queue.spilled.load(Ordering::Relaxed) < SPILL_MAX
                 && let Some(file) = self.spill_file()
             {
                 let offset = self.spill_len;
@@ -796,6 +854,8 @@ pub struct Pipeline<'a> {
     cancel: Cancel,
     /// Streamed blobs fetched into the store ahead of the two open streams (`-j`).
     _prefetch: Option<crate::blob::Prefetcher>,
+    /// Whether the merge waits for the decoders (then the next one may spill ahead).
+    starved: Arc<Starved>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -848,6 +908,7 @@ impl<'a> Pipeline<'a> {
             verify,
             cancel: cancel.clone(),
             _prefetch: None,
+            starved: Arc::default(),
         };
         // Sources that fetch ahead (registries) get the layers after the two opened now
         // copied into the store meanwhile: the prefetcher skips blobs being read already.
@@ -868,12 +929,13 @@ impl<'a> Pipeline<'a> {
     fn fill(&mut self) {
         while self.open.len() < 2 && self.next < self.layers.len() {
             let i = self.next;
-            self.open.push_back(open(
+            self.open.push_back(open_in(
                 self.layers[i],
                 self.diff_ids[i].take(),
                 self.verify,
                 self.progress.clone(),
                 &self.cancel,
+                Some(self.starved.clone()),
             ));
             self.next += 1;
         }
@@ -959,13 +1021,47 @@ mod tests {
         (layer, sha)
     }
 
+    /// A pipeline's score that says the merge waits for its decoders.
+    fn bound() -> Option<Arc<Starved>> {
+        let s = Starved::default();
+        for _ in 0..8 {
+            s.record(true);
+        }
+        assert!(s.decoder_bound());
+        Some(Arc::new(s))
+    }
+
+    /// Without a pipeline's score saying it helps, a decoder does not spill.
+    #[test]
+    fn a_decoder_spills_only_when_the_merge_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, _) = gzip_layer(dir.path(), 24);
+        let idle = Some(Arc::new(Starved::default()));
+        let mut s = open_in(&layer, None, true, None, &Cancel::new(), idle).unwrap();
+        let queue = match &s.source {
+            Source::Threaded { queue, .. } => queue.clone(),
+            _ => panic!("a gzip layer is decoded on its own thread"),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(queue.spilled_total.load(Ordering::Relaxed), 0);
+        io::copy(&mut s, &mut io::sink()).unwrap();
+    }
+
     /// A decoder whose consumer does not read keeps decoding into its spill file; the stream
     /// then reads back exactly the layer's bytes, its diff_id checked at the end.
     #[test]
     fn a_decoder_ahead_of_its_consumer_spills_and_the_stream_stays_exact() {
         let dir = tempfile::tempdir().unwrap();
         let (layer, sha) = gzip_layer(dir.path(), 24);
-        let mut s = open(&layer, layer.diff_id.clone(), true, None, &Cancel::new()).unwrap();
+        let mut s = open_in(
+            &layer,
+            layer.diff_id.clone(),
+            true,
+            None,
+            &Cancel::new(),
+            bound(),
+        )
+        .unwrap();
         let queue = match &s.source {
             Source::Threaded { queue, .. } => queue.clone(),
             _ => panic!("a gzip layer is decoded on its own thread"),
@@ -995,7 +1091,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (layer, _) = gzip_layer(dir.path(), 24);
         let wrong = format!("sha256:{}", "0".repeat(64));
-        let mut s = open(&layer, Some(wrong), true, None, &Cancel::new()).unwrap();
+        let mut s = open_in(&layer, Some(wrong), true, None, &Cancel::new(), bound()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         let r = io::copy(&mut s, &mut io::sink());
         let e = r.expect_err("a diff_id mismatch");

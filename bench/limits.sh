@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Issue #17's rows: squash against flatten, to a file and to a real pipe (`| cat`), two strata
-# binaries interleaved (A, B, A, B, …) so that machine noise hits both alike. Best of $RUNS.
-# Uses the images bench/run.sh makes on /dev/shm.
+# Issue #17's rows: squash against flatten, to a file and to a real pipe (`| cat`), and
+# flatten of gzip and zstd layouts against `zcat` and `zstd -dc`; two strata binaries
+# interleaved (A, B, A, B, …) so that machine noise hits both alike. Best of $RUNS.
+# Uses the images bench/run.sh makes on /dev/shm (and makes the zstd layout from the gzip one).
 #
-#   bench/squash.sh OLD_BINARY NEW_BINARY
+#   bench/limits.sh OLD_BINARY NEW_BINARY
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 A=$1; B=$2
@@ -47,9 +48,10 @@ row "squash docker-archive -o file" "S squash -q $W/docker-archive.tar -o $W/out
 row "flatten docker-archive -o - \| cat" "S flatten -q $W/docker-archive.tar -o - | cat"
 row "squash docker-archive -o - \| cat" "S squash -q $W/docker-archive.tar -o - | cat"
 row "squash docker-archive --from 3 -o - \| cat" "S squash -q $W/docker-archive.tar --from 3 -o - | cat"
-if [ -n "${GZIP_ROWS:-}" ]; then
-  RUNS=$(( RUNS < 3 ? RUNS : 3 ))
-  floor "floor: zcat of the gzip blobs (1 core)" "for f in $W/layers/?.tar.gz; do zcat \$f; done"
-  row "flatten oci (gzip) -o - \| cat" "S flatten -q oci:$W/oci:bench -o - | cat"
-  row "squash oci (gzip) -o - \| cat (docker-archive)" "S squash -q oci:$W/oci:bench -o - | cat"
-fi
+[ -d "$W/ocizst" ] || "$B" copy -q "oci:$W/oci:bench" "oci:$W/ocizst:bench" --compress zstd
+zst=$(ls -S "$W"/ocizst/blobs/sha256/* | head -5 | tr '\n' ' ')
+RUNS=$(( RUNS < 3 ? RUNS : 3 ))
+floor "floor: zcat of the gzip blobs (1 core)" "for f in $W/layers/?.tar.gz; do zcat \$f; done"
+row "flatten oci (gzip) -o - \| cat" "S flatten -q oci:$W/oci:bench -o - | cat"
+floor "floor: zstd -dc of the zstd blobs (1 core)" "for f in $zst; do zstd -dcq \$f; done | cat"
+row "flatten oci (zstd) -o - \| cat" "S flatten -q oci:$W/ocizst:bench -o - | cat"
