@@ -491,8 +491,20 @@ async fn squash(
             let (pname, ptag) = p.rsplit_once(':').unwrap_or((p, "latest"));
             match open(&app2, &registry, pname, ptag) {
                 Ok(pimg) => {
+                    // A docker-archive names the squashed layer from the squash's inputs, which
+                    // the published image no longer shows: the source image tells.
+                    let key = strata::squash::squash_key(&img, from)?;
                     strata::sink::write_image(&target, |w| {
-                        strata::copy::copy(&pimg, w, &tags, None, false, cancel)
+                        if format != Format::DockerArchive {
+                            return strata::copy::copy(&pimg, w, &tags, None, false, cancel);
+                        }
+                        let mut w = strata::squash::Republished {
+                            inner: w,
+                            key: key.clone(),
+                            top: from,
+                            cancel: cancel.clone(),
+                        };
+                        strata::copy::copy(&pimg, &mut w, &tags, None, false, cancel)
                     })?;
                     app2.metrics.published_hits.inc();
                     return Ok(());

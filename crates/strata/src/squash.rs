@@ -77,13 +77,15 @@ pub fn squash(
     // To a stream, a docker-archive layer's size is planned from the headers first, so its
     // content is merged once (two passes otherwise: size and digest, then the bytes).
     // The merge's pipeline starts first: its verifiers hash the layers on the other core while
-    // the plan reads their headers.
+    // the plan reads their headers. (Not when a blob is still at its source: the plan reads it
+    // into the store, and the merge then reads the copy — one fetch.)
     let first = MergeOptions {
         verify: opts.verify,
         progress: opts.progress.clone(),
         cancel: opts.cancel.clone(),
     };
-    let mut started = Some(Merger::pipeline(squashed, &first));
+    let all_local = squashed.iter().all(|l| l.blob.is_local());
+    let mut started = all_local.then(|| Merger::pipeline(squashed, &first));
     let planned = if writer.takes_planned_size() {
         let t = std::time::Instant::now();
         let size = plan_size(&view, kept, squashed, opts)?;
@@ -172,7 +174,7 @@ impl Write for Counter {
 /// What the squashed layer is made of, as one digest: every layer's diff_id (kept and
 /// squashed) and the squash point. The merge is deterministic, so the same key means the same
 /// tar — what names it where the name precedes the bytes (docker-archive).
-fn squash_key(img: &Image, from: usize) -> Result<String> {
+pub fn squash_key(img: &Image, from: usize) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(format!("strata squash from {from}\n").as_bytes());
@@ -185,6 +187,50 @@ fn squash_key(img: &Image, from: usize) -> Result<String> {
         h.update(b"\n");
     }
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// An [`ImageWriter`] for copying a squash back from where it was published (a registry):
+/// the squashed layer, at index `top`, is written as [`squash`] wrote it — named from `key`
+/// ([`squash_key`] of the image it was squashed from) — so the copy has the squash's bytes.
+pub struct Republished<'a, 'w> {
+    /// The writer that does the work.
+    pub inner: &'a mut (dyn ImageWriter + 'w),
+    /// The squash's key.
+    pub key: String,
+    /// Index of the squashed layer in the published image (the squash point).
+    pub top: usize,
+    /// Stops the copy when tripped.
+    pub cancel: Cancel,
+}
+
+impl ImageWriter for Republished<'_, '_> {
+    fn kept_layer(&mut self, layer: &Layer, diff_id: &str, verified: bool) -> Result<LayerOut> {
+        if layer.index != self.top {
+            return self.inner.kept_layer(layer, diff_id, verified);
+        }
+        let cancel = self.cancel.clone();
+        let out = self.inner.new_keyed_layer(&self.key, None, &mut |w| {
+            let label = layer.label();
+            let mut tar = crate::layer::open(layer, Some(diff_id.to_string()), true, None, &cancel)
+                .map_err(|e| Error::io(&label, e))?;
+            io::copy(&mut tar, w).map_err(|e| Error::io(&label, e))?;
+            Ok(())
+        })?;
+        if out.diff_id != diff_id {
+            return Err(Error::Digest {
+                what: format!("{} (diff_id)", layer.label()),
+                expected: diff_id.to_string(),
+                actual: out.diff_id,
+            });
+        }
+        Ok(out)
+    }
+    fn new_layer(&mut self, produce: &mut crate::sink::members::Produce<'_>) -> Result<LayerOut> {
+        self.inner.new_layer(produce)
+    }
+    fn finish(&mut self, config: &[u8], layers: &[LayerOut], tags: &[String]) -> Result<()> {
+        self.inner.finish(config, layers, tags)
+    }
 }
 
 /// A kept layer's diff_id: from the config, or (legacy archives without one) by hashing.
