@@ -17,8 +17,7 @@ use crate::image::{FileRegion, Layer};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 /// Decoded chunks handed from a decoder thread to the consumer.
@@ -33,58 +32,7 @@ const VERIFIERS: usize = 2;
 
 enum Msg {
     Data(Vec<u8>),
-    /// The next `len` bytes are in the decoder's spill file at `offset`.
-    Spilled {
-        file: Arc<std::fs::File>,
-        offset: u64,
-        len: usize,
-    },
     End(Result<(), String>),
-}
-
-/// Decoded bytes a decoder keeps in memory ahead of its consumer (per layer): past them it
-/// writes to a spill file, so the next layer inflates on the other core while this one is
-/// merged.
-const AHEAD_BYTES: usize = AHEAD * CHUNK;
-/// Most bytes a decoder spills ahead of its consumer; past them it waits.
-const SPILL_MAX: u64 = 8 << 30;
-
-/// Whether a pipeline's merge waits for its decoders (so inflating the next layer ahead, at
-/// the cost of spilling it, buys time) or the decoders wait for the merge (a fast codec such
-/// as zstd: spilling would only add work). A moving score of the consumer's receives that
-/// found nothing decoded yet, shared by a pipeline's streams.
-#[derive(Default)]
-pub struct Starved(std::sync::atomic::AtomicU32);
-
-impl Starved {
-    /// The score at which a decoder ahead may spill: about a quarter of the recent receives
-    /// waited (the score settles at 1024 × the share that waits).
-    const SPILL_AT: u32 = 256;
-
-    /// A receive by the consumer; `waited`: nothing was decoded yet.
-    fn record(&self, waited: bool) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(s - s / 16 + if waited { 64 } else { 0 })
-            });
-    }
-
-    fn decoder_bound(&self) -> bool {
-        self.0.load(Ordering::Relaxed) >= Self::SPILL_AT
-    }
-}
-
-/// What a decoder and its consumer share: the decoded bytes queued in memory.
-#[derive(Default)]
-struct Queue {
-    bytes: std::sync::atomic::AtomicUsize,
-    /// Spilled bytes not yet read back.
-    spilled: std::sync::atomic::AtomicU64,
-    /// Every byte ever spilled (for the log and the tests).
-    spilled_total: std::sync::atomic::AtomicU64,
-    /// The pipeline's score; without one, a decoder never spills.
-    starved: Option<Arc<Starved>>,
 }
 
 /// Reports bytes read as progress, and stops reading once cancelled (checked per chunk).
@@ -118,7 +66,6 @@ enum Source {
     /// Compressed: chunks from a decoder thread.
     Threaded {
         rx: Receiver<Msg>,
-        queue: Arc<Queue>,
         cur: Vec<u8>,
         at: usize,
     },
@@ -275,42 +222,14 @@ impl BufRead for LayerStream {
                     _ => unreachable!(),
                 }
             }
-            Source::Threaded { rx, queue, cur, at } => {
+            Source::Threaded { rx, cur, at } => {
                 while *at >= cur.len() {
-                    let (msg, waited) = match rx.try_recv() {
-                        Ok(m) => (Ok(m), false),
-                        Err(_) => (rx.recv(), true),
-                    };
-                    if let Some(st) = &queue.starved {
-                        st.record(waited);
-                    }
-                    match msg {
+                    match rx.recv() {
                         Ok(Msg::Data(v)) => {
-                            queue.bytes.fetch_sub(v.len(), Ordering::Relaxed);
                             if let Some((Some(h), _)) = self.diff.as_mut() {
                                 h.update(&v);
                             }
                             *cur = v;
-                            *at = 0;
-                        }
-                        Ok(Msg::Spilled { file, offset, len }) => {
-                            cur.resize(len, 0);
-                            if let Err(e) = file.read_exact_at(cur, offset) {
-                                self.finish(Err(format!("reading the decoded spill back: {e}")));
-                                return self.ended();
-                            }
-                            // What was read back needs no disk any more.
-                            let _ = rustix::fs::fallocate(
-                                &*file,
-                                rustix::fs::FallocateFlags::PUNCH_HOLE
-                                    | rustix::fs::FallocateFlags::KEEP_SIZE,
-                                offset,
-                                len as u64,
-                            );
-                            queue.spilled.fetch_sub(len as u64, Ordering::Relaxed);
-                            if let Some((Some(h), _)) = self.diff.as_mut() {
-                                h.update(cur);
-                            }
                             *at = 0;
                         }
                         Ok(Msg::End(r)) => {
@@ -395,19 +314,6 @@ pub fn open(
     progress: Option<ProgressRef>,
     cancel: &Cancel,
 ) -> io::Result<LayerStream> {
-    open_in(layer, diff_id, verify, progress, cancel, None)
-}
-
-/// [`open`], for a pipeline whose decoders may spill ahead while `starved` says the merge
-/// waits for them.
-fn open_in(
-    layer: &Layer,
-    diff_id: Option<String>,
-    verify: bool,
-    progress: Option<ProgressRef>,
-    cancel: &Cancel,
-    starved: Option<Arc<Starved>>,
-) -> io::Result<LayerStream> {
     let count = |inner: Box<dyn Read + Send>, progress: Option<ProgressRef>| Counted {
         inner,
         progress,
@@ -430,9 +336,9 @@ fn open_in(
                 want,
                 checked: false,
             };
-            return start(kind, count(Box::new(hashed), None), None, false, starved);
+            return start(kind, count(Box::new(hashed), None), None, false);
         }
-        return start(kind, counted, diff_id, false, starved);
+        return start(kind, counted, diff_id, false);
     }
     // A stream: its compression is peeked from its first bytes, and the blob digest is
     // checked by the blob's own reader at its end.
@@ -457,9 +363,9 @@ fn open_in(
             checked: false,
         };
         let counted = count(Box::new(hashed), None);
-        return start(kind, counted, None, true, starved);
+        return start(kind, counted, None, true);
     }
-    start(kind, counted, diff_id, true, starved)
+    start(kind, counted, diff_id, true)
 }
 
 /// Open a layer to read its tar headers, not to verify it (a squash's planning pass, which
@@ -512,7 +418,6 @@ fn start(
     counted: Counted,
     diff_id: Option<String>,
     streamed: bool,
-    starved: Option<Arc<Starved>>,
 ) -> io::Result<LayerStream> {
     if kind == Compression::None {
         return Ok(LayerStream {
@@ -522,37 +427,19 @@ fn start(
             compression: kind,
         });
     }
-    let (tx, rx) = channel();
-    let queue = Arc::new(Queue {
-        starved,
-        ..Queue::default()
-    });
-    let ahead = Ahead {
-        tx,
-        queue: queue.clone(),
-        spill: None,
-        spill_len: 0,
-        no_spill: false,
-    };
+    let (tx, rx) = sync_channel(AHEAD);
     let spawned = std::thread::Builder::new()
         .name("layer-decoder".into())
         .spawn(move || {
-            let mut ahead = ahead;
-            let layer = counted.layer;
-            let t = std::time::Instant::now();
-            let r = decode(kind, counted, streamed, &mut ahead);
-            tracing::debug!(
-                "layer {layer}: inflated in {:?}, {} MiB spilled",
-                t.elapsed(),
-                ahead.spill_len >> 20
-            );
-            let _ = ahead.tx.send(Msg::End(r));
+            let (layer, t) = (counted.layer, std::time::Instant::now());
+            let r = decode(kind, counted, streamed, &tx);
+            tracing::debug!("layer {layer}: decoded in {:?}", t.elapsed());
+            let _ = tx.send(Msg::End(r));
         });
     spawned?;
     Ok(LayerStream {
         source: Source::Threaded {
             rx,
-            queue,
             cur: Vec::new(),
             at: 0,
         },
@@ -585,82 +472,11 @@ impl<R: Read> Read for Hashed<R> {
     }
 }
 
-/// A decoder's side of its queue: chunks go to the consumer in memory up to [`AHEAD_BYTES`],
-/// then into an unnamed spill file (in `$TMPDIR`), whose parts the consumer reads back in
-/// order and punches out. Without a spill file (it could not be made) or past [`SPILL_MAX`],
-/// the decoder waits for the consumer instead.
-struct Ahead {
-    tx: Sender<Msg>,
-    queue: Arc<Queue>,
-    spill: Option<Arc<std::fs::File>>,
-    spill_len: u64,
-    /// Spilling failed once (no temp dir, a full disk): wait for the consumer from then on.
-    no_spill: bool,
-}
-
-impl Ahead {
-    /// Hand `chunk` on; false when the consumer has gone.
-    fn send(&mut self, chunk: Vec<u8>) -> Result<bool, String> {
-        loop {
-            if self.queue.bytes.load(Ordering::Relaxed) + chunk.len() <= AHEAD_BYTES {
-                self.queue.bytes.fetch_add(chunk.len(), Ordering::Relaxed);
-                return Ok(self.tx.send(Msg::Data(chunk)).is_ok());
-            }
-            let worth_it = self
-                .queue
-                .starved
-                .as_ref()
-                .is_some_and(|s| s.decoder_bound());
-            if worth_it
-                && self.queue.spilled.load(Ordering::Relaxed) < SPILL_MAX
-                && let Some(file) = self.spill_file()
-            {
-                let offset = self.spill_len;
-                match file.write_all_at(&chunk, offset) {
-                    Ok(()) => {
-                        let n = chunk.len() as u64;
-                        self.spill_len += n;
-                        self.queue.spilled.fetch_add(n, Ordering::Relaxed);
-                        self.queue.spilled_total.fetch_add(n, Ordering::Relaxed);
-                        let msg = Msg::Spilled {
-                            file,
-                            offset,
-                            len: chunk.len(),
-                        };
-                        return Ok(self.tx.send(msg).is_ok());
-                    }
-                    Err(e) => {
-                        // Only speed is lost: the decoder waits for the merge as it used to.
-                        tracing::debug!("no more spilling of decoded layers: {e}");
-                        self.no_spill = true;
-                    }
-                }
-            }
-            // The consumer is far behind: wait for it (rare; a poll is enough) — unless it
-            // has gone (it holds the queue's other reference).
-            if Arc::strong_count(&self.queue) < 2 {
-                return Ok(false);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
-
-    fn spill_file(&mut self) -> Option<Arc<std::fs::File>> {
-        if self.no_spill {
-            return None;
-        }
-        if self.spill.is_none() {
-            self.spill = tempfile::tempfile().ok().map(Arc::new);
-        }
-        self.spill.clone()
-    }
-}
-
 fn decode(
     kind: Compression,
     input: Counted,
     streamed: bool,
-    ahead: &mut Ahead,
+    tx: &SyncSender<Msg>,
 ) -> Result<(), String> {
     let mut buffered = BufReader::with_capacity(CHUNK, input);
     let mut decoder = kind
@@ -681,7 +497,7 @@ fn decode(
             break;
         }
         chunk.truncate(filled);
-        if !ahead.send(chunk)? {
+        if tx.send(Msg::Data(chunk)).is_err() {
             return Ok(()); // the consumer went away (an error upstream)
         }
     }
@@ -854,8 +670,6 @@ pub struct Pipeline<'a> {
     cancel: Cancel,
     /// Streamed blobs fetched into the store ahead of the two open streams (`-j`).
     _prefetch: Option<crate::blob::Prefetcher>,
-    /// Whether the merge waits for the decoders (then the next one may spill ahead).
-    starved: Arc<Starved>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -908,7 +722,6 @@ impl<'a> Pipeline<'a> {
             verify,
             cancel: cancel.clone(),
             _prefetch: None,
-            starved: Arc::default(),
         };
         // Sources that fetch ahead (registries) get the layers after the two opened now
         // copied into the store meanwhile: the prefetcher skips blobs being read already.
@@ -929,13 +742,12 @@ impl<'a> Pipeline<'a> {
     fn fill(&mut self) {
         while self.open.len() < 2 && self.next < self.layers.len() {
             let i = self.next;
-            self.open.push_back(open_in(
+            self.open.push_back(open(
                 self.layers[i],
                 self.diff_ids[i].take(),
                 self.verify,
                 self.progress.clone(),
                 &self.cancel,
-                Some(self.starved.clone()),
             ));
             self.next += 1;
         }
@@ -981,120 +793,5 @@ impl<'a> Pipeline<'a> {
             layer: layer.label(),
             message,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    /// A gzip layer of `n` MiB of varied bytes, as a local blob; and its tar bytes' sha256.
-    fn gzip_layer(dir: &std::path::Path, n: usize) -> (Layer, String) {
-        let mut data = Vec::with_capacity(n << 20);
-        let mut x = 0x9e3779b97f4a7c15u64;
-        while data.len() < n << 20 {
-            // Runs of a repeated byte: compressible, but not to nothing.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend(std::iter::repeat_n(x as u8, 1 + (x >> 58) as usize));
-        }
-        data.truncate(n << 20);
-        let path = dir.join(format!("{n}.gz"));
-        let mut enc = flate2::write::GzEncoder::new(
-            std::fs::File::create(&path).unwrap(),
-            flate2::Compression::fast(),
-        );
-        enc.write_all(&data).unwrap();
-        enc.finish().unwrap();
-        let sha = crate::image::sha256_hex(&data);
-        let layer = Layer {
-            index: 0,
-            location: path.display().to_string(),
-            blob: crate::blob::Blob::local(FileRegion::whole(&path).unwrap()),
-            media_type: None,
-            digest: None,
-            diff_id: Some(format!("sha256:{sha}")),
-            urls: Vec::new(),
-        };
-        (layer, sha)
-    }
-
-    /// A pipeline's score that says the merge waits for its decoders.
-    fn bound() -> Option<Arc<Starved>> {
-        let s = Starved::default();
-        for _ in 0..8 {
-            s.record(true);
-        }
-        assert!(s.decoder_bound());
-        Some(Arc::new(s))
-    }
-
-    /// Without a pipeline's score saying it helps, a decoder does not spill.
-    #[test]
-    fn a_decoder_spills_only_when_the_merge_waits_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (layer, _) = gzip_layer(dir.path(), 24);
-        let idle = Some(Arc::new(Starved::default()));
-        let mut s = open_in(&layer, None, true, None, &Cancel::new(), idle).unwrap();
-        let queue = match &s.source {
-            Source::Threaded { queue, .. } => queue.clone(),
-            _ => panic!("a gzip layer is decoded on its own thread"),
-        };
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        assert_eq!(queue.spilled_total.load(Ordering::Relaxed), 0);
-        io::copy(&mut s, &mut io::sink()).unwrap();
-    }
-
-    /// A decoder whose consumer does not read keeps decoding into its spill file; the stream
-    /// then reads back exactly the layer's bytes, its diff_id checked at the end.
-    #[test]
-    fn a_decoder_ahead_of_its_consumer_spills_and_the_stream_stays_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let (layer, sha) = gzip_layer(dir.path(), 24);
-        let mut s = open_in(
-            &layer,
-            layer.diff_id.clone(),
-            true,
-            None,
-            &Cancel::new(),
-            bound(),
-        )
-        .unwrap();
-        let queue = match &s.source {
-            Source::Threaded { queue, .. } => queue.clone(),
-            _ => panic!("a gzip layer is decoded on its own thread"),
-        };
-        // 24 MiB is more than the 16 MiB a decoder keeps in memory: the rest is spilled.
-        let t = std::time::Instant::now();
-        while queue.spilled_total.load(Ordering::Relaxed) < 4 << 20 {
-            assert!(t.elapsed().as_secs() < 30, "the decoder never spilled");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let mut h = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
-        let mut buf = vec![0u8; 100_000];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        assert_eq!(h.finish(), format!("sha256:{sha}"));
-        assert_eq!(queue.spilled.load(Ordering::Relaxed), 0, "all read back");
-    }
-
-    /// A wrong diff_id still fails at the end of a spilled stream.
-    #[test]
-    fn a_spilled_stream_still_checks_its_diff_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let (layer, _) = gzip_layer(dir.path(), 24);
-        let wrong = format!("sha256:{}", "0".repeat(64));
-        let mut s = open_in(&layer, Some(wrong), true, None, &Cancel::new(), bound()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let r = io::copy(&mut s, &mut io::sink());
-        let e = r.expect_err("a diff_id mismatch");
-        assert!(e.to_string().contains("diff_id"), "{e}");
     }
 }
