@@ -374,10 +374,18 @@ pub fn open(
 /// skipped); a streamed one is first read once into the blob store (its digest checked when
 /// `verify`), which the content pass then reads.
 pub fn open_headers(layer: &Layer, verify: bool, cancel: &Cancel) -> crate::Result<LayerStream> {
-    let region = layer.blob.local_region(verify, &layer.label())?;
     let err = |e: io::Error| crate::Error::Layer {
         layer: layer.label(),
         message: format!("read error: {e}"),
+    };
+    let region = match layer.blob.local_region(verify, &layer.label()) {
+        Ok(r) => r,
+        // Read but not kept (a blob store too small for it): read it as a stream once more —
+        // the merge after the plan fetches it again.
+        Err(crate::Error::Layer { .. }) if !layer.blob.is_local() => {
+            return open(layer, None, verify, None, cancel).map_err(err);
+        }
+        Err(e) => return Err(e),
     };
     let kind = detect(&region).map_err(err)?;
     if kind != Compression::None {
