@@ -414,15 +414,22 @@ impl Blob {
     /// The bytes as a local region, reading a streamed blob to its end first if it was not
     /// read yet (for operations that need random access or several reads).
     pub fn local_region(&self, verify: bool, label: &str) -> Result<FileRegion> {
+        self.fetch_region(verify, label)?
+            .ok_or_else(|| Error::Layer {
+                layer: label.to_string(),
+                message: "blob was read but not kept".into(),
+            })
+    }
+
+    /// Like [`Blob::local_region`], but a blob that was read to its end and still not kept
+    /// (its store could not hold it) is `None`, not an error.
+    pub fn fetch_region(&self, verify: bool, label: &str) -> Result<Option<FileRegion>> {
         if let Some(r) = self.region() {
-            return Ok(r);
+            return Ok(Some(r));
         }
         let mut r = self.open(verify).map_err(|e| read_error(label, e))?;
         io::copy(&mut r, &mut io::sink()).map_err(|e| read_error(label, e))?;
-        self.region().ok_or_else(|| Error::Layer {
-            layer: label.to_string(),
-            message: "blob was read but not kept".into(),
-        })
+        Ok(self.region())
     }
 
     fn keep(&self, region: FileRegion) {

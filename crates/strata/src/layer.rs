@@ -110,7 +110,7 @@ struct Seekable {
 }
 
 /// Headers and PAX records are small: a short buffer, refilled where the next one starts.
-const SEEK_BUF: usize = 4 * 1024;
+const SEEK_BUF: usize = 16 * 1024;
 
 impl Seekable {
     fn fill(&mut self) -> io::Result<&[u8]> {
@@ -123,10 +123,12 @@ impl Seekable {
             self.at = 0;
             let mut filled = 0;
             while filled < want {
-                let n = self.region.file.read_at(
-                    &mut self.buf[filled..],
-                    self.region.offset + self.pos + filled as u64,
-                )?;
+                let at = self.region.offset + self.pos + filled as u64;
+                let n = match self.region.file.read_at(&mut self.buf[filled..], at) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -378,14 +380,10 @@ pub fn open_headers(layer: &Layer, verify: bool, cancel: &Cancel) -> crate::Resu
         layer: layer.label(),
         message: format!("read error: {e}"),
     };
-    let region = match layer.blob.local_region(verify, &layer.label()) {
-        Ok(r) => r,
-        // Read but not kept (a blob store too small for it): read it as a stream once more —
+    let Some(region) = layer.blob.fetch_region(verify, &layer.label())? else {
+        // Read but not kept (the store could not hold it): read it as a stream once more —
         // the merge after the plan fetches it again.
-        Err(crate::Error::Layer { .. }) if !layer.blob.is_local() => {
-            return open(layer, None, verify, None, cancel).map_err(err);
-        }
-        Err(e) => return Err(e),
+        return open(layer, None, verify, None, cancel).map_err(err);
     };
     let kind = detect(&region).map_err(err)?;
     if kind != Compression::None {
@@ -537,6 +535,15 @@ struct Verifier {
     results: Vec<Option<Receiver<Result<(), String>>>>,
     /// Verdicts that arrived before they were waited for.
     early: Vec<Option<Result<(), String>>>,
+    /// Tripped when the verifier is dropped (its pipeline's merge ended, maybe failed): the
+    /// jobs still queued or running stop rather than hash for nobody.
+    stop: Cancel,
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// What one verification checks: a region and the digests it must have (with their names).
@@ -544,6 +551,7 @@ type Check = (FileRegion, Vec<(String, &'static str)>);
 
 struct Job {
     cancel: Cancel,
+    stop: Cancel,
     region: FileRegion,
     expect: Vec<(String, &'static str)>,
     done: SyncSender<Result<(), String>>,
@@ -551,6 +559,7 @@ struct Job {
 
 impl Verifier {
     fn start(jobs: Vec<Option<Check>>, cancel: &Cancel) -> Verifier {
+        let stop = Cancel::new();
         let mut queue = VecDeque::new();
         let mut results = Vec::new();
         for job in jobs {
@@ -559,6 +568,7 @@ impl Verifier {
                     let (tx, rx) = sync_channel(1);
                     queue.push_back(Job {
                         cancel: cancel.clone(),
+                        stop: stop.clone(),
                         region,
                         expect,
                         done: tx,
@@ -580,7 +590,8 @@ impl Verifier {
                             Err(_) => None,
                         };
                         let Some(job) = job else { return };
-                        let r = hash_region(&job.region, &job.expect, &job.cancel);
+                        let stopped = || job.cancel.is_cancelled() || job.stop.is_cancelled();
+                        let r = hash_region(&job.region, &job.expect, &stopped);
                         let _ = job.done.send(r);
                     }
                 });
@@ -588,6 +599,7 @@ impl Verifier {
         Verifier {
             results,
             early: Vec::new(),
+            stop,
         }
     }
 
@@ -628,7 +640,7 @@ impl Verifier {
 fn hash_region(
     region: &FileRegion,
     expect: &[(String, &'static str)],
-    cancel: &Cancel,
+    stopped: &dyn Fn() -> bool,
 ) -> Result<(), String> {
     use crate::digest::{Algorithm, parse};
     let mut hashers: Vec<(Algorithm, Hasher)> = Vec::new();
@@ -642,7 +654,7 @@ fn hash_region(
     let mut r = region.reader();
     let mut buf = vec![0u8; READ_BUF];
     loop {
-        if cancel.is_cancelled() {
+        if stopped() {
             return Err("cancelled".into());
         }
         let n = r.read(&mut buf).map_err(|e| format!("read error: {e}"))?;

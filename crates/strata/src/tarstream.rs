@@ -291,7 +291,12 @@ pub struct TarReader<R> {
     remaining: u64,
     pad: u64,
     done: bool,
+    /// Skips data without reading it, where the stream can (see [`TarReader::with_skipper`]).
+    skipper: Option<Skipper<R>>,
 }
+
+/// Skips `n` bytes of a stream, returning how many it skipped (fewer: the stream ended).
+pub type Skipper<R> = fn(&mut R, u64) -> io::Result<u64>;
 
 impl<R: BufRead> TarReader<R> {
     /// A reader at the start of `inner`.
@@ -306,7 +311,15 @@ impl<R: BufRead> TarReader<R> {
             remaining: 0,
             pad: 0,
             done: false,
+            skipper: None,
         }
+    }
+
+    /// Skip data that is not read (shadowed entries, the rest of a layer after the entries
+    /// wanted) with `skip`, which may seek, instead of reading it through.
+    pub fn with_skipper(mut self, skip: Skipper<R>) -> Self {
+        self.skipper = Some(skip);
+        self
     }
 
     /// The underlying stream, positioned where this reader stopped.
@@ -359,6 +372,9 @@ impl<R: BufRead> TarReader<R> {
 
     /// Skip whatever is left of the current entry's data.
     pub fn skip_data(&mut self) -> Result<(), TarError> {
+        if let Some(skip) = self.skipper {
+            return self.skip_data_with(skip);
+        }
         let n = self.remaining + self.pad;
         self.discard(n, "entry data")?;
         self.remaining = 0;

@@ -262,7 +262,7 @@ impl Merger<'_> {
         wanted.sort();
         self.stats.rereads += 1;
         let stream = self.reopen(layer)?;
-        let mut rd = TarReader::new(stream);
+        let mut rd = TarReader::new(stream).with_skipper(crate::layer::LayerStream::skip);
         let mut next = 0;
         while next < wanted.len() {
             let Some(h) = rd.next_entry().map_err(|e| tar_err(layer, e))? else {

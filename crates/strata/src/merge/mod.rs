@@ -284,7 +284,7 @@ impl<'w> Merger<'w> {
         let layer1 = u16::try_from(layer.index + 1)
             .map_err(|_| Error::Format("more than 65534 layers".into()))?;
         let mut st = LayerState::default();
-        let mut rd = TarReader::new(stream);
+        let mut rd = TarReader::new(stream).with_skipper(LayerStream::skip);
         let mut path_buf: Vec<u8> = Vec::new();
         while let Some(h) = rd.next_entry().map_err(|e| tar_err(layer, e))? {
             self.cancel.check()?;
@@ -551,7 +551,7 @@ impl<'w> Merger<'w> {
                 *n = n.checked_add(rd.data_len_padded()).ok_or_else(|| {
                     TarError::Unsupported("entry sizes add up past 2^64 bytes".into())
                 })?;
-                rd.skip_data_with(LayerStream::skip)
+                rd.skip_data()
             }
             None => rd.copy_data_padded(self.out),
         }

@@ -47,7 +47,7 @@ impl<'w> Merger<'w> {
                 break;
             };
             let stream = self.reopen(src)?;
-            let mut rd = TarReader::new(stream);
+            let mut rd = TarReader::new(stream).with_skipper(crate::layer::LayerStream::skip);
             let mut next: Option<Vec<u8>> = None;
             let mut found = false;
             while let Some(h) = rd.next_entry().map_err(|e| tar_err(src, e))? {

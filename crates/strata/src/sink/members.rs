@@ -499,6 +499,12 @@ impl Members for TarMembers<'_> {
     }
 
     fn add_sized(&mut self, name: &str, size: u64, produce: &mut Produce<'_>) -> Result<Digested> {
+        // A replayed stream measured this member too: its first pass is this member's.
+        if let TarMembers::Stream { known, .. } = self
+            && let Some((first, _)) = known.pop_front()
+        {
+            check_planned(name, size, first.size)?;
+        }
         self.write_all(&header(name, size))?;
         let mut hw = HashWriter::new(self.writer());
         produce(&mut hw)?;
