@@ -57,6 +57,17 @@ pub fn squash(
         )));
     }
     let (kept, squashed) = img.layers.split_at(opts.from);
+    // The merge's pipeline starts first: its verifiers hash the squashed layers on the other
+    // core while the kept ones are indexed and copied and the plan reads headers. (Not when a
+    // blob is still at its source: the plan reads it into the store, and the merge then reads
+    // the copy — one fetch.)
+    let first = MergeOptions {
+        verify: opts.verify,
+        progress: opts.progress.clone(),
+        cancel: opts.cancel.clone(),
+    };
+    let all_local = squashed.iter().all(|l| l.blob.is_local());
+    let mut started = all_local.then(|| Merger::pipeline(squashed, &first));
     let kept_diffs = kept.iter().map(diff_id_of).collect::<Result<Vec<_>>>()?;
     let view = if kept.is_empty() {
         None
@@ -76,16 +87,6 @@ pub fn squash(
     let key = squash_key(img, opts.from)?;
     // To a stream, a docker-archive layer's size is planned from the headers first, so its
     // content is merged once (two passes otherwise: size and digest, then the bytes).
-    // The merge's pipeline starts first: its verifiers hash the layers on the other core while
-    // the plan reads their headers. (Not when a blob is still at its source: the plan reads it
-    // into the store, and the merge then reads the copy — one fetch.)
-    let first = MergeOptions {
-        verify: opts.verify,
-        progress: opts.progress.clone(),
-        cancel: opts.cancel.clone(),
-    };
-    let all_local = squashed.iter().all(|l| l.blob.is_local());
-    let mut started = all_local.then(|| Merger::pipeline(squashed, &first));
     let planned = if writer.takes_planned_size() {
         let t = std::time::Instant::now();
         let size = plan_size(&view, kept, squashed, opts)?;
