@@ -608,9 +608,17 @@ pub fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `Retry-After` in seconds (an HTTP date is rare from registries and taken as no value).
+/// `Retry-After`: seconds, or an HTTP date (the wait until then; none once it has passed).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The registry's error document in one line (`{"errors":[{"code","message"}]}`), or the
@@ -706,6 +714,17 @@ mod tests {
         assert_eq!(resolve("https://h/v2/a/b", "https://s3/x"), "https://s3/x");
         assert_eq!(resolve("https://h/v2/a/b", "c"), "https://h/v2/a/c");
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        // A date that has passed: retry now.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let soon = std::time::SystemTime::now() + Duration::from_secs(90);
+        let d = parse_retry_after(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(
+            d > Duration::from_secs(85) && d <= Duration::from_secs(90),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }
