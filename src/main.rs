@@ -335,6 +335,8 @@ enum Command {
         /// Replace an existing output (only a file, or an OCI layout).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        sides: CopySides,
     },
     /// Merge the layers of an image (or its top ones) into one, as a loadable image.
     #[command(
@@ -497,27 +499,112 @@ fn blob_store(cache: &strata::listing::Cache, cap: &str) -> anyhow::Result<BlobS
     })
 }
 
-/// How registries are reached, from the registry options.
-fn registry_options(cli: &Cli) -> anyhow::Result<strata::registry::Options> {
-    use strata::registry::credentials::{Credential, Lookup};
-    Ok(strata::registry::Options {
-        lookup: Lookup {
-            creds: cli
-                .creds
-                .as_deref()
-                .map(Credential::from_flag)
-                .transpose()?,
+/// skopeo's per-side registry flags of `copy`: each, when given, replaces the global one for
+/// the source or the destination only.
+#[derive(clap::Args, Clone, Default)]
+struct CopySides {
+    /// Credentials for the source registry only (USER[:PASS]).
+    #[arg(
+        long,
+        value_name = "USER[:PASS]",
+        help_heading = "Per-side registry options"
+    )]
+    src_creds: Option<String>,
+    /// Credentials for the destination registry only (USER[:PASS]).
+    #[arg(
+        long,
+        value_name = "USER[:PASS]",
+        help_heading = "Per-side registry options"
+    )]
+    dest_creds: Option<String>,
+    /// The auth file for the source registry only.
+    #[arg(long, value_name = "FILE", help_heading = "Per-side registry options")]
+    src_authfile: Option<PathBuf>,
+    /// The auth file for the destination registry only.
+    #[arg(long, value_name = "FILE", help_heading = "Per-side registry options")]
+    dest_authfile: Option<PathBuf>,
+    /// --tls-verify for the source registry only.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", help_heading = "Per-side registry options")]
+    src_tls_verify: Option<bool>,
+    /// --tls-verify for the destination registry only.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", help_heading = "Per-side registry options")]
+    dest_tls_verify: Option<bool>,
+    /// --cert-dir for the source registry only.
+    #[arg(long, value_name = "DIR", help_heading = "Per-side registry options")]
+    src_cert_dir: Option<PathBuf>,
+    /// --cert-dir for the destination registry only.
+    #[arg(long, value_name = "DIR", help_heading = "Per-side registry options")]
+    dest_cert_dir: Option<PathBuf>,
+}
+
+/// The global registry flags, apart from the command (which `run` takes apart).
+#[derive(Clone)]
+struct RegistryFlags {
+    creds: Option<String>,
+    authfile: Option<PathBuf>,
+    tls_verify: bool,
+    cert_dir: Option<PathBuf>,
+    timeout: u64,
+    retries: u32,
+    jobs: usize,
+    quiet: bool,
+}
+
+impl RegistryFlags {
+    fn of(cli: &Cli) -> Self {
+        RegistryFlags {
+            creds: cli.creds.clone(),
             authfile: cli.authfile.clone(),
-            no_files: false,
-        },
-        tls_verify: cli.tls_verify,
-        cert_dir: cli.cert_dir.clone(),
-        timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
-        retries: cli.retry_times,
-        jobs: usize::from(cli.jobs),
-        transfers: commands::progress::TransferBars::for_terminal(cli.quiet),
-        ..Default::default()
-    })
+            tls_verify: cli.tls_verify,
+            cert_dir: cli.cert_dir.clone(),
+            timeout: cli.timeout,
+            retries: cli.retry_times,
+            jobs: usize::from(cli.jobs),
+            quiet: cli.quiet,
+        }
+    }
+
+    /// These flags with one side's of `copy` in place of the global ones it gives.
+    fn side(
+        &self,
+        creds: &Option<String>,
+        authfile: &Option<PathBuf>,
+        tls_verify: Option<bool>,
+        cert_dir: &Option<PathBuf>,
+    ) -> Self {
+        RegistryFlags {
+            creds: creds.clone().or_else(|| self.creds.clone()),
+            authfile: authfile.clone().or_else(|| self.authfile.clone()),
+            tls_verify: tls_verify.unwrap_or(self.tls_verify),
+            cert_dir: cert_dir.clone().or_else(|| self.cert_dir.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// How registries are reached with these flags.
+    fn options(&self) -> anyhow::Result<strata::registry::Options> {
+        use strata::registry::credentials::{Credential, Lookup};
+        Ok(strata::registry::Options {
+            lookup: Lookup {
+                creds: self
+                    .creds
+                    .as_deref()
+                    .map(Credential::from_flag)
+                    .transpose()?,
+                authfile: self.authfile.clone(),
+                no_files: false,
+            },
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            retries: self.retries,
+            jobs: self.jobs,
+            transfers: commands::progress::TransferBars::for_terminal(self.quiet),
+            ..Default::default()
+        })
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -530,8 +617,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         require_platform: cli.platform.is_some(),
         verify: true,
         store: Arc::new(blob_store(&cache, &cli.blob_cache_size)?),
-        registry: Arc::new(registry_options(&cli)?),
+        registry: Arc::new(RegistryFlags::of(&cli).options()?),
     };
+    let registry_flags = RegistryFlags::of(&cli);
     match cli.command {
         Command::Inspect { image, json } => {
             let img = open(&image, &opts)?;
@@ -772,13 +860,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tags,
             compress,
             force,
+            sides,
         } => {
-            let img = open(&src, &opts)?;
+            let s = &sides;
+            let src_registry = registry_flags
+                .side(
+                    &s.src_creds,
+                    &s.src_authfile,
+                    s.src_tls_verify,
+                    &s.src_cert_dir,
+                )
+                .options()?;
+            let dst_registry = registry_flags
+                .side(
+                    &s.dest_creds,
+                    &s.dest_authfile,
+                    s.dest_tls_verify,
+                    &s.dest_cert_dir,
+                )
+                .options()?;
+            let dst_registry = Arc::new(dst_registry);
+            let src_opts = OpenOptions {
+                registry: Arc::new(src_registry),
+                ..opts.clone()
+            };
+            let img = open(&src, &src_opts)?;
             let dst_path = std::path::PathBuf::from(&dst);
             let out = commands::ImageOutput::resolve(
                 Some(&dst_path),
                 format.map(Into::into),
-                &opts.registry,
+                &dst_registry,
             )?;
             let protect = commands::input_paths(&img.reference);
             let target = strata::sink::Target {
@@ -791,7 +902,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 level: None,
                 measure_first: false,
                 protect: &protect,
-                registry: &opts.registry,
+                registry: &dst_registry,
             };
             let tags = if tags.is_empty() {
                 img.tags.clone()

@@ -1064,3 +1064,79 @@ fn a_copy_that_changes_nothing_keeps_the_manifest_digest() {
         );
     }
 }
+
+/// skopeo's per-side flags of `copy`: `--src-creds`/`--dest-creds` (and `--src-tls-verify`,
+/// `--dest-tls-verify`) replace the global flag for their side only.
+#[test]
+fn copy_takes_credentials_and_tls_per_side() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::Htpasswd("alice", "s3cret"), false);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[0], Comp::Gzip);
+    let src = format!("oci:{}", oci.display());
+    let dst = format!("docker://{}/side/app:1", reg.addr);
+    // The global --creds is wrong; the destination's own is right: the push works.
+    ok(strata(
+        &[
+            "copy",
+            &src,
+            &dst,
+            "--creds",
+            "alice:wrong",
+            "--dest-creds",
+            "alice:s3cret",
+            "--dest-tls-verify=false",
+        ],
+        home,
+    ));
+    // A wrong --dest-creds is used (over a right global one) and fails.
+    let e = fail(strata(
+        &[
+            "copy",
+            &src,
+            &format!("docker://{}/side/app:2", reg.addr),
+            "--creds",
+            "alice:s3cret",
+            "--dest-creds",
+            "alice:wrong",
+            "--tls-verify=false",
+        ],
+        home,
+    ));
+    assert!(e.contains("authentication failed"), "{e}");
+    // Pulling: the source's flags, not the global ones (which would refuse plain HTTP).
+    let back = dir.path().join("back");
+    ok(strata(
+        &[
+            "copy",
+            &dst,
+            &format!("oci:{}:1", back.display()),
+            "--creds",
+            "alice:wrong",
+            "--src-creds",
+            "alice:s3cret",
+            "--src-tls-verify=false",
+        ],
+        home,
+    ));
+    // Without --src-tls-verify=false the plain-HTTP registry is refused.
+    let e = fail(strata(
+        &[
+            "copy",
+            &dst,
+            &format!("oci:{}:2", back.display()),
+            "--src-creds",
+            "alice:s3cret",
+        ],
+        home,
+    ));
+    assert!(e.contains(&reg.addr), "{e}");
+    assert_eq!(
+        common::flatten_ref(&format!("oci:{}:1", back.display())).unwrap(),
+        common::flatten_ref(&src).unwrap(),
+        "the copy back is the image"
+    );
+}
