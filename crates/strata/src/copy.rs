@@ -7,7 +7,7 @@
 use crate::compression::Compression;
 use crate::control::Cancel;
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{Image, Layer};
 use crate::sink::{ImageWriter, LayerOut};
 
 /// Write `img` through `writer` as it is, named `tags`; with `recompress`, layers not stored
@@ -34,21 +34,7 @@ pub fn copy(
             out.push(writer.kept_layer(layer, &diff_id, false)?);
             continue;
         }
-        let written = writer.new_layer(&mut |w| {
-            let label = layer.label();
-            let mut tar = crate::layer::open(layer, Some(diff_id.clone()), true, None, cancel)
-                .map_err(|e| Error::io(&label, e))?;
-            std::io::copy(&mut tar, w).map_err(|e| Error::io(&label, e))?;
-            Ok(())
-        })?;
-        if written.diff_id != diff_id {
-            return Err(Error::Digest {
-                what: format!("{} (diff_id)", layer.label()),
-                expected: diff_id,
-                actual: written.diff_id,
-            });
-        }
-        out.push(written);
+        out.push(rewrite_layer(writer, layer, &diff_id, None, cancel)?);
     }
     let as_stored = out
         .iter()
@@ -63,4 +49,35 @@ pub fn copy(
     }
     writer.finish(&img.config_raw, &out, tags)?;
     Ok(out)
+}
+
+/// `layer`'s tar written through `writer` as a new layer (named from `key` where a format
+/// names it before its bytes: see [`ImageWriter::new_keyed_layer`]), checked to come out with
+/// its `diff_id`.
+pub(crate) fn rewrite_layer(
+    writer: &mut dyn ImageWriter,
+    layer: &Layer,
+    diff_id: &str,
+    key: Option<&str>,
+    cancel: &Cancel,
+) -> Result<LayerOut> {
+    let mut produce = |w: &mut dyn std::io::Write| {
+        let label = layer.label();
+        let mut tar = crate::layer::open(layer, Some(diff_id.to_string()), true, None, cancel)
+            .map_err(|e| Error::io(&label, e))?;
+        std::io::copy(&mut tar, w).map_err(|e| Error::io(&label, e))?;
+        Ok(())
+    };
+    let written = match key {
+        Some(k) => writer.new_keyed_layer(k, None, &mut produce)?,
+        None => writer.new_layer(&mut produce)?,
+    };
+    if written.diff_id != diff_id {
+        return Err(Error::Digest {
+            what: format!("{} (diff_id)", layer.label()),
+            expected: diff_id.to_string(),
+            actual: written.diff_id,
+        });
+    }
+    Ok(written)
 }

@@ -209,22 +209,7 @@ impl ImageWriter for Republished<'_, '_> {
         if layer.index != self.top {
             return self.inner.kept_layer(layer, diff_id, verified);
         }
-        let cancel = self.cancel.clone();
-        let out = self.inner.new_keyed_layer(&self.key, None, &mut |w| {
-            let label = layer.label();
-            let mut tar = crate::layer::open(layer, Some(diff_id.to_string()), true, None, &cancel)
-                .map_err(|e| Error::io(&label, e))?;
-            io::copy(&mut tar, w).map_err(|e| Error::io(&label, e))?;
-            Ok(())
-        })?;
-        if out.diff_id != diff_id {
-            return Err(Error::Digest {
-                what: format!("{} (diff_id)", layer.label()),
-                expected: diff_id.to_string(),
-                actual: out.diff_id,
-            });
-        }
-        Ok(out)
+        crate::copy::rewrite_layer(self.inner, layer, diff_id, Some(&self.key), &self.cancel)
     }
     fn new_layer(&mut self, produce: &mut crate::sink::members::Produce<'_>) -> Result<LayerOut> {
         self.inner.new_layer(produce)
