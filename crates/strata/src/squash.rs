@@ -11,7 +11,7 @@ use crate::image::{Image, Layer};
 use crate::merge::{MergeOptions, Merger};
 use crate::sink::{ImageWriter, LayerOut};
 use serde_json::{Value, json};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 pub use crate::timestamp::rfc3339_from_epoch;
 
@@ -111,8 +111,8 @@ pub fn squash(
             cancel: opts.cancel.clone(),
         };
         passes += 1;
-        let mut bw = BufWriter::with_capacity(1 << 20, w);
-        let merger = Merger::new(&mut bw);
+        // Buffered enough below: every member writer buffers (a hashing one, or the output's).
+        let merger = Merger::new(w);
         let merger = match &view {
             Some(v) => merger.onto(v, kept),
             None => merger,
@@ -121,7 +121,7 @@ pub fn squash(
             Some(p) => merger.run_with(p, squashed, &mopts)?,
             None => merger.run(squashed, &mopts)?,
         };
-        bw.flush().map_err(|e| Error::output("writing output", e))
+        w.flush().map_err(|e| Error::output("writing output", e))
     })?;
     out.push(new);
     let config = squashed_config(img, opts.from, &out, opts.created.as_deref())?;

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -34,12 +34,17 @@ impl Digested {
     }
 }
 
-/// Counts and hashes what passes through to `inner`. The hashing runs on a helper thread
-/// (fed 1 MiB buffers), so it overlaps the merge that produces the bytes.
+/// Counts and hashes what passes through to `inner`, buffering it: each full 1 MiB buffer is
+/// written to `inner`, then handed whole to a helper thread that hashes it (so the hashing
+/// overlaps the merge that produces the bytes) and gives it back to be filled again — the
+/// bytes are copied once, into the buffer, and no buffer is allocated per chunk. Nothing
+/// reaches `inner` after the last full buffer until `flush` or `finish`.
 pub struct HashWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Buffers the hasher is done with.
+    spent: Option<Receiver<Vec<u8>>>,
     hasher: Option<JoinHandle<Hashes>>,
     /// Hashing here instead, when the helper thread could not be started.
     inline: Option<Hashes>,
@@ -69,6 +74,8 @@ impl Hashes {
 }
 
 const HASH_CHUNK: usize = 1 << 20;
+/// Buffers in the hasher's hands at once (queued or being hashed), beside the one filling.
+const HASH_QUEUE: usize = 3;
 
 impl<W: Write> HashWriter<W> {
     /// A writer to `inner` that counts and computes the SHA-256.
@@ -82,13 +89,16 @@ impl<W: Write> HashWriter<W> {
     }
 
     fn start(inner: W, with_check: bool) -> Self {
-        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = sync_channel::<Vec<u8>>(HASH_QUEUE - 1);
+        let (back, spent) = sync_channel::<Vec<u8>>(HASH_QUEUE);
         let hasher = std::thread::Builder::new()
             .name("output-hasher".into())
             .spawn(move || {
                 let mut h = Hashes::new(with_check);
-                for chunk in rx {
+                for mut chunk in rx {
                     h.update(&chunk);
+                    chunk.clear();
+                    let _ = back.try_send(chunk);
                 }
                 h
             })
@@ -102,14 +112,33 @@ impl<W: Write> HashWriter<W> {
                 Vec::new()
             },
             tx: threaded.then_some(tx),
+            spent: threaded.then_some(spent),
             hasher,
             inline: (!threaded).then(|| Hashes::new(with_check)),
             size: 0,
         }
     }
 
-    /// Wait for the hashing to end: the inner writer back, with the size and digest of what
-    /// was written.
+    /// Write the buffer on, then give it to the hasher.
+    fn pass_on(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_all(&self.buf)?;
+        let next = match self.spent.as_ref().map(Receiver::try_recv) {
+            Some(Ok(v)) => v,
+            _ => Vec::with_capacity(HASH_CHUNK),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if !sent {
+            return Err(io::Error::other("the output hasher stopped"));
+        }
+        Ok(())
+    }
+
+    /// Wait for the hashing to end: the inner writer back (everything written to it, not
+    /// flushed), with the size and digest of what was written.
     pub fn finish(self) -> Result<(W, Digested)> {
         self.finish_checked().map(|(w, d, _)| (w, d))
     }
@@ -119,10 +148,8 @@ impl<W: Write> HashWriter<W> {
         let h = match self.inline.take() {
             Some(h) => h,
             None => {
-                let last = std::mem::take(&mut self.buf);
-                if let Some(tx) = self.tx.take() {
-                    let _ = tx.send(last);
-                }
+                self.pass_on().map_err(wio)?;
+                drop(self.tx.take());
                 // A hasher that died has not seen everything: its digest must not be used.
                 match self.hasher.take().map(JoinHandle::join) {
                     Some(Ok(h)) => h,
@@ -179,23 +206,23 @@ impl<W: Write> Write for CheckWriter<W> {
 
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.size += n as u64;
         if let Some(h) = &mut self.inline {
+            let n = self.inner.write(data)?;
             h.update(&data[..n]);
+            self.size += n as u64;
             return Ok(n);
         }
+        let room = HASH_CHUNK - self.buf.len().min(HASH_CHUNK);
+        let n = data.len().min(room);
         self.buf.extend_from_slice(&data[..n]);
+        self.size += n as u64;
         if self.buf.len() >= HASH_CHUNK {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(HASH_CHUNK));
-            let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
-            if !sent {
-                return Err(io::Error::other("the output hasher stopped"));
-            }
+            self.pass_on()?;
         }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
+        self.pass_on()?;
         self.inner.flush()
     }
 }
@@ -647,5 +674,52 @@ impl Members for Measure {
 
     fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the sizes of the writes (a header, a chunk straddling the buffer, several
+    /// buffers at once, a flush between), the inner writer gets the same bytes in order and the
+    /// digest is theirs.
+    #[test]
+    fn hash_writer_passes_every_byte_on_and_hashes_them() {
+        let data: Vec<u8> = (0..3 * HASH_CHUNK + 12345)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for sizes in [
+            vec![512, 1 << 16],
+            vec![HASH_CHUNK - 1, 3],
+            vec![3 * HASH_CHUNK],
+            vec![1],
+        ] {
+            let mut hw = HashWriter::checked(Vec::new());
+            let (mut at, mut k) = (0, 0);
+            while at < data.len() {
+                let n = sizes[k % sizes.len()].min(data.len() - at);
+                hw.write_all(&data[at..at + n]).unwrap();
+                if k == 2 {
+                    hw.flush().unwrap();
+                }
+                at += n;
+                k += 1;
+            }
+            let (out, d, check) = hw.finish_checked().unwrap();
+            assert!(out == data, "{sizes:?}: the bytes passed on");
+            assert_eq!(d.size, data.len() as u64);
+            assert_eq!(d.sha256, hex::encode(Sha256::digest(&data)), "{sizes:?}");
+            assert_eq!(check, Some(xxhash_rust::xxh3::xxh3_128(&data)));
+        }
+    }
+
+    /// Nothing is held back past `flush`: a reader of the inner writer sees every byte.
+    #[test]
+    fn hash_writer_flush_passes_the_buffer_on() {
+        let mut hw = HashWriter::new(Vec::new());
+        hw.write_all(b"header").unwrap();
+        hw.flush().unwrap();
+        assert_eq!(hw.inner, b"header");
     }
 }
