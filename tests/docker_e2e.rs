@@ -374,6 +374,38 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
         v["RootFS"]["Layers"],
         "{tag_piped}: the piped squash's layer is the file's"
     );
+    // skopeo reads the piped order too (the layer before the config and manifest.json), and
+    // finds the same layer: the bytes that went through a real pipe, kept in a file.
+    if which("skopeo") {
+        let piped = workdir().join(format!("{name}-piped.tar"));
+        let mut child = Command::new(common::strata_bin())
+            .args(["squash", "-q", &src, "--tag", &tag_piped, "-o", "-"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::fs::File::create(&piped).unwrap();
+        std::io::copy(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(child.wait().unwrap().success(), "strata squash -o -");
+        let seen: serde_json::Value = serde_json::from_slice(&tool(
+            "skopeo",
+            &["inspect", &format!("docker-archive:{}", piped.display())],
+        ))
+        .unwrap();
+        assert_eq!(
+            seen["Layers"], v["RootFS"]["Layers"],
+            "skopeo inspect of the piped squash"
+        );
+        let copied = workdir().join(format!("{name}-piped-oci"));
+        tool(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("docker-archive:{}", piped.display()),
+                &format!("oci:{}:p", copied.display()),
+            ],
+        );
+    }
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("{RUN}-{name}:from1");
     strata_into_docker_load(&[
