@@ -584,3 +584,46 @@ fn squash_says_what_it_wrote() {
     ok(&o);
     assert!(o.stderr.is_empty(), "-q says nothing");
 }
+
+/// Kept layers big enough to go into a pipe by `sendfile` (page cache to pipe, no copy through
+/// strata) arrive as the same bytes as in the file output: a real pipe, read by another process.
+#[test]
+fn kept_layers_sent_into_a_pipe_are_the_files_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let l0 = LayerBuilder::new()
+        .dir("opt")
+        .file_meta("opt/big", &big, &Meta::default())
+        .build();
+    let l1 = LayerBuilder::new().file("opt/small", "s").build();
+    let l2 = LayerBuilder::new().file("opt/top", "t").build();
+    let src = write_docker_archive(d.path(), &[l0.clone(), l1.clone(), l2])
+        .display()
+        .to_string();
+    let file = d.path().join("sq.tar");
+    ok(&squash_cli(&[
+        "-q",
+        &src,
+        "--from",
+        "2",
+        "-o",
+        &file.display().to_string(),
+    ]));
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' squash -q '{src}' --from 2 -o - | cat",
+            strata_bin().display()
+        ))
+        .output()
+        .unwrap();
+    ok(&piped);
+    let want = std::fs::read(&file).unwrap();
+    assert!(
+        piped.stdout == want,
+        "the piped squash differs from the file's"
+    );
+    let layers = layer_tars(&file.display().to_string());
+    assert_eq!(layers[0], l0, "the big kept layer, byte for byte");
+    assert_eq!(layers[1], l1);
+}

@@ -336,6 +336,39 @@ fn copy_file_region(region: &FileRegion, out: &File) -> io::Result<u64> {
     Ok(region.len)
 }
 
+/// Regions smaller than this are copied through the output's buffer (a flush and a system
+/// call each would cost more than the copy).
+const SENDFILE_AT_LEAST: u64 = 1 << 20;
+
+fn is_pipe(f: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Send a region into a pipe with `sendfile(2)`: the kernel hands the pipe the page-cache
+/// pages, nothing is copied through strata.
+fn send_region(region: &FileRegion, pipe: &File) -> io::Result<()> {
+    let mut off = region.offset;
+    let end = region.offset + region.len;
+    while off < end {
+        let want = usize::try_from(end - off)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::sendfile(pipe, &*region.file, Some(&mut off), want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file is shorter than its index says (truncated?)",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e == rustix::io::Errno::INTR => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Copy a region to `w`, hashing it unless its digest is `known` (already verified).
 fn copy_region(
     name: &str,
@@ -387,6 +420,9 @@ pub enum TarMembers<'a> {
         w: &'a mut dyn Write,
         /// First passes not used yet, in member order: (size and digest, xxh3-128 check).
         known: VecDeque<(Digested, u128)>,
+        /// `w`'s own file when it is a pipe (a duplicate of its descriptor): verified regions
+        /// go into it by `sendfile`, page-cache to pipe with no copy through user space.
+        pipe: Option<File>,
     },
 }
 
@@ -402,6 +438,7 @@ impl<'a> TarMembers<'a> {
         TarMembers::Stream {
             w,
             known: VecDeque::new(),
+            pipe: None,
         }
     }
 
@@ -410,7 +447,17 @@ impl<'a> TarMembers<'a> {
         TarMembers::Stream {
             w,
             known: measured.produced.into(),
+            pipe: None,
         }
+    }
+
+    /// Copy verified regions into `pipe` — the file `w` writes to, duplicated — in the
+    /// kernel, `w` flushed first. Only a pipe is taken (anything else is ignored).
+    pub fn with_pipe(mut self, pipe: Option<File>) -> Self {
+        if let TarMembers::Stream { pipe: p, .. } = &mut self {
+            *p = pipe.filter(is_pipe);
+        }
+        self
     }
 
     fn writer(&mut self) -> &mut dyn Write {
@@ -460,6 +507,23 @@ impl Members for TarMembers<'_> {
         known: Option<&str>,
     ) -> Result<Digested> {
         self.write_all(&header(name, region.len))?;
+        if let (
+            TarMembers::Stream {
+                w, pipe: Some(p), ..
+            },
+            Some(sha),
+        ) = (&mut *self, known)
+            && region.len >= SENDFILE_AT_LEAST
+        {
+            w.flush().map_err(wio)?;
+            send_region(region, p).map_err(|e| Error::io(format!("copying {name}"), e))?;
+            let d = Digested {
+                size: region.len,
+                sha256: sha.to_string(),
+            };
+            self.pad(d.size)?;
+            return Ok(d);
+        }
         let d = copy_region(name, region, known, self.writer())?;
         self.advance(d.size);
         self.pad(d.size)?;
@@ -495,7 +559,7 @@ impl Members for TarMembers<'_> {
                 *pos = end;
                 Ok(d)
             }
-            TarMembers::Stream { w, known } => {
+            TarMembers::Stream { w, known, .. } => {
                 // Pass 1: count and hash only (unless a Measure run did it).
                 let (first, check) = match known.pop_front() {
                     Some(k) => k,

@@ -157,6 +157,17 @@ fn check(t: &Target<'_>) -> Result<()> {
 pub fn write_image_to<R>(
     t: &Target<'_>,
     w: &mut dyn std::io::Write,
+    go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
+) -> Result<R> {
+    write_image_into(t, w, None, go)
+}
+
+/// [`write_image_to`], with `pipe` the file `w` writes to when it may be a pipe (a duplicate
+/// descriptor): verified regions are then sent into it by the kernel.
+fn write_image_into<R>(
+    t: &Target<'_>,
+    w: &mut dyn std::io::Write,
+    pipe: Option<std::fs::File>,
     mut go: impl FnMut(&mut dyn ImageWriter) -> Result<R>,
 ) -> Result<R> {
     check(t)?;
@@ -168,9 +179,9 @@ pub fn write_image_to<R>(
     if t.measure_first {
         let mut m = Measure::default();
         go(writer_for(t, &mut m).as_mut())?;
-        go(writer_for(t, &mut TarMembers::replay(w, m)).as_mut())
+        go(writer_for(t, &mut TarMembers::replay(w, m).with_pipe(pipe)).as_mut())
     } else {
-        go(writer_for(t, &mut TarMembers::stream(w)).as_mut())
+        go(writer_for(t, &mut TarMembers::stream(w).with_pipe(pipe)).as_mut())
     }
 }
 
@@ -194,7 +205,10 @@ pub fn write_image<R>(
     }
     let mut sink = Sink::create(t.path, t.force)?;
     let r = match &mut sink {
-        Sink::Stdout(w) | Sink::Device(w) => write_image_to(t, w, go)?,
+        Sink::Stdout(w) | Sink::Device(w) => {
+            let pipe = w.get_ref().try_clone().ok();
+            write_image_into(t, w, pipe, go)?
+        }
         Sink::File { tmp, .. } => {
             let mut bw = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             let r = go(writer_for(t, &mut TarMembers::seekable(&mut bw)?).as_mut())?;
