@@ -139,14 +139,15 @@ impl Blob {
         size: Option<u64>,
         store: Arc<BlobStore>,
     ) -> Blob {
-        let live = digest.as_ref().map(|d| (d.clone(), store.clone()));
-        if let Some((d, st)) = &live
-            && let Some(inner) = st
-                .live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(d)
-                .and_then(std::sync::Weak::upgrade)
+        // Looked up and registered under one lock: two images opened at once that name the
+        // same blob must get the same one (one fetch), not one each.
+        let st = store.clone();
+        let key = digest.clone();
+        let mut map = key
+            .as_ref()
+            .map(|_| st.live.lock().unwrap_or_else(|p| p.into_inner()));
+        if let (Some(d), Some(map)) = (&key, &map)
+            && let Some(inner) = map.get(d).and_then(std::sync::Weak::upgrade)
         {
             return Blob { inner };
         }
@@ -167,8 +168,7 @@ impl Blob {
                 changed: Condvar::new(),
             }),
         };
-        if let Some((d, st)) = live {
-            let mut map = st.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(d), Some(map)) = (key, map.as_mut()) {
             map.retain(|_, w| w.strong_count() > 0);
             map.insert(d, Arc::downgrade(&blob.inner));
         }
