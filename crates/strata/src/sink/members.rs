@@ -297,43 +297,56 @@ fn wio(e: io::Error) -> Error {
     Error::output("writing output", e)
 }
 
-/// Copy a region into a new file with `copy_file_range` (no user-space copy), falling back
-/// to reading and writing where the kernel cannot (across some filesystems).
-fn copy_file_region(region: &FileRegion, out: &File) -> io::Result<u64> {
+/// Move a region out with a kernel copy (`copy_file_range`, `sendfile`): `step(off, want)`
+/// moves up to `want` bytes from `off` in the region's file, advancing `off`. A failure comes
+/// back with whether nothing had been moved yet (a caller may then fall back).
+fn kernel_copy(
+    region: &FileRegion,
+    mut step: impl FnMut(&mut u64, usize) -> rustix::io::Result<usize>,
+) -> Result<(), (io::Error, bool)> {
     let mut off = region.offset;
     let end = region.offset + region.len;
     while off < end {
         let want = usize::try_from(end - off)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
-        match rustix::fs::copy_file_range(&*region.file, Some(&mut off), out, None, want) {
+        match step(&mut off, want) {
             Ok(0) => {
-                return Err(io::Error::new(
+                let short = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "file is shorter than its index says (truncated?)",
-                ));
+                );
+                return Err((short, off == region.offset));
             }
             Ok(_) => {}
             Err(e) if e == rustix::io::Errno::INTR => {}
-            Err(e)
-                if off == region.offset
-                    && [
-                        rustix::io::Errno::XDEV,
-                        rustix::io::Errno::NOSYS,
-                        rustix::io::Errno::INVAL,
-                        rustix::io::Errno::OPNOTSUPP,
-                    ]
-                    .contains(&e) =>
-            {
-                let mut w = io::BufWriter::with_capacity(1 << 20, out);
-                let n = io::copy(&mut region.reader(), &mut w)?;
-                w.flush()?;
-                return Ok(n);
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err((e.into(), off == region.offset)),
         }
     }
-    Ok(region.len)
+    Ok(())
+}
+
+/// Copy a region into a new file with `copy_file_range` (no user-space copy), falling back
+/// to reading and writing where the kernel cannot (across some filesystems).
+fn copy_file_region(region: &FileRegion, out: &File) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let copied = kernel_copy(region, |off, want| {
+        rustix::fs::copy_file_range(&*region.file, Some(off), out, None, want)
+    });
+    match copied {
+        Ok(()) => Ok(region.len),
+        Err((e, true))
+            if [Errno::XDEV, Errno::NOSYS, Errno::INVAL, Errno::OPNOTSUPP]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+        {
+            let mut w = io::BufWriter::with_capacity(1 << 20, out);
+            let n = io::copy(&mut region.reader(), &mut w)?;
+            w.flush()?;
+            Ok(n)
+        }
+        Err((e, _)) => Err(e),
+    }
 }
 
 /// Regions smaller than this are copied through the output's buffer (a flush and a system
@@ -348,25 +361,10 @@ fn is_pipe(f: &File) -> bool {
 /// Send a region into a pipe with `sendfile(2)`: the kernel hands the pipe the page-cache
 /// pages, nothing is copied through strata.
 fn send_region(region: &FileRegion, pipe: &File) -> io::Result<()> {
-    let mut off = region.offset;
-    let end = region.offset + region.len;
-    while off < end {
-        let want = usize::try_from(end - off)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        match rustix::fs::sendfile(pipe, &*region.file, Some(&mut off), want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file is shorter than its index says (truncated?)",
-                ));
-            }
-            Ok(_) => {}
-            Err(e) if e == rustix::io::Errno::INTR => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    kernel_copy(region, |off, want| {
+        rustix::fs::sendfile(pipe, &*region.file, Some(off), want)
+    })
+    .map_err(|(e, _)| e)
 }
 
 /// Copy a region to `w`, hashing it unless its digest is `known` (already verified).
