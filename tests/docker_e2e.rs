@@ -288,15 +288,7 @@ fn check_image(name: &str) {
     // The same image as an OCI layout (skopeo gzip-compresses the layers).
     if which("skopeo") {
         let oci = workdir().join(format!("{name}-oci"));
-        tool(
-            "skopeo",
-            &[
-                "copy",
-                "-q",
-                &format!("docker-archive:{}", archive.display()),
-                &format!("oci:{}:{name}", oci.display()),
-            ],
-        );
+        skopeo_to_oci(&archive, &oci, name);
         let got = strata_flatten(&format!("oci:{}:{name}", oci.display()));
         assert_canon_eq(&format!("{name} (oci via skopeo)"), &want, &got);
     } else if std::env::var_os("CI").is_some() {
@@ -396,15 +388,7 @@ fn check_squash(name: &str, archive: &Path, want: &Canon) {
             "skopeo inspect of the piped squash"
         );
         let copied = workdir().join(format!("{name}-piped-oci"));
-        tool(
-            "skopeo",
-            &[
-                "copy",
-                "-q",
-                &format!("docker-archive:{}", piped.display()),
-                &format!("oci:{}:p", copied.display()),
-            ],
-        );
+        skopeo_to_oci(&piped, &copied, "p");
     }
     // The top layers only, through a pipe into `docker load`.
     let tag_from = format!("{RUN}-{name}:from1");
@@ -819,6 +803,19 @@ fn strata_into_docker_load(args: &[&str]) {
 /// `strata build … -o - | docker load`.
 fn build_into_docker(args: &[&str]) {
     strata_into_docker_load(&[&["-q", "build"][..], args, &["-o", "-"]].concat());
+}
+
+/// `skopeo copy docker-archive:ARCHIVE oci:DIR:TAG` (skopeo reads the whole archive).
+fn skopeo_to_oci(archive: &Path, dir: &Path, tag: &str) {
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("docker-archive:{}", archive.display()),
+            &format!("oci:{}:{tag}", dir.display()),
+        ],
+    );
 }
 
 /// Run a second-opinion tool (skopeo, umoci); its stdout, or a panic with its stderr.
