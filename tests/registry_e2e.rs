@@ -1140,3 +1140,152 @@ fn copy_takes_credentials_and_tls_per_side() {
         "the copy back is the image"
     );
 }
+
+/// `strata serve --publish` pushes a squash it has written already: `squash::republish` takes
+/// the squashed layer and config from that result, the kept layers from the source, and
+/// never reads the squashed layers again — here they are overwritten after the squash, so a
+/// second merge would fail their digests — yet pushes exactly the image a direct squash to
+/// the registry pushes.
+#[test]
+fn a_written_squash_is_published_without_merging_again() {
+    use strata::image::platform::Platform;
+    use strata::sink::{Destination, Format, Target};
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let layers = vec![
+        LayerBuilder::new()
+            .dir("etc")
+            .file("etc/base", "b")
+            .file("etc/old", "o")
+            .build(),
+        LayerBuilder::new()
+            .file("etc/one", "1")
+            .whiteout("etc/old")
+            .build(),
+        LayerBuilder::new()
+            .file("etc/two", "2")
+            .file("etc/one", "1b")
+            .build(),
+    ];
+    for (fmt, cli_fmt, push_fmt) in [
+        (
+            Format::DockerArchive,
+            "docker-archive",
+            Format::DockerArchive,
+        ),
+        (Format::OciArchive, "oci-archive", Format::Oci),
+    ] {
+        let oci = write_oci_dir(
+            &dir.path().join(format!("src-{cli_fmt}")),
+            &layers,
+            Comp::Gzip,
+        );
+        let src = format!("oci:{}", oci.display());
+        let push_as = if push_fmt == Format::Oci {
+            "oci"
+        } else {
+            "docker-archive"
+        };
+        let direct = format!("docker://{}/pub:direct-{cli_fmt}", reg.addr);
+        ok(strata(
+            &[
+                "squash",
+                &src,
+                "--last",
+                "2",
+                "--format",
+                push_as,
+                "-o",
+                &direct,
+                "--tls-verify=false",
+            ],
+            dir.path(),
+        ));
+        let written = dir.path().join(format!("result-{cli_fmt}.tar"));
+        let w = written.to_str().unwrap();
+        ok(strata(
+            &["squash", &src, "--last", "2", "--format", cli_fmt, "-o", w],
+            dir.path(),
+        ));
+
+        let source =
+            strata::image::oci_layout::open_dir(&oci, None, &Platform::default(), &src).unwrap();
+        let result = if fmt == Format::DockerArchive {
+            strata::image::docker_archive::open(&written, None, w).unwrap()
+        } else {
+            strata::image::oci_layout::open_archive(&written, None, &Platform::default(), w)
+                .unwrap()
+        };
+        // The squashed layers' blobs, spoiled in place (same size, other bytes).
+        for l in &source.layers[1..] {
+            let hex = l
+                .digest
+                .as_deref()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap();
+            let blob = oci.join("blobs/sha256").join(hex);
+            let len = std::fs::metadata(&blob).unwrap().len() as usize;
+            let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; len], 0).unwrap();
+        }
+        let opts = strata::registry::Options {
+            tls_verify: false,
+            ..Default::default()
+        };
+        let target = Target {
+            format: push_fmt,
+            path: None,
+            force: false,
+            compression: strata::compression::Compression::Gzip,
+            level: None,
+            measure_first: false,
+            protect: &[],
+            registry: &opts,
+        };
+        let again = format!("//{}/pub:again-{cli_fmt}", reg.addr);
+        strata::sink::registry::Registry
+            .write(&again, &target, &mut |w| {
+                strata::squash::republish(&source, 1, &result, w, &[]).map(|_| ())
+            })
+            .unwrap();
+        // The same image: the same config (so the same squashed tar, by its diff_id), the
+        // kept layer mounted as it was. (The new layer's gzip bytes may differ: deflate's
+        // output depends on how its input was cut into writes.)
+        let manifest = |r: &str| -> serde_json::Value {
+            let raw =
+                run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", r]));
+            serde_json::from_str(&raw).unwrap()
+        };
+        let (m_again, m_direct) = (manifest(&format!("docker:{again}")), manifest(&direct));
+        assert_eq!(
+            m_again["config"], m_direct["config"],
+            "{cli_fmt}: the config"
+        );
+        assert_eq!(m_again["mediaType"], m_direct["mediaType"], "{cli_fmt}");
+        assert_eq!(
+            m_again["layers"][0], m_direct["layers"][0],
+            "{cli_fmt}: the kept layer"
+        );
+        assert_eq!(m_again["layers"].as_array().unwrap().len(), 2, "{cli_fmt}");
+        let flat = |r: &str| {
+            ok(strata(
+                &["flatten", r, "-o", "-", "--tls-verify=false"],
+                dir.path(),
+            ))
+        };
+        assert!(
+            flat(&format!("docker:{again}")) == flat(&direct),
+            "{cli_fmt}: the republished tree differs"
+        );
+        // And a merge now would fail: the spoiled blobs are really what a second squash reads.
+        let e = fail(strata(
+            &["squash", &src, "--last", "2", "-o", "-"],
+            dir.path(),
+        ));
+        assert!(e.contains("layer 1") || e.contains("layer 2"), "{e}");
+    }
+}

@@ -557,6 +557,8 @@ fn two_replicas_behind_nginx_share_a_published_squash_through_the_registry() {
     } else {
         (&bb, &ba)
     };
+    let read = metric(computed, "strata_upstream_bytes_total");
+    assert!(read > 0.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(computed, "strata_published_total") < 1.0 {
         let logs = |s: &Server| {
@@ -573,6 +575,10 @@ fn two_replicas_behind_nginx_share_a_published_squash_through_the_registry() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The push is counted as sent, not read; and publishing reads nothing more (the pushed
+    // squash is the result file's).
+    assert!(metric(computed, "strata_upstream_sent_bytes_total") > 0.0);
+    assert_eq!(metric(computed, "strata_upstream_bytes_total"), read);
     // Through nginx again until the other replica answers: from the registry, no squash.
     let mut second = None;
     for _ in 0..4 {

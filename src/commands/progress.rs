@@ -33,7 +33,12 @@ impl strata::registry::Transfer for NoBar {
 }
 
 impl strata::registry::Transfers for TransferBars {
-    fn start(&self, label: String, total: Option<u64>) -> Box<dyn strata::registry::Transfer> {
+    fn start(
+        &self,
+        _: strata::registry::Direction,
+        label: String,
+        total: Option<u64>,
+    ) -> Box<dyn strata::registry::Transfer> {
         // Configs and small layers come and go too fast for a bar.
         if total.is_some_and(|t| t < 1 << 20) {
             return Box::new(NoBar);

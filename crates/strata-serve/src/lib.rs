@@ -523,25 +523,40 @@ async fn squash(
         };
         strata::sink::write_image(&target, |w| strata::squash::squash(&img, &opts, w, &tags))?;
         if let Some(p) = published {
-            // In the background: this request is answered from the file already.
-            let opts = strata::squash::SquashOptions {
-                cancel: Default::default(),
-                ..opts
+            // In the background, from the result just written (opened now: the cache may
+            // remove its path later, and an open file stays readable): this request is
+            // answered from the file already, and nothing is merged twice.
+            let shown = format!("the squash to publish as {p}");
+            let result = if format == Format::DockerArchive {
+                strata::image::docker_archive::open(path, None, &shown)
+            } else {
+                let platform = strata::image::platform::Platform::default();
+                strata::image::oci_layout::open_archive(path, None, &platform, &shown)
             };
-            std::thread::spawn(move || publish(&app2, &registry, &img, &opts, format, &tags, &p));
+            match result {
+                Ok(result) => {
+                    std::thread::spawn(move || {
+                        publish(&app2, &registry, &img, from, &result, format, &tags, &p)
+                    });
+                }
+                Err(e) => tracing::warn!("publishing {p}: reading the result: {e}"),
+            }
         }
         Ok(())
     };
     serve_result(&app, &key, &etag, "application/x-tar", None, compute).await
 }
 
-/// Push the squash of `img` to the registry as `name:tag` (kept layers mounted, the new one
-/// gzip'd): Docker's manifest for a docker-archive result, OCI's for an oci-archive one.
+/// Push `result`, the squash of `img` from layer `from`, to the registry as `name:tag`
+/// (kept layers mounted, the new one gzip'd): Docker's manifest for a docker-archive result,
+/// OCI's for an oci-archive one.
+#[allow(clippy::too_many_arguments)]
 fn publish(
     app: &App,
     registry: &Arc<strata::registry::Options>,
     img: &Image,
-    opts: &strata::squash::SquashOptions,
+    from: usize,
+    result: &Image,
     format: strata::sink::Format,
     tags: &[String],
     published: &str,
@@ -564,7 +579,7 @@ fn publish(
     };
     let spec = format!("//{}/{published}", app.host);
     let r = strata::sink::registry::Registry.write(&spec, &target, &mut |w| {
-        strata::squash::squash(img, opts, w, tags).map(|_| ())
+        strata::squash::republish(img, from, result, w, tags).map(|_| ())
     });
     match r {
         Ok(_) => {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Blob bytes read from the registry.
     pub upstream_bytes: Counter,
+    /// Blob bytes pushed to the registry (`--publish`).
+    pub upstream_sent_bytes: Counter,
     /// 429 answers from the registry.
     pub upstream_429: Counter,
     /// Results served from disk.
@@ -51,6 +53,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             in_flight: Gauge::default(),
             upstream_bytes: Counter::default(),
+            upstream_sent_bytes: Counter::default(),
             upstream_429: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
@@ -66,6 +69,11 @@ impl Metrics {
             "upstream_bytes",
             "Blob bytes read from the registry",
             m.upstream_bytes.clone(),
+        );
+        registry.register(
+            "upstream_sent_bytes",
+            "Blob bytes pushed to the registry",
+            m.upstream_sent_bytes.clone(),
         );
         registry.register(
             "upstream_429",
@@ -128,8 +136,16 @@ impl strata::registry::Transfer for Count {
 }
 
 impl strata::registry::Transfers for Upstream {
-    fn start(&self, _label: String, _total: Option<u64>) -> Box<dyn strata::registry::Transfer> {
-        Box::new(Count(self.0.upstream_bytes.clone()))
+    fn start(
+        &self,
+        direction: strata::registry::Direction,
+        _label: String,
+        _total: Option<u64>,
+    ) -> Box<dyn strata::registry::Transfer> {
+        Box::new(Count(match direction {
+            strata::registry::Direction::Download => self.0.upstream_bytes.clone(),
+            strata::registry::Direction::Upload => self.0.upstream_sent_bytes.clone(),
+        }))
     }
 
     fn answered(&self, status: u16) {

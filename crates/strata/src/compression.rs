@@ -185,13 +185,16 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Bzip2(e) => e.write_all(buf),
         }
     }
+    /// Flushes the writer below, not the compressor: a compressor's flush ends its block
+    /// early (gzip's sync flush adds an empty stored block), so the compressed bytes would
+    /// depend on where a producer happens to flush — the same tar gave two layer digests.
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
-            Encoder::Xz(e) => e.flush(),
-            Encoder::Bzip2(e) => e.flush(),
+            Encoder::Gzip(e) => e.get_mut().flush(),
+            Encoder::Zstd(e) => e.get_mut().flush(),
+            Encoder::Xz(e) => e.get_mut().flush(),
+            Encoder::Bzip2(e) => e.get_mut().flush(),
         }
     }
 }
@@ -224,6 +227,37 @@ mod tests {
             let enc = e.finish().unwrap();
             assert_eq!(Compression::detect(&enc), kind, "{kind:?}");
             assert_eq!(decode_all(&enc).unwrap(), data, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_flush_does_not_change_the_compressed_bytes() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let (a, b) = data.split_at(12_345);
+        for kind in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::Bzip2,
+        ] {
+            let compress = |flush: bool| {
+                let mut e = Encoder::new(kind, None, Vec::new()).unwrap();
+                e.write_all(a).unwrap();
+                if flush {
+                    e.flush().unwrap();
+                }
+                e.write_all(b).unwrap();
+                if flush {
+                    e.flush().unwrap();
+                }
+                e.finish().unwrap()
+            };
+            assert!(
+                compress(true) == compress(false),
+                "{kind:?}: flushing changed the output"
+            );
         }
     }
 }

@@ -190,6 +190,50 @@ pub fn squash_key(img: &Image, from: usize) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
+/// Write a squash already made — `result`, what [`squash`] wrote from `source` squashing from
+/// layer `from` (read back from its archive) — to `writer` without merging again: the kept
+/// layers as `source` holds them (a registry that has them mounts them instead of taking
+/// them again), the squashed layer and the config as `result` holds them (an uncompressed
+/// squashed layer is compressed as `writer` compresses new layers; a compressed one goes as
+/// it is). Every layer's diff_id is checked against the result's config.
+pub fn republish(
+    source: &Image,
+    from: usize,
+    result: &Image,
+    writer: &mut dyn ImageWriter,
+    tags: &[String],
+) -> Result<Vec<LayerOut>> {
+    let mismatch = |what: String| {
+        Error::Format(format!(
+            "{} is not the squash of {} from layer {from}: {what}",
+            result.reference, source.reference
+        ))
+    };
+    if from >= source.layers.len() || result.layers.len() != from + 1 {
+        return Err(mismatch(format!(
+            "{} layers, from {} in the source",
+            result.layers.len(),
+            source.layers.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(from + 1);
+    for (kept, ours) in source.layers[..from].iter().zip(&result.layers) {
+        let diff = diff_id_of(kept)?;
+        if ours.diff_id.as_deref() != Some(diff.as_str()) {
+            return Err(mismatch(format!("layer {} differs", kept.index)));
+        }
+        out.push(writer.kept_layer(kept, &diff, true)?);
+    }
+    let top = &result.layers[from];
+    let diff = top
+        .diff_id
+        .clone()
+        .ok_or_else(|| mismatch("its config names no diff_id for the squashed layer".into()))?;
+    out.push(writer.kept_layer(top, &diff, true)?);
+    writer.finish(&result.config_raw, &out, tags)?;
+    Ok(out)
+}
+
 /// An [`ImageWriter`] for copying a squash back from where it was published (a registry):
 /// the squashed layer, at index `top`, is written as [`squash`] wrote it — named from `key`
 /// ([`squash_key`] of the image it was squashed from) — so the copy has the squash's bytes.

@@ -392,8 +392,15 @@ impl Client {
     }
 
     /// A progress report for a transfer of `what`, when progress is shown.
-    pub fn transfer(&self, what: String, total: Option<u64>) -> Option<Box<dyn super::Transfer>> {
-        self.transfers.as_ref().map(|t| t.start(what, total))
+    pub fn transfer(
+        &self,
+        direction: super::Direction,
+        what: String,
+        total: Option<u64>,
+    ) -> Option<Box<dyn super::Transfer>> {
+        self.transfers
+            .as_ref()
+            .map(|t| t.start(direction, what, total))
     }
 
     /// A reader of a blob of `repo`, resumed with `Range` where a stream is cut; `size`,
@@ -520,7 +527,9 @@ impl Read for BlobReader {
                 if self.started.is_none() {
                     self.started = Some(Instant::now());
                     let what = format!("↓ {}", crate::image::short_digest(&self.digest));
-                    self.progress = self.client.transfer(what, self.size);
+                    self.progress =
+                        self.client
+                            .transfer(super::Direction::Download, what, self.size);
                 }
                 self.open()?;
             }

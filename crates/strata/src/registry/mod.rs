@@ -44,11 +44,20 @@ pub struct Options {
     pub transfers: Option<Arc<dyn Transfers>>,
 }
 
+/// Which way a blob goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the registry.
+    Download,
+    /// To the registry.
+    Upload,
+}
+
 /// Progress of blob transfers: each download or upload gets a [`Transfer`].
 pub trait Transfers: Send + Sync {
     /// A transfer begins: `label` says what (`↓ sha256:1234abcd`), `total` its size when
     /// known.
-    fn start(&self, label: String, total: Option<u64>) -> Box<dyn Transfer>;
+    fn start(&self, direction: Direction, label: String, total: Option<u64>) -> Box<dyn Transfer>;
     /// The registry answered `status` to a request that is retried (429, 5xx).
     fn answered(&self, _status: u16) {}
 }

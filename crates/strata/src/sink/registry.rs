@@ -14,6 +14,7 @@ use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::image::Layer;
 use crate::image::registry::{DOCKER_MANIFEST, OCI_MANIFEST, parse_spec};
+use crate::registry::Direction;
 use crate::registry::client::{self, Body, Client, Request, error_text, header};
 use crate::registry::name::ImageName;
 use serde_json::json;
@@ -169,7 +170,8 @@ impl Push {
             return Ok(());
         };
         let what = format!("↑ {}", crate::image::short_digest(digest));
-        let progress = std::sync::Mutex::new(self.client.transfer(what, Some(len)));
+        let progress =
+            std::sync::Mutex::new(self.client.transfer(Direction::Upload, what, Some(len)));
         let counted = || -> io::Result<Box<dyn Read + Send>> {
             let inner = open()?;
             // A retry starts the count again.
@@ -202,7 +204,9 @@ impl Push {
             location,
             buf: Vec::with_capacity(UPLOAD_CHUNK),
             sent: 0,
-            progress: self.client.transfer("↑ new layer".into(), None),
+            progress: self
+                .client
+                .transfer(Direction::Upload, "↑ new layer".into(), None),
         };
         let mut hashed = HashWriter::new(upload);
         produce(&mut hashed)?;
