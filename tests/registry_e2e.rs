@@ -1289,3 +1289,143 @@ fn a_written_squash_is_published_without_merging_again() {
         assert!(e.contains("layer 1") || e.contains("layer 2"), "{e}");
     }
 }
+
+/// A CONNECT proxy on loopback, for the proxy test: it tunnels each connection to the
+/// address asked for and keeps each request's head; with `refuse` it answers 407 instead.
+struct ConnectProxy {
+    addr: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn connect_proxy(refuse: bool) -> ConnectProxy {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let limit = Some(std::time::Duration::from_secs(30));
+                conn.set_read_timeout(limit).ok();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                seen.lock().unwrap().push(head.clone());
+                let mut client = conn;
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                if refuse || !head.starts_with("CONNECT ") {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+                    );
+                    return;
+                }
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    let _ =
+                        client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                upstream.set_read_timeout(limit).ok();
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                // The client waits for the 200 before it speaks: nothing is left in `r`.
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u, mut c) = (upstream, client);
+                let _ = std::io::copy(&mut u, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    ConnectProxy { addr, heads }
+}
+
+/// `HTTPS_PROXY`/`ALL_PROXY` and `NO_PROXY` are honoured as skopeo's users expect: registry
+/// traffic goes through the proxy's CONNECT tunnel (with the proxy's credentials from its
+/// URL), a host in `NO_PROXY` is reached directly, and a proxy that refuses is a one-line
+/// error naming it.
+#[test]
+fn a_proxy_from_the_environment_carries_registry_traffic() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, true);
+    let certs = reg.certs.clone().unwrap();
+    let certs = certs.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[0], Comp::Gzip);
+    reg.push(
+        &format!("oci:{}", oci.display()),
+        "proxied/app:1",
+        false,
+        None,
+    );
+    let img = format!("docker://{}/proxied/app:1", reg.addr);
+    let run_with = |env: &[(&str, String)], args: &[&str]| {
+        let mut c = strata_env(args, dir.path());
+        for v in [
+            "ALL_PROXY",
+            "all_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            c.env_remove(v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let proxy = connect_proxy(false);
+    let via = format!("http://user:pw@{}", proxy.addr);
+    let flat = ok(run_with(
+        &[("HTTPS_PROXY", via.clone())],
+        &["flatten", &img, "--cert-dir", certs, "-o", "-"],
+    ));
+    assert!(flat == common::flatten_ref(&format!("oci:{}", oci.display())).unwrap());
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert!(!heads.is_empty(), "nothing went through the proxy");
+    for h in &heads {
+        assert!(h.starts_with(&format!("CONNECT {} ", reg.addr)), "{h}");
+        // user:pw, as Basic credentials for the proxy.
+        assert!(h.contains("Basic dXNlcjpwdw=="), "{h}");
+    }
+    // NO_PROXY names the registry's host: straight there.
+    let host = reg.addr.rsplit_once(':').unwrap().0.to_string();
+    let before = proxy.heads.lock().unwrap().len();
+    ok(run_with(
+        &[("HTTPS_PROXY", via.clone()), ("NO_PROXY", host)],
+        &["inspect", &img, "--cert-dir", certs],
+    ));
+    assert_eq!(
+        proxy.heads.lock().unwrap().len(),
+        before,
+        "NO_PROXY was not honoured"
+    );
+    // A proxy that refuses the tunnel.
+    let refusing = connect_proxy(true);
+    let e = fail(run_with(
+        &[("ALL_PROXY", format!("http://{}", refusing.addr))],
+        &["inspect", &img, "--cert-dir", certs],
+    ));
+    assert!(
+        e.contains(&format!("proxy {} answered 407", refusing.addr)),
+        "{e}"
+    );
+    assert!(!refusing.heads.lock().unwrap().is_empty());
+}

@@ -175,7 +175,7 @@ impl Client {
             let req = http::Request::get(format!("{}/v2/", self.base))
                 .body(ureq::SendBody::none())
                 .map_err(io::Error::other)?;
-            self.agent.run(req).map_err(ureq_io)
+            self.agent.run(req).map_err(|e| self.ureq_io(e))
         })
     }
 
@@ -206,6 +206,9 @@ impl Client {
             let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
+                    if let Some(refused) = self.refused_by_proxy(&what, &e) {
+                        return Err(refused);
+                    }
                     if attempt < self.retries {
                         let wait = self.delay(attempt, None);
                         tracing::warn!(
@@ -324,7 +327,7 @@ impl Client {
                     self.agent.run(r)
                 }
             }
-            .map_err(ureq_io)?;
+            .map_err(|e| self.ureq_io(e))?;
             let status = resp.status().as_u16();
             if matches!(status, 301 | 302 | 303 | 307 | 308)
                 && let Some(loc) = header(resp.headers(), "location")
@@ -341,6 +344,21 @@ impl Client {
         Err(io::Error::other(format!(
             "more than {MAX_REDIRECTS} redirects"
         )))
+    }
+
+    /// An HTTP error as an I/O one; a failed proxy tunnel names the proxy (from the
+    /// environment: `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, less `NO_PROXY`).
+    fn ureq_io(&self, e: ureq::Error) -> io::Error {
+        match e {
+            ureq::Error::ConnectProxyFailed(reason) => {
+                let proxy = match self.agent.config().proxy() {
+                    Some(p) => format!("{}:{}", p.host(), p.port()),
+                    None => "in the environment".into(),
+                };
+                io::Error::other(ProxyFailed::new(proxy, reason))
+            }
+            other => ureq_io(other),
+        }
     }
 
     /// The absolute URL of a path, or the URL itself.
@@ -376,6 +394,9 @@ impl Client {
         loop {
             match f(attempt) {
                 Ok(r) => return Ok(r),
+                Err(e) if let Some(refused) = self.refused_by_proxy(what, &e) => {
+                    return Err(refused);
+                }
                 Err(e) if attempt < self.retries && !looks_like_tls(&e) => {
                     std::thread::sleep(self.delay(attempt, None));
                     attempt += 1;
@@ -389,6 +410,17 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// A proxy that answered the tunnel request with a 4xx (407: its credentials) is an
+    /// auth failure, not retried: asking again gets the same answer.
+    fn refused_by_proxy(&self, what: &str, e: &io::Error) -> Option<Error> {
+        let p = proxy_failure(e).filter(|p| p.refused())?;
+        Some(Error::Auth(format!(
+            "{}: {what}: {p} (a proxy's credentials go in its URL, \
+             http://USER:PASSWORD@HOST:PORT; NO_PROXY names hosts reached directly)",
+            self.registry
+        )))
     }
 
     /// A progress report for a transfer of `what`, when progress is shown.
@@ -673,6 +705,60 @@ fn ureq_io(e: ureq::Error) -> io::Error {
     }
 }
 
+/// A proxy (`HTTPS_PROXY`, `ALL_PROXY`…) that would not open a tunnel to the registry.
+#[derive(Debug)]
+struct ProxyFailed {
+    proxy: String,
+    /// What the proxy answered to `CONNECT`, when it answered.
+    status: Option<u16>,
+    reason: String,
+}
+
+impl ProxyFailed {
+    fn new(proxy: String, reason: String) -> ProxyFailed {
+        // ureq says "proxy server responded 407/407".
+        let status = reason
+            .strip_prefix("proxy server responded ")
+            .and_then(|r| r.split('/').next())
+            .and_then(|n| n.parse().ok());
+        ProxyFailed {
+            proxy,
+            status,
+            reason,
+        }
+    }
+
+    /// The proxy answered, with a 4xx: asking again gets the same answer.
+    fn refused(&self) -> bool {
+        self.status.is_some_and(|s| (400..500).contains(&s))
+    }
+}
+
+impl std::fmt::Display for ProxyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self
+            .status
+            .and_then(|s| ureq::http::StatusCode::from_u16(s).ok());
+        match status {
+            Some(s) => write!(
+                f,
+                "the proxy {} answered {} {} to CONNECT",
+                self.proxy,
+                s.as_u16(),
+                s.canonical_reason().unwrap_or("")
+            ),
+            None => write!(f, "the proxy {} failed: {}", self.proxy, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ProxyFailed {}
+
+/// The [`ProxyFailed`] behind an error, if that is what it is.
+fn proxy_failure(e: &io::Error) -> Option<&ProxyFailed> {
+    e.get_ref().and_then(|i| i.downcast_ref::<ProxyFailed>())
+}
+
 fn is_transport_error(e: &Error) -> bool {
     matches!(e, Error::Io { .. })
 }
@@ -713,6 +799,33 @@ fn resolve(base: &str, loc: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_that_refuses_is_told_from_one_that_did_not_answer() {
+        let p = ProxyFailed::new(
+            "10.0.0.1:3128".into(),
+            "proxy server responded 407/407".into(),
+        );
+        assert!(p.refused());
+        assert_eq!(
+            p.to_string(),
+            "the proxy 10.0.0.1:3128 answered 407 Proxy Authentication Required to CONNECT"
+        );
+        let e = io::Error::other(p);
+        assert!(proxy_failure(&e).is_some_and(ProxyFailed::refused));
+        for transient in [
+            "proxy server responded 502/502",
+            "proxy server did not respond",
+        ] {
+            let p = ProxyFailed::new("p:1".into(), transient.into());
+            assert!(!p.refused(), "{transient}");
+        }
+        assert_eq!(
+            ProxyFailed::new("p:1".into(), "proxy server did not respond".into()).to_string(),
+            "the proxy p:1 failed: proxy server did not respond"
+        );
+        assert!(proxy_failure(&io::Error::other("other")).is_none());
+    }
 
     #[test]
     fn urls() {
