@@ -698,6 +698,50 @@ fn a_bearer_token_is_passed_through_to_the_registry() {
     assert_eq!(get(&url, &[]).status, 401);
 }
 
+/// A credential's registry clients are reused by its next requests — one ping, one token —
+/// and never by another credential's, nor by an anonymous request.
+#[test]
+fn requests_with_one_credential_share_its_registry_clients_and_tokens() {
+    use base64::Engine;
+    let tars = fixture();
+    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
+    let fake = Fake::start(Faults {
+        bearer: Some(Some(("u".into(), "p".into()))),
+        ..Default::default()
+    });
+    fake.put_image("app", "1", &config_json(&tars), &blobs, true);
+    let srv = serve(&format!("http://{}", fake.addr), &[]);
+    let basic = |up: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(up)
+        )
+    };
+    let count = |prefix: &str| {
+        fake.log()
+            .iter()
+            .filter(|l| l.method == "GET" && l.path.split('?').next() == Some(prefix))
+            .count()
+    };
+    for route in ["files", "flatten", "files"] {
+        let url = format!("http://{}/v2/app/{route}/1", srv.addr);
+        let r = get(&url, &[("Authorization", &basic("u:p"))]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(count("/v2/"), 1, "one ping for the credential");
+    assert_eq!(count("/token"), 1, "one token for the credential's scope");
+    // Each request still reads the manifest with it: the registry's access check.
+    assert_eq!(count("/v2/app/manifests/1"), 3);
+    let url = format!("http://{}/v2/app/files/1", srv.addr);
+    assert_eq!(get(&url, &[]).status, 401, "anonymous gets nothing of u's");
+    assert_eq!(
+        get(&url, &[("Authorization", &basic("u:wrong"))]).status,
+        401,
+        "another password gets nothing of u's"
+    );
+    assert_eq!(get(&url, &[("Authorization", &basic("u:p"))]).status, 200);
+}
+
 #[test]
 fn a_registry_403_is_passed_on_as_403() {
     let tars = fixture();

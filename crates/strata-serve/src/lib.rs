@@ -12,6 +12,7 @@
 //! `/v2/<name>/diff/<ref>[?against=<name2>:<ref2>]`, `/v2/<name>/waste/<ref>`, `/healthz`,
 //! `/metrics`.
 
+pub mod clients;
 pub mod metrics;
 pub mod results;
 pub mod route;
@@ -71,6 +72,8 @@ struct App {
     results: Arc<Results>,
     workers: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Each credential's registry clients (ping, connections, tokens), for a few minutes.
+    clients: clients::ClientCache,
 }
 
 /// The router of the service over `cfg`.
@@ -104,6 +107,7 @@ pub fn router(cfg: Config) -> anyhow::Result<axum::Router> {
         results,
         workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
         metrics: Arc::new(metrics),
+        clients: clients::ClientCache::new(clients::KEEP, clients::MAX),
         cfg,
     });
     Ok(axum::Router::new()
@@ -302,20 +306,22 @@ fn error_response(e: &strata::Error) -> Response {
     r
 }
 
-/// The per-request registry options: the client's credentials and nothing else.
+/// A request's registry options: the client's credentials and nothing else — shared with
+/// that credential's recent requests (their clients and tokens), never with another's.
 fn registry_options(app: &App, cred: Option<Credential>) -> Arc<strata::registry::Options> {
-    Arc::new(strata::registry::Options {
-        lookup: strata::registry::credentials::Lookup {
-            creds: cred,
-            authfile: None,
-            no_files: true,
-        },
-        tls_verify: app.cfg.tls_verify,
-        cert_dir: app.cfg.cert_dir.clone(),
-        plain_http: app.plain_http,
-        transfers: Some(Arc::new(metrics::Upstream(app.metrics.clone()))),
-        ..Default::default()
-    })
+    app.clients
+        .get(cred.as_ref(), || strata::registry::Options {
+            lookup: strata::registry::credentials::Lookup {
+                creds: cred.clone(),
+                authfile: None,
+                no_files: true,
+            },
+            tls_verify: app.cfg.tls_verify,
+            cert_dir: app.cfg.cert_dir.clone(),
+            plain_http: app.plain_http,
+            transfers: Some(Arc::new(metrics::Upstream(app.metrics.clone()))),
+            ..Default::default()
+        })
 }
 
 /// Open `name:reference` (tag or digest) at the registry with the client's credentials.
