@@ -1427,5 +1427,9 @@ fn a_proxy_from_the_environment_carries_registry_traffic() {
         e.contains(&format!("proxy {} answered 407", refusing.addr)),
         "{e}"
     );
-    assert!(!refusing.heads.lock().unwrap().is_empty());
+    assert_eq!(
+        refusing.heads.lock().unwrap().len(),
+        1,
+        "a refusal is not retried"
+    );
 }

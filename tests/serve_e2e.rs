@@ -575,8 +575,7 @@ fn two_replicas_behind_nginx_share_a_published_squash_through_the_registry() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The push is counted as sent, not read; and publishing reads nothing more (the pushed
-    // squash is the result file's).
+    // The push is counted as sent, not as read; and publishing downloads nothing more.
     assert!(metric(computed, "strata_upstream_sent_bytes_total") > 0.0);
     assert_eq!(metric(computed, "strata_upstream_bytes_total"), read);
     // Through nginx again until the other replica answers: from the registry, no squash.

@@ -732,8 +732,26 @@ fn escape(name: &str) -> String {
     s
 }
 
+/// A daemon's answer given as bytes: its status, and its body read to the end (at most `cap`
+/// bytes kept), or the error a malformed or cut answer is. What the `engine_answer` fuzz
+/// target drives; not an API.
+#[doc(hidden)]
+pub fn read_answer(bytes: Vec<u8>, cap: u64) -> io::Result<(u16, Vec<u8>)> {
+    let r = read_response(io::Cursor::new(bytes))?;
+    let status = r.status;
+    let mut body = Vec::new();
+    r.body.take(cap).read_to_end(&mut body)?;
+    Ok((status, body))
+}
+
+/// The error `docker load`'s message stream reports, if any (for the fuzz target).
+#[doc(hidden)]
+pub fn load_stream_error(text: &str) -> Option<String> {
+    load_error(text)
+}
+
 /// Read a response's status line and headers; the body follows, chunked or not.
-fn read_response(conn: Conn) -> io::Result<Response> {
+fn read_response<R: Read + Send + 'static>(conn: R) -> io::Result<Response> {
     let mut r = BufReader::with_capacity(64 * 1024, conn);
     let mut head = Vec::new();
     loop {

@@ -285,6 +285,18 @@ impl Auth {
         let mut resp = loop {
             match ask() {
                 Ok(r) => break r,
+                // A proxy refusing the tunnel says the same again: no retry.
+                Err(ureq::Error::ConnectProxyFailed(reason)) => {
+                    let p = super::client::ProxyFailed::of(agent, reason);
+                    if p.refused() || tries >= 3 {
+                        return Err(Error::Io {
+                            context: format!("{}: token server {realm}", self.registry),
+                            source: std::io::Error::other(p),
+                        });
+                    }
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100 << tries));
+                }
                 Err(e) if tries < 3 => {
                     tries += 1;
                     tracing::debug!("{}: token server {realm}: {e}; asking again", self.registry);

@@ -206,8 +206,8 @@ impl Client {
             let resp = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    if let Some(refused) = self.refused_by_proxy(&what, &e) {
-                        return Err(refused);
+                    if proxy_failure(&e).is_some_and(ProxyFailed::refused) {
+                        return Err(self.refused_by_proxy(&what, e));
                     }
                     if attempt < self.retries {
                         let wait = self.delay(attempt, None);
@@ -351,11 +351,7 @@ impl Client {
     fn ureq_io(&self, e: ureq::Error) -> io::Error {
         match e {
             ureq::Error::ConnectProxyFailed(reason) => {
-                let proxy = match self.agent.config().proxy() {
-                    Some(p) => format!("{}:{}", p.host(), p.port()),
-                    None => "in the environment".into(),
-                };
-                io::Error::other(ProxyFailed::new(proxy, reason))
+                io::Error::other(ProxyFailed::of(&self.agent, reason))
             }
             other => ureq_io(other),
         }
@@ -394,8 +390,8 @@ impl Client {
         loop {
             match f(attempt) {
                 Ok(r) => return Ok(r),
-                Err(e) if let Some(refused) = self.refused_by_proxy(what, &e) => {
-                    return Err(refused);
+                Err(e) if proxy_failure(&e).is_some_and(ProxyFailed::refused) => {
+                    return Err(self.refused_by_proxy(what, e));
                 }
                 Err(e) if attempt < self.retries && !looks_like_tls(&e) => {
                     std::thread::sleep(self.delay(attempt, None));
@@ -412,15 +408,15 @@ impl Client {
         }
     }
 
-    /// A proxy that answered the tunnel request with a 4xx (407: its credentials) is an
-    /// auth failure, not retried: asking again gets the same answer.
-    fn refused_by_proxy(&self, what: &str, e: &io::Error) -> Option<Error> {
-        let p = proxy_failure(e).filter(|p| p.refused())?;
-        Some(Error::Auth(format!(
-            "{}: {what}: {p} (a proxy's credentials go in its URL, \
-             http://USER:PASSWORD@HOST:PORT; NO_PROXY names hosts reached directly)",
-            self.registry
-        )))
+    /// A proxy that refused the tunnel (a 4xx to `CONNECT`, 407: its credentials): not
+    /// retried, asking again gets the same answer. An I/O error, not an auth one: the
+    /// proxy is this side's setting, not the registry's verdict on the credentials (a
+    /// service in front of the registry answers it with 502, not 401).
+    fn refused_by_proxy(&self, what: &str, e: io::Error) -> Error {
+        Error::Io {
+            context: format!("{}: {what}", self.registry),
+            source: e,
+        }
     }
 
     /// A progress report for a transfer of `what`, when progress is shown.
@@ -707,7 +703,7 @@ fn ureq_io(e: ureq::Error) -> io::Error {
 
 /// A proxy (`HTTPS_PROXY`, `ALL_PROXY`…) that would not open a tunnel to the registry.
 #[derive(Debug)]
-struct ProxyFailed {
+pub(crate) struct ProxyFailed {
     proxy: String,
     /// What the proxy answered to `CONNECT`, when it answered.
     status: Option<u16>,
@@ -715,6 +711,15 @@ struct ProxyFailed {
 }
 
 impl ProxyFailed {
+    /// The failure `reason` (ureq's) of the proxy `agent` goes through.
+    pub(crate) fn of(agent: &ureq::Agent, reason: String) -> ProxyFailed {
+        let proxy = match agent.config().proxy() {
+            Some(p) => format!("{}:{}", p.host(), p.port()),
+            None => "in the environment".into(),
+        };
+        ProxyFailed::new(proxy, reason)
+    }
+
     fn new(proxy: String, reason: String) -> ProxyFailed {
         // ureq says "proxy server responded 407/407".
         let status = reason
@@ -728,9 +733,11 @@ impl ProxyFailed {
         }
     }
 
-    /// The proxy answered, with a 4xx: asking again gets the same answer.
-    fn refused(&self) -> bool {
-        self.status.is_some_and(|s| (400..500).contains(&s))
+    /// The proxy answered with a 4xx: asking again gets the same answer (but a timeout or
+    /// rate limit, 408 or 429, may pass).
+    pub(crate) fn refused(&self) -> bool {
+        self.status
+            .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
     }
 }
 
@@ -740,13 +747,25 @@ impl std::fmt::Display for ProxyFailed {
             .status
             .and_then(|s| ureq::http::StatusCode::from_u16(s).ok());
         match status {
-            Some(s) => write!(
-                f,
-                "the proxy {} answered {} {} to CONNECT",
-                self.proxy,
-                s.as_u16(),
-                s.canonical_reason().unwrap_or("")
-            ),
+            Some(s) => {
+                write!(
+                    f,
+                    "the proxy {} answered {} {} to CONNECT",
+                    self.proxy,
+                    s.as_u16(),
+                    s.canonical_reason().unwrap_or("")
+                )?;
+                if s.as_u16() == 407 {
+                    write!(
+                        f,
+                        " (its credentials go in its URL, http://USER:PASSWORD@HOST:PORT)"
+                    )?;
+                }
+                if self.refused() {
+                    write!(f, "; NO_PROXY names the hosts reached directly")?;
+                }
+                Ok(())
+            }
             None => write!(f, "the proxy {} failed: {}", self.proxy, self.reason),
         }
     }
@@ -809,7 +828,9 @@ mod tests {
         assert!(p.refused());
         assert_eq!(
             p.to_string(),
-            "the proxy 10.0.0.1:3128 answered 407 Proxy Authentication Required to CONNECT"
+            "the proxy 10.0.0.1:3128 answered 407 Proxy Authentication Required to CONNECT \
+             (its credentials go in its URL, http://USER:PASSWORD@HOST:PORT); NO_PROXY names \
+             the hosts reached directly"
         );
         let e = io::Error::other(p);
         assert!(proxy_failure(&e).is_some_and(ProxyFailed::refused));

@@ -170,12 +170,12 @@ impl Push {
             return Ok(());
         };
         let what = format!("↑ {}", crate::image::short_digest(digest));
-        let progress =
-            std::sync::Mutex::new(self.client.transfer(Direction::Upload, what, Some(len)));
         let counted = || -> io::Result<Box<dyn Read + Send>> {
             let inner = open()?;
-            // A retry starts the count again.
-            let p = progress.lock().ok().and_then(|mut p| p.take());
+            // Each attempt is a transfer of its own: a retry counts what it sends again.
+            let p = self
+                .client
+                .transfer(Direction::Upload, what.clone(), Some(len));
             Ok(Box::new(Counting { inner, progress: p }))
         };
         let req = Request::new("PUT", with_digest(&location, digest), self.scope())
