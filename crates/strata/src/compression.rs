@@ -113,8 +113,8 @@ pub fn sniff<R: BufRead>(r: &mut R) -> io::Result<Compression> {
 pub enum Encoder<W: Write> {
     /// No compression: bytes go straight to the writer.
     Plain(W),
-    /// gzip.
-    Gzip(flate2::write::GzEncoder<W>),
+    /// gzip, on every core (one gzip member, as pigz writes it).
+    Gzip(crate::parallel_gzip::ParallelGzip<W>),
     /// Zstandard, on two threads.
     Zstd(zstd::stream::write::Encoder<'static, W>),
     /// xz.
@@ -134,10 +134,11 @@ impl<W: Write> Encoder<W> {
         }
         Ok(match kind {
             Compression::None => Encoder::Plain(w),
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+            Compression::Gzip => Encoder::Gzip(crate::parallel_gzip::ParallelGzip::new(
                 w,
-                flate2::Compression::new(level.unwrap_or(6).min(9)),
-            )),
+                level.unwrap_or(6).min(9),
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(w, level.unwrap_or(3) as i32)?;
                 // Use the second core for compression while the merge runs on the first.
@@ -191,7 +192,7 @@ impl<W: Write> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(e) => e.get_mut().flush(),
+            Encoder::Gzip(e) => e.flush(),
             Encoder::Zstd(e) => e.get_mut().flush(),
             Encoder::Xz(e) => e.get_mut().flush(),
             Encoder::Bzip2(e) => e.get_mut().flush(),

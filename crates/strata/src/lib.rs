@@ -74,6 +74,7 @@ pub mod layer;
 pub mod listing;
 pub mod merge;
 pub mod output;
+pub mod parallel_gzip;
 pub mod pathname;
 pub mod pathtree;
 pub mod reference;
