@@ -335,6 +335,11 @@ enum Command {
         /// Replace an existing output (only a file, or an OCI layout).
         #[arg(long)]
         force: bool,
+        /// Copy a multi-platform index whole — every platform's manifest, attestations too —
+        /// byte for byte, so every digest stays (skopeo's --all). Between docker://
+        /// references; --format, --compress and --tag change manifests, so not with it.
+        #[arg(long, conflicts_with_all = ["format", "compress", "tags"])]
+        all: bool,
         #[command(flatten)]
         sides: CopySides,
     },
@@ -860,6 +865,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tags,
             compress,
             force,
+            all,
             sides,
         } => {
             let s = &sides;
@@ -879,6 +885,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     &s.dest_cert_dir,
                 )
                 .options()?;
+            if all {
+                let (Some(from), Some(to)) =
+                    (src.strip_prefix("docker:"), dst.strip_prefix("docker:"))
+                else {
+                    return Err(strata::Error::Usage(
+                        "copy --all copies between registries: docker://… to docker://…".into(),
+                    )
+                    .into());
+                };
+                let pushed = strata::sink::registry::mirror(from, &src_registry, to, &dst_registry)
+                    .with_context(|| format!("copying {src} to {dst}"))?;
+                println!("{pushed}");
+                if !cli.quiet {
+                    eprintln!("strata: copied {src} to {dst}, every manifest");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let dst_registry = Arc::new(dst_registry);
             let src_opts = OpenOptions {
                 registry: Arc::new(src_registry),

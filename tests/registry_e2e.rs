@@ -1433,3 +1433,104 @@ fn a_proxy_from_the_environment_carries_registry_traffic() {
         "a refusal is not retried"
     );
 }
+
+/// `copy --all`: a multi-platform index, its attestation too, copied whole and byte for byte —
+/// within one registry (blobs mounted) and to another (blobs streamed) — so the index keeps
+/// its digest, every platform reads back, and skopeo copies it all from there.
+#[test]
+fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
+    if !available() {
+        return;
+    }
+    let (a, b) = (
+        Registry::start(Auth::None, false),
+        Registry::start(Auth::None, false),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = multi_platform(dir.path());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        "-q",
+        &format!("oci:{}:multi", root.display()),
+        &format!("docker://{}/multi:1", a.addr),
+    ]));
+    let src = format!("docker://{}/multi:1", a.addr);
+    let raw =
+        |r: &str| run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", r]));
+    let index = raw(&src);
+    assert!(index.contains("image.index"), "{index}");
+    for (dst, what) in [
+        (
+            format!("docker://{}/mirror/multi:1", a.addr),
+            "same registry",
+        ),
+        (format!("docker://{}/multi:2", b.addr), "another registry"),
+    ] {
+        let out = ok(strata(
+            &["copy", "--all", &src, &dst, "--tls-verify=false"],
+            dir.path(),
+        ));
+        let printed = String::from_utf8(out).unwrap();
+        let digest = format!("sha256:{}", common::sha256_hex(index.as_bytes()));
+        assert_eq!(printed.trim(), format!("{dst}@{digest}"), "{what}");
+        assert_eq!(raw(&dst), index, "{what}: the index, byte for byte");
+        for arch in ["amd64", "arm64"] {
+            let tar = ok(strata(
+                &[
+                    "flatten",
+                    &dst,
+                    "--platform",
+                    &format!("linux/{arch}"),
+                    "--tls-verify=false",
+                    "-o",
+                    "-",
+                ],
+                dir.path(),
+            ));
+            assert!(
+                String::from_utf8_lossy(&tar).contains(&format!("I am {arch}")),
+                "{what}: {arch}"
+            );
+        }
+        // Every manifest and blob is there: skopeo copies all of it out again.
+        let back = dir.path().join(format!("back-{}", what.replace(' ', "-")));
+        run(Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--insecure-policy",
+            "--src-tls-verify=false",
+            "-q",
+            &dst,
+            &format!("oci:{}:back", back.display()),
+        ]));
+        let attestation = std::fs::read_dir(back.join("blobs/sha256"))
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+            .any(|b| flate_contains(&b, "attestation"));
+        assert!(attestation, "{what}: the attestation's layer came along");
+    }
+    let e = fail(strata(
+        &[
+            "copy",
+            "--all",
+            &src,
+            &format!("oci:{}", dir.path().join("x").display()),
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("docker://"), "{e}");
+}
+
+/// Whether a gzip blob's content contains `needle`.
+fn flate_contains(gz: &[u8], needle: &str) -> bool {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .is_ok()
+        && String::from_utf8_lossy(&out).contains(needle)
+}
