@@ -392,14 +392,10 @@ fn multi_platform(dir: &Path) -> PathBuf {
     root
 }
 
-#[test]
-fn a_multi_platform_index_is_narrowed_by_platform() {
-    if !available() {
-        return;
-    }
-    let reg = Registry::start(Auth::None, false);
-    let dir = tempfile::tempdir().unwrap();
-    let root = multi_platform(dir.path());
+/// [`multi_platform`]'s index pushed whole by skopeo as `multi:1`: its reference.
+fn push_multi_platform(dir: &Path, reg: &Registry) -> String {
+    let root = multi_platform(dir);
+    let img = format!("docker://{}/multi:1", reg.addr);
     run(Command::new("skopeo").args([
         "copy",
         "--all",
@@ -407,9 +403,19 @@ fn a_multi_platform_index_is_narrowed_by_platform() {
         "--dest-tls-verify=false",
         "-q",
         &format!("oci:{}:multi", root.display()),
-        &format!("docker://{}/multi:1", reg.addr),
+        &img,
     ]));
-    let img = format!("docker://{}/multi:1", reg.addr);
+    img
+}
+
+#[test]
+fn a_multi_platform_index_is_narrowed_by_platform() {
+    if !available() {
+        return;
+    }
+    let reg = Registry::start(Auth::None, false);
+    let dir = tempfile::tempdir().unwrap();
+    let img = push_multi_platform(dir.path(), &reg);
     for arch in ["amd64", "arm64"] {
         let plat = format!("linux/{arch}");
         let tar = ok(strata(
@@ -1236,16 +1242,7 @@ fn a_written_squash_is_published_without_merging_again() {
             tls_verify: false,
             ..Default::default()
         };
-        let target = Target {
-            format: push_fmt,
-            path: None,
-            force: false,
-            compression: strata::compression::Compression::Gzip,
-            level: None,
-            measure_first: false,
-            protect: &[],
-            registry: &opts,
-        };
+        let target = Target::push(push_fmt, &opts);
         let again = format!("//{}/pub:again-{cli_fmt}", reg.addr);
         strata::sink::registry::Registry
             .write(&again, &target, &mut |w| {
@@ -1447,17 +1444,7 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
         Registry::start(Auth::None, false),
     );
     let dir = tempfile::tempdir().unwrap();
-    let root = multi_platform(dir.path());
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "--insecure-policy",
-        "--dest-tls-verify=false",
-        "-q",
-        &format!("oci:{}:multi", root.display()),
-        &format!("docker://{}/multi:1", a.addr),
-    ]));
-    let src = format!("docker://{}/multi:1", a.addr);
+    let src = push_multi_platform(dir.path(), &a);
     let raw =
         |r: &str| run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", r]));
     let index = raw(&src);

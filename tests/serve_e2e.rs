@@ -655,9 +655,9 @@ fn a_client_hanging_up_while_its_result_is_computed_stops_the_computation() {
     assert_eq!(get(&format!("{base}/healthz"), &[]).status, 200);
 }
 
-#[test]
-fn a_bearer_token_is_passed_through_to_the_registry() {
-    use base64::Engine;
+/// The fixture as `app:1` in a fake registry with token auth (`u:p` at its token server),
+/// and a server in front of it.
+fn behind_token_auth() -> (Vec<Vec<u8>>, Fake, Server) {
     let tars = fixture();
     let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
     let fake = Fake::start(Faults {
@@ -666,6 +666,13 @@ fn a_bearer_token_is_passed_through_to_the_registry() {
     });
     fake.put_image("app", "1", &config_json(&tars), &blobs, true);
     let srv = serve(&format!("http://{}", fake.addr), &[]);
+    (tars, fake, srv)
+}
+
+#[test]
+fn a_bearer_token_is_passed_through_to_the_registry() {
+    use base64::Engine;
+    let (tars, fake, srv) = behind_token_auth();
     // The client's own token, from the registry's token server.
     let basic = format!(
         "Basic {}",
@@ -702,14 +709,7 @@ fn a_bearer_token_is_passed_through_to_the_registry() {
 #[test]
 fn requests_with_one_credential_share_its_registry_clients_and_tokens() {
     use base64::Engine;
-    let tars = fixture();
-    let blobs: Vec<Vec<u8>> = tars.iter().map(|t| compress(t, Comp::Gzip).0).collect();
-    let fake = Fake::start(Faults {
-        bearer: Some(Some(("u".into(), "p".into()))),
-        ..Default::default()
-    });
-    fake.put_image("app", "1", &config_json(&tars), &blobs, true);
-    let srv = serve(&format!("http://{}", fake.addr), &[]);
+    let (_, fake, srv) = behind_token_auth();
     let basic = |up: &str| {
         format!(
             "Basic {}",

@@ -573,16 +573,7 @@ fn publish(
     } else {
         Format::Oci
     };
-    let target = strata::sink::Target {
-        format: push_format,
-        path: None,
-        force: false,
-        compression: strata::compression::Compression::Gzip,
-        level: None,
-        measure_first: false,
-        protect: &[],
-        registry,
-    };
+    let target = strata::sink::Target::push(push_format, registry);
     let spec = format!("//{}/{published}", app.host);
     let r = strata::sink::registry::Registry.write(&spec, &target, &mut |w| {
         strata::squash::republish(img, from, result, w, tags).map(|_| ())

@@ -123,6 +123,22 @@ pub struct Target<'a> {
     pub registry: &'a crate::registry::Options,
 }
 
+impl<'a> Target<'a> {
+    /// A push to a registry (`docker://`) with `format`'s manifest, new layers gzip'd.
+    pub fn push(format: Format, registry: &'a crate::registry::Options) -> Target<'a> {
+        Target {
+            format,
+            path: None,
+            force: false,
+            compression: Compression::Gzip,
+            level: None,
+            measure_first: false,
+            protect: &[],
+            registry,
+        }
+    }
+}
+
 fn writer_for<'m>(t: &Target<'_>, members: &'m mut dyn Members) -> Box<dyn ImageWriter + 'm> {
     match t.format {
         Format::DockerArchive => Box::new(docker_archive::DockerArchive::new(members)),

@@ -408,18 +408,7 @@ impl Push {
                 self.name
             )));
         }
-        let req = Request::new(
-            "PUT",
-            format!("/v2/{}/manifests/{reference}", self.repo()),
-            self.scope(),
-        )
-        .header("Content-Type", manifest_type)
-        .body(Body::Bytes(bytes));
-        let resp = self.client.send(&req)?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(self.refused("putting the manifest", status, resp));
-        }
+        let resp = self.put_manifest_at(bytes, manifest_type, &reference)?;
         if let Some(said) = header(resp.headers(), "docker-content-digest")
             && said != digest
         {
@@ -583,9 +572,19 @@ impl Mirror<'_> {
 impl Push {
     /// PUT a manifest an index names, by its digest (`fetch_manifest` checked its bytes).
     fn put_child(&self, bytes: &[u8], media_type: &str, digest: &str) -> Result<()> {
+        self.put_manifest_at(bytes, media_type, digest).map(|_| ())
+    }
+
+    /// PUT manifest bytes under `reference` (a tag or a digest).
+    fn put_manifest_at(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        reference: &str,
+    ) -> Result<client::Reply> {
         let req = Request::new(
             "PUT",
-            format!("/v2/{}/manifests/{digest}", self.repo()),
+            format!("/v2/{}/manifests/{reference}", self.repo()),
             self.scope(),
         )
         .header("Content-Type", media_type)
@@ -593,9 +592,9 @@ impl Push {
         let resp = self.client.send(&req)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(self.refused(&format!("putting the manifest {digest}"), status, resp));
+            return Err(self.refused(&format!("putting the manifest {reference}"), status, resp));
         }
-        Ok(())
+        Ok(resp)
     }
 }
 
