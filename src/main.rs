@@ -336,7 +336,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Copy a multi-platform index whole — every platform's manifest, attestations too —
-        /// byte for byte, so every digest stays (skopeo's --all). Between docker://
+        /// byte for byte, so every digest stays (skopeo's --all). Between docker:// and oci:
         /// references; --format, --compress and --tag change manifests, so not with it.
         #[arg(long, conflicts_with_all = ["format", "compress", "tags"])]
         all: bool,
@@ -886,16 +886,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .options()?;
             if all {
-                let (Some(from), Some(to)) =
-                    (src.strip_prefix("docker:"), dst.strip_prefix("docker:"))
-                else {
-                    return Err(strata::Error::Usage(
-                        "copy --all copies between registries: docker://… to docker://…".into(),
-                    )
-                    .into());
-                };
-                let pushed = strata::sink::registry::mirror(from, &src_registry, to, &dst_registry)
-                    .with_context(|| format!("copying {src} to {dst}"))?;
+                let protect = commands::input_paths(&src);
+                let pushed = strata::mirror::copy_all(
+                    &src,
+                    &src_registry,
+                    &dst,
+                    &dst_registry,
+                    force,
+                    &protect,
+                )
+                .with_context(|| format!("copying {src} to {dst}"))?;
                 println!("{pushed}");
                 if !cli.quiet {
                     eprintln!("strata: copied {src} to {dst}, every manifest");

@@ -1499,17 +1499,92 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
             .any(|b| flate_contains(&b, "attestation"));
         assert!(attestation, "{what}: the attestation's layer came along");
     }
+    // Into an OCI layout, and from that layout into a registry again.
+    let layout = dir.path().join("mirrored");
+    let to_layout = format!("oci:{}:m", layout.display());
+    let out = ok(strata(
+        &["copy", "--all", &src, &to_layout, "--tls-verify=false"],
+        dir.path(),
+    ));
+    let digest = format!("sha256:{}", common::sha256_hex(index.as_bytes()));
+    assert_eq!(
+        String::from_utf8(out).unwrap().trim(),
+        format!("{to_layout}@{digest}")
+    );
+    assert_eq!(raw(&to_layout), index, "the layout's index, byte for byte");
+    for arch in ["amd64", "arm64"] {
+        let tar = ok(strata(
+            &[
+                "flatten",
+                &to_layout,
+                "--platform",
+                &format!("linux/{arch}"),
+                "-o",
+                "-",
+            ],
+            dir.path(),
+        ));
+        assert!(String::from_utf8_lossy(&tar).contains(&format!("I am {arch}")));
+    }
+    let again = format!("docker://{}/from-layout:1", b.addr);
+    ok(strata(
+        &["copy", "--all", &to_layout, &again, "--tls-verify=false"],
+        dir.path(),
+    ));
+    assert_eq!(raw(&again), index, "layout to registry, byte for byte");
+    // An existing layout is not replaced without --force; with it, it is.
+    let e = fail(strata(
+        &["copy", "--all", &src, &to_layout, "--tls-verify=false"],
+        dir.path(),
+    ));
+    assert!(e.contains("--force"), "{e}");
+    ok(strata(
+        &[
+            "copy",
+            "--all",
+            &src,
+            &to_layout,
+            "--tls-verify=false",
+            "--force",
+        ],
+        dir.path(),
+    ));
+    // A layout blob that is not its digest: an error naming it, and no layout written.
+    let spoiled = dir.path().join("spoiled");
+    let names: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let victim = names
+        .iter()
+        .find(|p| flate_contains(&std::fs::read(p).unwrap(), "I am arm64"))
+        .unwrap();
+    let mut bytes = std::fs::read(victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(victim, bytes).unwrap();
+    let e = fail(strata(
+        &[
+            "copy",
+            "--all",
+            &to_layout,
+            &format!("oci:{}", spoiled.display()),
+        ],
+        dir.path(),
+    ));
+    let victim_hex = victim.file_name().unwrap().to_str().unwrap();
+    assert!(e.contains(victim_hex), "{e}");
+    assert!(!spoiled.exists(), "nothing half-written");
     let e = fail(strata(
         &[
             "copy",
             "--all",
             &src,
-            &format!("oci:{}", dir.path().join("x").display()),
-            "--tls-verify=false",
+            &format!("docker-archive:{}", dir.path().join("x.tar").display()),
         ],
         dir.path(),
     ));
-    assert!(e.contains("docker://"), "{e}");
+    assert!(e.contains("docker://") && e.contains("oci:"), "{e}");
 }
 
 /// Whether a gzip blob's content contains `needle`.

@@ -73,6 +73,7 @@ pub mod inspect;
 pub mod layer;
 pub mod listing;
 pub mod merge;
+pub mod mirror;
 pub mod output;
 pub mod parallel_gzip;
 pub mod pathname;

@@ -182,7 +182,7 @@ pub fn open_archive(
 
 /// `blobs/ALG/HEX` of a digest: only a registered algorithm with its exact hex length, so
 /// the name is never a path out of the layout.
-fn blob_name(digest: &str) -> Result<String> {
+pub(crate) fn blob_name(digest: &str) -> Result<String> {
     let (alg, hex) = crate::digest::parse(digest).ok_or_else(|| {
         Error::Format(format!(
             "bad digest {digest:?} (expected sha256: or sha512: and its hex digits)"
@@ -205,13 +205,9 @@ fn is_index(media_type: Option<&str>, doc: Option<&Value>) -> bool {
     }
 }
 
-fn open_store(
-    store: &dyn Store,
-    tag: Option<&str>,
-    platform: &Platform,
-    reference: &str,
-    transport: &'static str,
-) -> Result<Image> {
+/// The descriptors of `index.json` that `tag` names (a ref name or a digest; all of them
+/// without one), and every ref name there.
+fn candidates(store: &dyn Store, tag: Option<&str>) -> Result<(Vec<Value>, Vec<String>)> {
     let where_ = store.describe();
     let index = parse_json(&store.read("index.json")?, &format!("{where_}: index.json"))?;
     let manifests = index
@@ -273,8 +269,20 @@ fn open_store(
             }
             c
         }
-        None => manifests.clone(),
+        None => manifests,
     };
+    Ok((candidates, refs))
+}
+
+fn open_store(
+    store: &dyn Store,
+    tag: Option<&str>,
+    platform: &Platform,
+    reference: &str,
+    transport: &'static str,
+) -> Result<Image> {
+    let where_ = store.describe();
+    let (candidates, refs) = candidates(store, tag)?;
     let mut tags: Vec<String> = match tag {
         Some(t) => vec![t.to_string()],
         None if candidates.len() == 1 => refs.clone(),
@@ -440,5 +448,63 @@ fn resolve(
         resolve(store, &inner, platform, where_, depth + 1)
     } else {
         Ok(pick)
+    }
+}
+
+/// An OCI layout directory as the source of `copy --all`: the one manifest (or index) `tag`
+/// names in its `index.json`, and its blobs as files.
+pub struct MirrorSource {
+    store: DirStore,
+    top: Value,
+    shown: String,
+}
+
+impl MirrorSource {
+    /// The layout at `dir`, at `tag` (a ref name or digest; none: its only manifest).
+    pub fn open(dir: &Path, tag: Option<&str>, shown: &str) -> Result<MirrorSource> {
+        let store = DirStore(dir.to_path_buf());
+        let (mut c, _) = candidates(&store, tag)?;
+        if c.len() != 1 {
+            return Err(Error::Usage(format!(
+                "{shown}: {} manifests in index.json; name one (oci:DIR:REF)",
+                c.len()
+            )));
+        }
+        Ok(MirrorSource {
+            store,
+            top: c.remove(0),
+            shown: shown.to_string(),
+        })
+    }
+
+    fn read_manifest(&self, digest: &str, media_type: &str) -> Result<super::registry::Manifest> {
+        let raw = self.store.read(&blob_name(digest)?)?;
+        crate::mirror::manifest_of(raw, digest, media_type, &self.shown)
+    }
+}
+
+impl crate::mirror::Source for MirrorSource {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn top(&self) -> Result<super::registry::Manifest> {
+        let digest = descriptor_digest(&self.top, &self.shown)?;
+        let media_type = self
+            .top
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.read_manifest(&digest, media_type)
+    }
+
+    fn manifest(&self, digest: &str) -> Result<super::registry::Manifest> {
+        self.read_manifest(digest, "")
+    }
+
+    fn blob(&self, digest: &str, _size: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let name = blob_name(digest).map_err(std::io::Error::other)?;
+        let region = self.store.region(&name).map_err(std::io::Error::other)?;
+        Ok(Box::new(region.reader()))
     }
 }

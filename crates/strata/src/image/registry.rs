@@ -369,3 +369,49 @@ impl Fetch for RegistryBlob {
         self.jobs
     }
 }
+
+/// A registry reference as the source of `copy --all`: the manifest it names, as stored (an
+/// index is not narrowed), and its blobs.
+pub struct MirrorSource {
+    client: Arc<Client>,
+    name: ImageName,
+    shown: String,
+}
+
+impl MirrorSource {
+    /// `spec` (`//HOST/REPO:TAG`), reached with `opts`.
+    pub fn open(spec: &str, opts: &crate::registry::Options) -> Result<MirrorSource> {
+        let name = parse_spec(spec)?;
+        Ok(MirrorSource {
+            client: opts.client(&name)?,
+            name,
+            shown: format!("docker:{spec}"),
+        })
+    }
+}
+
+impl crate::mirror::Source for MirrorSource {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn top(&self) -> Result<Manifest> {
+        let reference = self.name.manifest_reference();
+        fetch_manifest(&self.client, &self.name.repository, reference, &self.shown)
+    }
+
+    fn manifest(&self, digest: &str) -> Result<Manifest> {
+        fetch_manifest(&self.client, &self.name.repository, digest, &self.shown)
+    }
+
+    fn blob(&self, digest: &str, size: u64) -> io::Result<Box<dyn Read + Send>> {
+        let r = self
+            .client
+            .blob_reader(&self.name.repository, digest, Some(size));
+        Ok(Box::new(r))
+    }
+
+    fn registry_repo(&self) -> Option<(&str, &str)> {
+        Some((&self.name.registry, &self.name.repository))
+    }
+}

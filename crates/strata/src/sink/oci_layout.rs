@@ -234,6 +234,114 @@ fn platform_of(cfg: &Value) -> Option<Value> {
     Some(p)
 }
 
+/// The OCI layout `copy --all` writes into `root` (the temp directory
+/// [`write_dir`](crate::output::write_dir) moves into place): each blob and manifest a file
+/// under `blobs/`, its size and digest checked as it is written; `index.json` names the top
+/// manifest, with `tag` as its ref name.
+pub struct MirrorLayout {
+    root: std::path::PathBuf,
+    tag: Option<String>,
+}
+
+impl MirrorLayout {
+    /// A layout being written at `root`, its top manifest named `tag`.
+    pub fn new(root: &std::path::Path, tag: Option<&str>) -> MirrorLayout {
+        MirrorLayout {
+            root: root.to_path_buf(),
+            tag: tag.map(str::to_string),
+        }
+    }
+
+    /// Write blob `digest` from `r`: exactly `size` bytes that hash to it, else nothing.
+    fn store(&self, digest: &str, size: u64, r: &mut dyn std::io::Read) -> Result<()> {
+        use std::io::{Read, Write};
+        let path = self.root.join(crate::image::oci_layout::blob_name(digest)?);
+        if path.is_file() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        let shown = path.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| Error::output(format!("creating {shown}"), e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| Error::output(format!("creating a temp file beside {shown}"), e))?;
+        let mut hasher = crate::digest::Hasher::for_digest(digest)
+            .ok_or_else(|| Error::Format(format!("bad digest {digest:?}")))?;
+        // One byte past the size says the source sent too much.
+        let mut limited = r.take(size.saturating_add(1));
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = limited
+                .read(&mut buf)
+                .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            got += n as u64;
+            tmp.write_all(&buf[..n])
+                .map_err(|e| Error::output(format!("writing {shown}"), e))?;
+        }
+        if got != size {
+            return Err(Error::Format(format!(
+                "blob {digest}: {got}{} bytes where its descriptor says {size}",
+                if got > size { "+" } else { "" }
+            )));
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(Error::Digest {
+                what: format!("blob {digest}"),
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        tmp.persist(&path)
+            .map_err(|e| Error::output(format!("moving {shown} into place"), e.error))?;
+        Ok(())
+    }
+}
+
+impl crate::mirror::Sink for MirrorLayout {
+    fn blob(
+        &mut self,
+        digest: &str,
+        size: u64,
+        _from: Option<(&str, &str)>,
+        open: &crate::mirror::OpenBlob<'_>,
+    ) -> Result<()> {
+        let mut r = open().map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+        self.store(digest, size, &mut r)
+    }
+
+    fn child(&mut self, m: &crate::image::registry::Manifest) -> Result<()> {
+        self.store(&m.digest, m.raw.len() as u64, &mut &m.raw[..])
+    }
+
+    fn top(&mut self, m: &crate::image::registry::Manifest) -> Result<String> {
+        self.child(m)?;
+        let mut desc = json!({
+            "mediaType": m.media_type,
+            "digest": m.digest,
+            "size": m.raw.len(),
+        });
+        if let Some(t) = &self.tag {
+            desc["annotations"] = json!({ "org.opencontainers.image.ref.name": t });
+        }
+        let index = json!({ "schemaVersion": 2, "manifests": [desc] });
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(self.root.join(name), bytes)
+                .map_err(|e| Error::output(format!("writing {name}"), e))
+        };
+        write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        write(
+            "index.json",
+            &serde_json::to_vec(&index).map_err(|e| Error::Format(e.to_string()))?,
+        )?;
+        Ok(m.digest.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

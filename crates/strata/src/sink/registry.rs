@@ -431,141 +431,48 @@ impl Push {
     }
 }
 
-/// `copy --all` between registries: the manifest at `src` — an index (or manifest list) and
-/// every manifest under it, attestations too, or a single manifest — copied byte for byte to
-/// `dst` with all their blobs, so every digest stays: a blob the destination has is not sent,
-/// one in the same registry is mounted, the others stream from the source (the destination
-/// checks each digest as it stores it). Child manifests go by digest, the top one under
-/// `dst`'s tag. Returns the reference pushed (`docker://HOST/REPO:TAG@sha256:…`).
-pub fn mirror(
-    src: &str,
-    src_opts: &crate::registry::Options,
-    dst: &str,
-    dst_opts: &crate::registry::Options,
-) -> Result<String> {
-    use crate::image::registry::fetch_manifest;
-    let from = parse_spec(src)?;
-    let to = parse_spec(dst)?;
-    let source = src_opts.client(&from)?;
-    let mut push = Push {
-        client: dst_opts.client(&to)?,
-        name: to,
+/// A registry reference (`//HOST/REPO:TAG`) as the destination of `copy --all`.
+pub fn mirror_sink(
+    spec: &str,
+    opts: &crate::registry::Options,
+) -> Result<impl crate::mirror::Sink + use<>> {
+    let name = parse_spec(spec)?;
+    Ok(Push {
+        client: opts.client(&name)?,
+        name,
         format: Format::Oci,
         compression: Compression::None,
         level: None,
         pushed: None,
-    };
-    let shown = format!("docker:{src}");
-    let top = fetch_manifest(&source, &from.repository, from.manifest_reference(), &shown)?;
-    let mirror = Mirror {
-        source: &source,
-        from: &from,
-        push: &push,
-        shown: &shown,
-    };
-    mirror.manifest(&top, 0)?;
-    push.put_manifest(&top.raw, &top.media_type)?;
-    push.pushed
-        .ok_or_else(|| Error::Format("the mirror wrote no manifest".into()))
+    })
 }
 
-/// What [`mirror`] copies from, and where to.
-struct Mirror<'a> {
-    source: &'a Arc<Client>,
-    from: &'a ImageName,
-    push: &'a Push,
-    shown: &'a str,
-}
-
-impl Mirror<'_> {
-    /// Everything `m` refers to, in the destination: an index's manifests (each put by its
-    /// digest) and theirs, or a manifest's config and layers.
-    fn manifest(&self, m: &crate::image::registry::Manifest, depth: usize) -> Result<()> {
-        use crate::image::registry::{fetch_manifest, is_index};
-        if !is_index(m) {
-            let descs = m.doc.get("config").into_iter().chain(
-                m.doc
-                    .get("layers")
-                    .and_then(serde_json::Value::as_array)
-                    .into_iter()
-                    .flatten(),
-            );
-            for d in descs {
-                self.blob(d)?;
-            }
-            return Ok(());
-        }
-        if depth >= 4 {
-            return Err(Error::Format(format!(
-                "{}: indexes nested too deeply",
-                self.shown
-            )));
-        }
-        let children = m
-            .doc
-            .get("manifests")
-            .and_then(serde_json::Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for d in &children {
-            let (digest, _) = self.descriptor(d)?;
-            let child = fetch_manifest(self.source, &self.from.repository, &digest, self.shown)?;
-            self.manifest(&child, depth + 1)?;
-            let media_type = if child.media_type.is_empty() {
-                d.get("mediaType")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            } else {
-                child.media_type.clone()
-            };
-            self.push.put_child(&child.raw, &media_type, &digest)?;
-        }
-        Ok(())
+/// Blobs the registry has are not sent, blobs in another repository of it are mounted, the
+/// others stream from the source (the registry checks each digest as it stores it); child
+/// manifests go by digest, the top one under the reference's tag.
+impl crate::mirror::Sink for Push {
+    fn blob(
+        &mut self,
+        digest: &str,
+        size: u64,
+        from: Option<(&str, &str)>,
+        open: &crate::mirror::OpenBlob<'_>,
+    ) -> Result<()> {
+        let mount = from
+            .filter(|(registry, _)| *registry == self.name.registry)
+            .map(|(_, repo)| repo);
+        self.put_known(digest, size, mount, open)
     }
 
-    /// A descriptor's digest and size, checked.
-    fn descriptor(&self, d: &serde_json::Value) -> Result<(String, u64)> {
-        let digest = d
-            .get("digest")
-            .and_then(serde_json::Value::as_str)
-            .filter(|g| crate::digest::parse(g).is_some())
-            .ok_or_else(|| {
-                Error::Format(format!(
-                    "{}: a descriptor without a valid digest",
-                    self.shown
-                ))
-            })?;
-        let size = d
-            .get("size")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| {
-                Error::Format(format!(
-                    "{}: descriptor {digest} without a size",
-                    self.shown
-                ))
-            })?;
-        Ok((digest.to_string(), size))
+    fn child(&mut self, m: &crate::image::registry::Manifest) -> Result<()> {
+        self.put_child(&m.raw, &m.media_type, &m.digest)
     }
 
-    /// One blob into the destination (a non-distributable layer stays where its `urls` say).
-    fn blob(&self, d: &serde_json::Value) -> Result<()> {
-        let foreign = d
-            .get("mediaType")
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|mt| mt.contains("foreign") || mt.contains("nondistributable"));
-        if foreign && d.get("urls").is_some() {
-            return Ok(());
-        }
-        let (digest, size) = self.descriptor(d)?;
-        let same_registry = self.from.registry == self.push.name.registry;
-        let from = same_registry.then_some(self.from.repository.as_str());
-        let (source, repo) = (self.source.clone(), self.from.repository.clone());
-        let wanted = digest.clone();
-        let open = move || -> io::Result<Box<dyn Read + Send>> {
-            Ok(Box::new(source.blob_reader(&repo, &wanted, Some(size))))
-        };
-        self.push.put_known(&digest, size, from, &open)
+    fn top(&mut self, m: &crate::image::registry::Manifest) -> Result<String> {
+        self.put_manifest(&m.raw, &m.media_type)?;
+        self.pushed
+            .clone()
+            .ok_or_else(|| Error::Format("no manifest was pushed".into()))
     }
 }
 
