@@ -1512,6 +1512,17 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
         format!("{to_layout}@{digest}")
     );
     assert_eq!(raw(&to_layout), index, "the layout's index, byte for byte");
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(top["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let desc = &top["manifests"][0];
+    assert_eq!(desc["digest"], digest.as_str());
+    assert_eq!(desc["size"], index.len());
+    assert_eq!(desc["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        desc["annotations"]["org.opencontainers.image.ref.name"],
+        "m"
+    );
     for arch in ["amd64", "arm64"] {
         let tar = ok(strata(
             &[
@@ -1538,6 +1549,7 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
         dir.path(),
     ));
     assert!(e.contains("--force"), "{e}");
+    std::fs::write(layout.join("left-over"), "x").unwrap();
     ok(strata(
         &[
             "copy",
@@ -1549,6 +1561,8 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
         ],
         dir.path(),
     ));
+    assert!(!layout.join("left-over").exists(), "--force wrote it anew");
+    assert_eq!(raw(&to_layout), index);
     // A layout blob that is not its digest: an error naming it, and no layout written.
     let spoiled = dir.path().join("spoiled");
     let names: Vec<_> = std::fs::read_dir(layout.join("blobs/sha256"))
@@ -1575,6 +1589,12 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
     let victim_hex = victim.file_name().unwrap().to_str().unwrap();
     assert!(e.contains(victim_hex), "{e}");
     assert!(!spoiled.exists(), "nothing half-written");
+    let partial: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("strata-") || n.contains("spoiled"))
+        .collect();
+    assert!(partial.is_empty(), "nothing left behind: {partial:?}");
     let e = fail(strata(
         &[
             "copy",

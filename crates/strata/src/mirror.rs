@@ -8,10 +8,13 @@
 use crate::error::{Error, Result};
 use crate::image::registry::Manifest;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::io::{self, Read};
 
 /// Indexes within indexes, at most.
 const DEPTH: usize = 4;
+/// A manifest's size, at most (what a registry's is read up to, too).
+pub const MANIFEST_MAX: u64 = 4 << 20;
 
 /// Opens a blob's bytes (once per attempt: a retried upload opens it again).
 pub type OpenBlob<'a> = dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a;
@@ -52,9 +55,70 @@ pub trait Sink {
 /// Copy what `src` names, and everything under it, into `dst`; returns what [`Sink::top`]
 /// says was written.
 pub fn mirror(src: &dyn Source, dst: &mut dyn Sink) -> Result<String> {
-    let top = src.top()?;
-    everything_under(src, dst, &top, 0)?;
+    let mut top = src.top()?;
+    let kind = kind_of(&top, &src.describe())?;
+    typed(&mut top, kind);
+    let mut done = HashSet::new();
+    everything_under(src, dst, &top, kind, 0, &mut done)?;
     dst.top(&top)
+}
+
+/// What a manifest document is, by its shape (its `mediaType` may be absent).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Index,
+    Manifest,
+}
+
+/// The document's kind; a media type (the registry's `Content-Type`, the descriptor's, the
+/// document's own) that says otherwise is refused: copying by it would leave out what the
+/// document names.
+fn kind_of(m: &Manifest, shown: &str) -> Result<Kind> {
+    let kind = match (m.doc.get("manifests"), m.doc.get("config")) {
+        (Some(Value::Array(_)), None) => Kind::Index,
+        (None, Some(Value::Object(_))) => Kind::Manifest,
+        _ => {
+            return Err(Error::Format(format!(
+                "{shown}: {} is neither an image index nor a manifest",
+                m.digest
+            )));
+        }
+    };
+    let said = [
+        m.media_type.as_str(),
+        m.doc.get("mediaType").and_then(Value::as_str).unwrap_or(""),
+    ];
+    for t in said.into_iter().filter(|t| !t.is_empty()) {
+        let says_index = t.contains("image.index") || t.contains("manifest.list");
+        if says_index != (kind == Kind::Index) {
+            return Err(Error::Format(format!(
+                "{shown}: {} is called {t} but is {}",
+                m.digest,
+                if kind == Kind::Index {
+                    "an index"
+                } else {
+                    "a manifest"
+                }
+            )));
+        }
+    }
+    Ok(kind)
+}
+
+/// Give `m` a media type when neither its source nor the document named one (OCI's, by
+/// its kind: a Docker manifest always names its own).
+fn typed(m: &mut Manifest, kind: Kind) {
+    if m.media_type.is_empty() {
+        m.media_type = m
+            .doc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(match kind {
+                Kind::Index => crate::image::registry::OCI_INDEX,
+                Kind::Manifest => crate::image::registry::OCI_MANIFEST,
+            })
+            .to_string();
+    }
 }
 
 /// `copy --all SRC DST`, `docker://…` or `oci:DIR[:REF]` on either side: what it wrote
@@ -107,22 +171,19 @@ pub fn copy_all(
     Ok(format!("{dst}@{digest}"))
 }
 
-/// Whether `m` is an index (or a manifest list), by its media type or its shape.
-pub fn is_index(m: &Manifest) -> bool {
-    m.media_type.contains("image.index")
-        || m.media_type.contains("manifest.list")
-        || (m.media_type.is_empty() && m.doc.get("manifests").is_some())
-}
-
 /// The blobs of a manifest, or the manifests of an index (each stored once what it names is).
+/// `done`: the digests already copied (an index may name one manifest, or a blob, many
+/// times; each is copied once).
 fn everything_under(
     src: &dyn Source,
     dst: &mut dyn Sink,
     m: &Manifest,
+    kind: Kind,
     depth: usize,
+    done: &mut HashSet<String>,
 ) -> Result<()> {
     let shown = src.describe();
-    if !is_index(m) {
+    if kind == Kind::Manifest {
         let descs = m.doc.get("config").into_iter().chain(
             m.doc
                 .get("layers")
@@ -140,6 +201,9 @@ fn everything_under(
                 continue;
             }
             let (digest, size) = descriptor(d, &shown)?;
+            if !done.insert(digest.clone()) {
+                continue;
+            }
             let open = || src.blob(&digest, size);
             dst.blob(&digest, size, src.registry_repo(), &open)?;
         }
@@ -155,7 +219,15 @@ fn everything_under(
         .cloned()
         .unwrap_or_default();
     for d in &children {
-        let (digest, _) = descriptor(d, &shown)?;
+        let (digest, size) = descriptor(d, &shown)?;
+        if size > MANIFEST_MAX {
+            return Err(Error::Format(format!(
+                "{shown}: manifest {digest} of {size} bytes: not a manifest"
+            )));
+        }
+        if !done.insert(digest.clone()) {
+            continue;
+        }
         let mut child = src.manifest(&digest)?;
         if child.media_type.is_empty() {
             child.media_type = d
@@ -164,7 +236,9 @@ fn everything_under(
                 .unwrap_or_default()
                 .to_string();
         }
-        everything_under(src, dst, &child, depth + 1)?;
+        let kind = kind_of(&child, &shown)?;
+        typed(&mut child, kind);
+        everything_under(src, dst, &child, kind, depth + 1, done)?;
         dst.child(&child)?;
     }
     Ok(())
@@ -310,6 +384,74 @@ mod tests {
                 format!("blob {layer}"),
                 format!("child {md}"),
                 format!("top {top}"),
+            ]
+        );
+    }
+
+    fn manifest(doc: serde_json::Value, media_type: &str) -> Manifest {
+        let raw = serde_json::to_vec(&doc).unwrap();
+        let d = digest(&raw);
+        manifest_of(raw, &d, media_type, "mem").unwrap()
+    }
+
+    #[test]
+    fn a_document_is_what_its_shape_says_and_a_media_type_saying_otherwise_is_refused() {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": []});
+        let image = serde_json::json!({"schemaVersion": 2, "config": {}, "layers": []});
+        assert!(kind_of(&manifest(index.clone(), ""), "mem").unwrap() == Kind::Index);
+        assert!(kind_of(&manifest(image.clone(), ""), "mem").unwrap() == Kind::Manifest);
+        let e = kind_of(
+            &manifest(index, "application/vnd.oci.image.manifest.v1+json"),
+            "mem",
+        );
+        assert!(e.is_err());
+        let lied = serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "config": {}});
+        assert!(kind_of(&manifest(lied, ""), "mem").is_err());
+        assert!(kind_of(&manifest(serde_json::json!({"layers": []}), ""), "mem").is_err());
+        let mut untyped = manifest(image, "");
+        typed(&mut untyped, Kind::Manifest);
+        assert_eq!(untyped.media_type, crate::image::registry::OCI_MANIFEST);
+    }
+
+    #[test]
+    fn what_an_index_names_twice_is_copied_once() {
+        let mut blobs = BTreeMap::new();
+        let mut manifests = BTreeMap::new();
+        let cfg = b"{}".to_vec();
+        let cd = digest(&cfg);
+        blobs.insert(cd.clone(), cfg);
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "config": {"digest": cd, "size": 2}, "layers": [{"digest": cd, "size": 2}],
+        }))
+        .unwrap();
+        let md = digest(&m);
+        manifests.insert(md.clone(), m);
+        let inner = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "manifests": [{"digest": md, "size": 1}, {"digest": md, "size": 1}],
+        }))
+        .unwrap();
+        let id = digest(&inner);
+        manifests.insert(id.clone(), inner);
+        let top = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "manifests": [{"digest": id, "size": 1}, {"digest": id, "size": 1}],
+        }))
+        .unwrap();
+        let td = digest(&top);
+        manifests.insert(td.clone(), top);
+        let src = Mem {
+            top: td.clone(),
+            manifests,
+            blobs,
+        };
+        let mut log = Log::default();
+        mirror(&src, &mut log).unwrap();
+        assert_eq!(
+            log.0,
+            vec![
+                format!("blob {cd}"),
+                format!("child {md}"),
+                format!("child {id}"),
+                format!("top {td}")
             ]
         );
     }

@@ -466,8 +466,10 @@ impl MirrorSource {
         let (mut c, _) = candidates(&store, tag)?;
         if c.len() != 1 {
             return Err(Error::Usage(format!(
-                "{shown}: {} manifests in index.json; name one (oci:DIR:REF)",
-                c.len()
+                "{shown}: {} manifests in index.json{}; choose one (oci:DIR:{})",
+                c.len(),
+                if tag.is_some() { " by that name" } else { "" },
+                if tag.is_some() { "DIGEST" } else { "REF" }
             )));
         }
         Ok(MirrorSource {
@@ -478,7 +480,16 @@ impl MirrorSource {
     }
 
     fn read_manifest(&self, digest: &str, media_type: &str) -> Result<super::registry::Manifest> {
-        let raw = self.store.read(&blob_name(digest)?)?;
+        let region = self.store.region(&blob_name(digest)?)?;
+        if region.len > crate::mirror::MANIFEST_MAX {
+            return Err(Error::Format(format!(
+                "{}: manifest {digest} of {} bytes: not a manifest",
+                self.shown, region.len
+            )));
+        }
+        let raw = region
+            .read_all()
+            .map_err(|e| Error::io(format!("{}: reading {digest}", self.shown), e))?;
         crate::mirror::manifest_of(raw, digest, media_type, &self.shown)
     }
 }

@@ -162,7 +162,7 @@ pub fn fetch_manifest(
     })
 }
 
-pub(crate) fn is_index(m: &Manifest) -> bool {
+fn is_index(m: &Manifest) -> bool {
     m.media_type == OCI_INDEX
         || m.media_type == DOCKER_LIST
         || (m.media_type.is_empty() && m.doc.get("manifests").is_some())

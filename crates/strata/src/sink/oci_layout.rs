@@ -328,7 +328,11 @@ impl crate::mirror::Sink for MirrorLayout {
         if let Some(t) = &self.tag {
             desc["annotations"] = json!({ "org.opencontainers.image.ref.name": t });
         }
-        let index = json!({ "schemaVersion": 2, "manifests": [desc] });
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [desc],
+        });
         let write = |name: &str, bytes: &[u8]| {
             std::fs::write(self.root.join(name), bytes)
                 .map_err(|e| Error::output(format!("writing {name}"), e))
