@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(tar_reader archive_index image_json merge squash registry_text engine_answer)
+[ ${#targets[@]} -gt 0 ] || targets=(tar_reader archive_index image_json merge squash registry_text engine_answer mirror_walk)
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
