@@ -1543,6 +1543,31 @@ fn copy_all_mirrors_a_multi_platform_index_byte_for_byte() {
         dir.path(),
     ));
     assert_eq!(raw(&again), index, "layout to registry, byte for byte");
+    // The same layout as an OCI archive, read in place.
+    let archive = dir.path().join("mirrored.tar");
+    run(Command::new("tar").args([
+        "-C",
+        layout.to_str().unwrap(),
+        "-cf",
+        archive.to_str().unwrap(),
+        ".",
+    ]));
+    let from_archive = format!("docker://{}/from-archive:1", b.addr);
+    ok(strata(
+        &[
+            "copy",
+            "--all",
+            &format!("oci-archive:{}:m", archive.display()),
+            &from_archive,
+            "--tls-verify=false",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(
+        raw(&from_archive),
+        index,
+        "archive to registry, byte for byte"
+    );
     // An existing layout is not replaced without --force; with it, it is.
     let e = fail(strata(
         &["copy", "--all", &src, &to_layout, "--tls-verify=false"],

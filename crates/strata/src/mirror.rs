@@ -121,7 +121,8 @@ fn typed(m: &mut Manifest, kind: Kind) {
     }
 }
 
-/// `copy --all SRC DST`, `docker://…` or `oci:DIR[:REF]` on either side: what it wrote
+/// `copy --all SRC DST`, `docker://…` or `oci:DIR[:REF]` on either side (or an
+/// `oci-archive:PATH[:REF]` source): what it wrote
 /// (`docker://HOST/REPO:TAG@DIGEST`, `oci:DIR[:TAG]@DIGEST`). A layout is written beside its
 /// place and moved there whole ([`write_dir`](crate::output::write_dir): an existing one
 /// only with `force`, never one of `protect`).
@@ -135,7 +136,7 @@ pub fn copy_all(
 ) -> Result<String> {
     let only = || {
         Error::Usage(
-            "copy --all copies between docker://HOST/REPO:TAG and oci:DIR[:REF] references".into(),
+            "copy --all copies from docker://, oci: or oci-archive: to docker:// or oci:".into(),
         )
     };
     if !["docker:", "oci:"].iter().any(|t| dst.starts_with(t)) {
@@ -150,6 +151,13 @@ pub fn copy_all(
         let (dir, tag) = crate::image::split_path(spec);
         Box::new(crate::image::oci_layout::MirrorSource::open(
             &dir,
+            tag.as_deref(),
+            src,
+        )?)
+    } else if let Some(spec) = src.strip_prefix("oci-archive:") {
+        let (path, tag) = crate::image::split_path(spec);
+        Box::new(crate::image::oci_layout::MirrorSource::open_archive(
+            &path,
             tag.as_deref(),
             src,
         )?)

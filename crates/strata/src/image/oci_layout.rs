@@ -454,7 +454,7 @@ fn resolve(
 /// An OCI layout directory as the source of `copy --all`: the one manifest (or index) `tag`
 /// names in its `index.json`, and its blobs as files.
 pub struct MirrorSource {
-    store: DirStore,
+    store: Box<dyn Store + Send + Sync>,
     top: Value,
     shown: String,
 }
@@ -462,8 +462,27 @@ pub struct MirrorSource {
 impl MirrorSource {
     /// The layout at `dir`, at `tag` (a ref name or digest; none: its only manifest).
     pub fn open(dir: &Path, tag: Option<&str>, shown: &str) -> Result<MirrorSource> {
-        let store = DirStore(dir.to_path_buf());
-        let (mut c, _) = candidates(&store, tag)?;
+        Self::of(Box::new(DirStore(dir.to_path_buf())), tag, shown)
+    }
+
+    /// The same for an OCI archive at `path`, read in place.
+    pub fn open_archive(path: &Path, tag: Option<&str>, shown: &str) -> Result<MirrorSource> {
+        let index = ArchiveIndex::open(path)?;
+        if !index.contains("index.json") {
+            return Err(Error::Format(format!(
+                "{}: not an OCI archive (no index.json)",
+                index.path
+            )));
+        }
+        Self::of(Box::new(index), tag, shown)
+    }
+
+    fn of(
+        store: Box<dyn Store + Send + Sync>,
+        tag: Option<&str>,
+        shown: &str,
+    ) -> Result<MirrorSource> {
+        let (mut c, _) = candidates(&*store, tag)?;
         if c.len() != 1 {
             return Err(Error::Usage(format!(
                 "{shown}: {} manifests in index.json{}; choose one (oci:DIR:{})",
