@@ -1294,16 +1294,18 @@ struct ConnectProxy {
     heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
-fn connect_proxy(refuse: bool) -> ConnectProxy {
+fn connect_proxy(refuse: impl Fn(&str) -> bool + Send + Sync + 'static) -> ConnectProxy {
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = heads.clone();
+    let refuse = std::sync::Arc::new(refuse);
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let seen = seen.clone();
+            let refuse = refuse.clone();
             std::thread::spawn(move || {
                 let limit = Some(std::time::Duration::from_secs(30));
                 conn.set_read_timeout(limit).ok();
@@ -1319,7 +1321,7 @@ fn connect_proxy(refuse: bool) -> ConnectProxy {
                 seen.lock().unwrap().push(head.clone());
                 let mut client = conn;
                 let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                if refuse || !head.starts_with("CONNECT ") {
+                if refuse(&target) || !head.starts_with("CONNECT ") {
                     let _ = client.write_all(
                         b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
                     );
@@ -1388,7 +1390,7 @@ fn a_proxy_from_the_environment_carries_registry_traffic() {
         }
         c.output().unwrap()
     };
-    let proxy = connect_proxy(false);
+    let proxy = connect_proxy(|_| false);
     let via = format!("http://user:pw@{}", proxy.addr);
     let flat = ok(run_with(
         &[("HTTPS_PROXY", via.clone())],
@@ -1415,7 +1417,7 @@ fn a_proxy_from_the_environment_carries_registry_traffic() {
         "NO_PROXY was not honoured"
     );
     // A proxy that refuses the tunnel.
-    let refusing = connect_proxy(true);
+    let refusing = connect_proxy(|_| true);
     let e = fail(run_with(
         &[("ALL_PROXY", format!("http://{}", refusing.addr))],
         &["inspect", &img, "--cert-dir", certs],
@@ -1640,4 +1642,70 @@ fn flate_contains(gz: &[u8], needle: &str) -> bool {
         .read_to_end(&mut out)
         .is_ok()
         && String::from_utf8_lossy(&out).contains(needle)
+}
+
+/// Behind a proxy that tunnels to the registry but refuses its token server: one error naming
+/// the proxy and the token server, asked once (not retried).
+#[test]
+fn a_proxy_refusing_the_token_server_is_one_error() {
+    if !available() {
+        return;
+    }
+    let tokens = TokenServer::start();
+    let reg = Registry::start(
+        Auth::Token {
+            realm: tokens.realm.clone(),
+            cert: tokens.cert.clone(),
+        },
+        false,
+    );
+    let realm_host = tokens
+        .realm
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused = realm_host.clone();
+    let proxy = connect_proxy(move |target| target == refused);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = strata_env(
+        &[
+            "inspect",
+            &format!("docker://{}/tok/app:1", reg.addr),
+            "--tls-verify=false",
+            "--creds",
+            "alice:s3cret",
+        ],
+        dir.path(),
+    );
+    c.env("ALL_PROXY", format!("http://{}", proxy.addr));
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "all_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    let e = fail(c.output().unwrap());
+    assert!(
+        e.contains("token server") && e.contains(&format!("proxy {} answered 407", proxy.addr)),
+        "{e}"
+    );
+    let heads = proxy.heads.lock().unwrap().clone();
+    let to_realm = heads
+        .iter()
+        .filter(|h| h.starts_with(&format!("CONNECT {realm_host} ")))
+        .count();
+    assert_eq!(to_realm, 1, "asked the token server once: {heads:?}");
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with(&format!("CONNECT {} ", reg.addr))),
+        "the registry itself went through the proxy: {heads:?}"
+    );
 }
