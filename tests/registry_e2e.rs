@@ -747,11 +747,8 @@ impl TokenServer {
     }
 }
 
-#[test]
-fn token_auth_against_the_real_registry() {
-    if !available() {
-        return;
-    }
+/// A plain-HTTP registry with token auth from a [`TokenServer`] of its own.
+fn token_registry() -> (TokenServer, Registry) {
     let tokens = TokenServer::start();
     let reg = Registry::start(
         Auth::Token {
@@ -760,6 +757,32 @@ fn token_auth_against_the_real_registry() {
         },
         false,
     );
+    (tokens, reg)
+}
+
+/// `c` with no proxy from this environment: a test sets the ones it means.
+fn without_proxies(c: &mut Command) -> &mut Command {
+    for v in [
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+#[test]
+fn token_auth_against_the_real_registry() {
+    if !available() {
+        return;
+    }
+    let (_tokens, reg) = token_registry();
     let dir = tempfile::tempdir().unwrap();
     let oci = write_oci_dir(&dir.path().join("src"), &fixtures()[2], Comp::Gzip);
     let src = format!("oci:{}", oci.display());
@@ -1373,18 +1396,7 @@ fn a_proxy_from_the_environment_carries_registry_traffic() {
     let img = format!("docker://{}/proxied/app:1", reg.addr);
     let run_with = |env: &[(&str, String)], args: &[&str]| {
         let mut c = strata_env(args, dir.path());
-        for v in [
-            "ALL_PROXY",
-            "all_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
-            c.env_remove(v);
-        }
+        without_proxies(&mut c);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -1651,14 +1663,7 @@ fn a_proxy_refusing_the_token_server_is_one_error() {
     if !available() {
         return;
     }
-    let tokens = TokenServer::start();
-    let reg = Registry::start(
-        Auth::Token {
-            realm: tokens.realm.clone(),
-            cert: tokens.cert.clone(),
-        },
-        false,
-    );
+    let (tokens, reg) = token_registry();
     let realm_host = tokens
         .realm
         .trim_start_matches("http://")
@@ -1679,18 +1684,7 @@ fn a_proxy_refusing_the_token_server_is_one_error() {
         ],
         dir.path(),
     );
-    c.env("ALL_PROXY", format!("http://{}", proxy.addr));
-    for v in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "all_proxy",
-    ] {
-        c.env_remove(v);
-    }
+    without_proxies(&mut c).env("ALL_PROXY", format!("http://{}", proxy.addr));
     let e = fail(c.output().unwrap());
     assert!(
         e.contains("token server") && e.contains(&format!("proxy {} answered 407", proxy.addr)),

@@ -6,15 +6,13 @@
 //! one last under the destination's tag.
 
 use crate::error::{Error, Result};
-use crate::image::registry::Manifest;
+use crate::image::registry::{MANIFEST_MAX, Manifest};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::{self, Read};
 
 /// Indexes within indexes, at most.
 const DEPTH: usize = 4;
-/// A manifest's size, at most (what a registry's is read up to, too).
-pub const MANIFEST_MAX: u64 = 4 << 20;
 
 /// Opens a blob's bytes (once per attempt: a retried upload opens it again).
 pub type OpenBlob<'a> = dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a;
@@ -105,19 +103,16 @@ fn kind_of(m: &Manifest, shown: &str) -> Result<Kind> {
     Ok(kind)
 }
 
-/// Give `m` a media type when neither its source nor the document named one (OCI's, by
-/// its kind: a Docker manifest always names its own).
+/// Give `m` a media type when neither its source nor the document named one (the sources
+/// already fall back to the document's own): OCI's, by its kind — a Docker manifest always
+/// names its own.
 fn typed(m: &mut Manifest, kind: Kind) {
     if m.media_type.is_empty() {
-        m.media_type = m
-            .doc
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or(match kind {
-                Kind::Index => crate::image::registry::OCI_INDEX,
-                Kind::Manifest => crate::image::registry::OCI_MANIFEST,
-            })
-            .to_string();
+        m.media_type = match kind {
+            Kind::Index => crate::image::registry::OCI_INDEX,
+            Kind::Manifest => crate::image::registry::OCI_MANIFEST,
+        }
+        .to_string();
     }
 }
 

@@ -500,7 +500,7 @@ impl MirrorSource {
 
     fn read_manifest(&self, digest: &str, media_type: &str) -> Result<super::registry::Manifest> {
         let region = self.store.region(&blob_name(digest)?)?;
-        if region.len > crate::mirror::MANIFEST_MAX {
+        if region.len > super::registry::MANIFEST_MAX {
             return Err(Error::Format(format!(
                 "{}: manifest {digest} of {} bytes: not a manifest",
                 self.shown, region.len

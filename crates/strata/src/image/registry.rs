@@ -37,7 +37,7 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Manifests are small; distribution itself refuses ones over 4 MiB.
-const MANIFEST_MAX: u64 = 4 << 20;
+pub const MANIFEST_MAX: u64 = 4 << 20;
 /// Configs larger than this are not image configs.
 const CONFIG_MAX: u64 = 32 << 20;
 
